@@ -1,0 +1,223 @@
+"""The workflow graph: nodes, dependencies, argument flow and node states.
+
+Pure Python: this module knows nothing of Celery. A node is a task call identified by its
+task id; what it receives from its parents is an *input expression*:
+
+* ``None``: nothing is prepended (an immutable signature, or no parent);
+* an ``int``: the result of the node at that index;
+* a ``list`` of expressions: a list built from those results (a group's result).
+
+The same expression language describes the workflow's own result.
+"""
+
+from __future__ import annotations
+
+import enum
+import graphlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence, Union
+
+from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
+
+__all__ = [
+    "Expr",
+    "Graph",
+    "GraphBuilder",
+    "Node",
+    "NodeState",
+    "TRANSITIONS",
+    "expr_refs",
+    "evaluate",
+]
+
+#: An input expression: None, a node index (or id while building), or a list of expressions.
+Expr = Union[None, int, str, list]
+
+
+class NodeState(enum.IntEnum):
+    """The state of one node, stored as one byte per node."""
+
+    WAITING = 0  # some parent has not succeeded yet
+    LAUNCHED = 1  # published to the broker; outcome not seen yet
+    SUCCEEDED = 2  # its result was seen in the backend
+    FAILED = 3  # it failed or was revoked
+    READY = 4  # every parent succeeded; not published yet (a publish failed, or not tried)
+
+
+#: The only state changes the processor may make.
+TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
+    NodeState.WAITING: frozenset({NodeState.READY}),
+    NodeState.READY: frozenset({NodeState.LAUNCHED}),
+    NodeState.LAUNCHED: frozenset({NodeState.SUCCEEDED, NodeState.FAILED}),
+    NodeState.SUCCEEDED: frozenset(),
+    NodeState.FAILED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One task call of a frozen graph.
+
+    ``spec`` is opaque to the core: the adapter's encoding of args, kwargs and options.
+    ``parents`` and the ints inside ``input`` are indices into the graph's node list.
+    """
+
+    id: str
+    task: str
+    spec: bytes
+    parents: tuple[int, ...]
+    input: Expr
+
+
+class Graph:
+    """An immutable, validated DAG of nodes, indexed by position.
+
+    Build one with :class:`GraphBuilder`. ``children`` is derived, never stored.
+    """
+
+    __slots__ = ("nodes", "output", "index", "_children")
+
+    def __init__(self, nodes: Sequence[Node], output: Expr) -> None:
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+        self.output: Expr = output
+        self.index: dict[str, int] = {n.id: i for i, n in enumerate(self.nodes)}
+        self._children: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def children(self) -> list[list[int]]:
+        """children[i]: the indices of the nodes that depend on node i."""
+        if self._children is None:
+            children: list[list[int]] = [[] for _ in self.nodes]
+            for i, node in enumerate(self.nodes):
+                for p in node.parents:
+                    children[p].append(i)
+            self._children = children
+        return self._children
+
+    def roots(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if not n.parents]
+
+
+def expr_refs(expr: Expr) -> Iterator:
+    """Every node reference (index or id) inside ``expr``, depth first, in order."""
+    if expr is None:
+        return
+    if isinstance(expr, list):
+        for item in expr:
+            yield from expr_refs(item)
+    else:
+        yield expr
+
+
+def evaluate(expr: Expr, results: "dict[int, object] | Sequence[object]") -> object:
+    """The value of ``expr`` given each referenced node's result."""
+    if isinstance(expr, list):
+        return [evaluate(item, results) for item in expr]
+    if expr is None:
+        return None
+    return results[expr]  # type: ignore[index]
+
+
+def _map_expr(expr: Expr, mapping: dict[str, int]) -> Expr:
+    if isinstance(expr, list):
+        return [_map_expr(item, mapping) for item in expr]
+    if expr is None:
+        return None
+    return mapping[expr]  # type: ignore[index]
+
+
+class GraphBuilder:
+    """Collects nodes by id, then :meth:`freeze` validates them into a :class:`Graph`.
+
+    Nodes may be added in any order; dependencies are checked at freeze time.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._tasks: list[str] = []
+        self._specs: list[bytes] = []
+        self._parents: list[tuple[str, ...]] = []
+        self._inputs: list[Expr] = []
+        self._seen: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._seen
+
+    def entries(self, start: int = 0) -> list[tuple[str, str]]:
+        """(id, task) of the nodes added since the ``start``-th, in order."""
+        return list(zip(self._ids[start:], self._tasks[start:]))
+
+    def add(self, node_id: str, task: str, spec: bytes, parents: Iterable[str] = (),
+            input: Expr = None) -> None:
+        """Add a node; raises DuplicateNodeError if ``node_id`` was added before."""
+        if node_id in self._seen:
+            raise DuplicateNodeError(
+                f"node {node_id!r} ({task}) was added twice: every node needs its own task id; "
+                f"use sig.clone() (which gets a new id when frozen) or set a distinct task_id",
+                node=node_id,
+            )
+        parent_ids = tuple(dict.fromkeys(parents))  # dedupe, keep order
+        self._seen.add(node_id)
+        self._ids.append(node_id)
+        self._tasks.append(task)
+        self._specs.append(spec)
+        self._parents.append(parent_ids)
+        self._inputs.append(input)
+
+    def freeze(self, output: Expr = None) -> Graph:
+        """Validate and return the graph.
+
+        Raises UnknownDependencyError for a dependency or input reference outside the
+        workflow, and CycleError naming the nodes of a cycle.
+        """
+        index = {node_id: i for i, node_id in enumerate(self._ids)}
+        for node_id, task, parents, inp in zip(self._ids, self._tasks, self._parents, self._inputs):
+            for p in parents:
+                if p not in index:
+                    raise UnknownDependencyError(
+                        f"node {node_id!r} ({task}) depends on {p!r}, which is not in the workflow: "
+                        f"add that node first, or drop the dependency",
+                        node=node_id,
+                    )
+            for ref in expr_refs(inp):
+                if ref not in index or ref not in parents:
+                    raise UnknownDependencyError(
+                        f"node {node_id!r} ({task}) takes the result of {ref!r}, which is not "
+                        f"one of its dependencies: add it to its dependencies",
+                        node=node_id,
+                    )
+        for ref in expr_refs(output):
+            if ref not in index:
+                raise UnknownDependencyError(
+                    f"the workflow result refers to {ref!r}, which is not in the workflow",
+                    node=ref,
+                )
+        check_acyclic(self._ids, self._parents)
+        nodes = [
+            Node(node_id, task, spec, tuple(index[p] for p in parents), _map_expr(inp, index))
+            for node_id, task, spec, parents, inp in zip(
+                self._ids, self._tasks, self._specs, self._parents, self._inputs)
+        ]
+        return Graph(nodes, _map_expr(output, index))
+
+
+def check_acyclic(ids: Sequence, parents: Sequence[Sequence]) -> None:
+    """Raise CycleError if the dependencies (by id or index) form a cycle."""
+    sorter: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+    for node_id, deps in zip(ids, parents):
+        sorter.add(node_id, *deps)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = [str(c) for c in exc.args[1]]
+        raise CycleError(
+            f"the dependencies form a cycle: {' -> '.join(cycle)}; "
+            f"remove one of these dependencies",
+            cycle=cycle,
+        ) from None

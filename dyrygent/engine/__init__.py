@@ -1,0 +1,1 @@
+"""The Celery adapter: canvas conversion, result reads, the store and the processor task."""

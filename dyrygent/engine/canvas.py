@@ -1,0 +1,184 @@
+"""Flattening Celery canvases into graph nodes: the ONLY module that reads canvas internals.
+
+``convert(canvas, incoming, deps)`` adds the canvas's task calls to a GraphBuilder and returns
+``(output, ends)``: the expression of the canvas's result and the node ids after which it is
+complete. ``incoming`` is the value a parent passes in (an expression, or None) and ``deps``
+the nodes it must wait for. The rules reproduce native Celery (see SEMANTICS.md):
+
+* a chain passes each step's output to the next step;
+* a group passes ``incoming`` to every member; its output is the list of member outputs, a
+  member that is itself a group being spliced in (flattened); a one-member group in a chain
+  is unrolled; an empty group in a chain with other steps is skipped;
+* a chord is a group (its header) followed by its body;
+* ``chunks`` is the group of ``xstarmap`` it stands for; ``xmap``/``xstarmap`` are tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
+
+from dyrygent.core.graph import Expr, GraphBuilder
+from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
+
+__all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
+
+#: Options Celery uses to wire its own canvas; dyrygent does that wiring itself.
+STRUCTURAL_OPTIONS = frozenset({
+    "task_id", "group_id", "group_index", "chord", "chain", "root_id", "parent_id",
+    "reply_to", "link", "link_error", "subtask_type",
+})
+
+SpecEncoder = Callable[[str, str, list, dict, dict], bytes]
+
+
+def _links(sig: Signature) -> tuple[list, list]:
+    opts = sig.options
+    return list(opts.get("link") or []), list(opts.get("link_error") or [])
+
+
+def _is_group(sig: Any) -> bool:
+    return isinstance(sig, group) and not isinstance(sig, chunks)
+
+
+class CanvasConverter:
+    """Adds canvases to ``builder``; ``encode`` turns (id, task, args, kwargs, options) into
+    the node's opaque spec; ``app`` resolves dict signatures."""
+
+    def __init__(self, builder: GraphBuilder, encode: SpecEncoder, app: Any = None,
+                 is_ignored: Callable[[str], bool] = lambda name: False) -> None:
+        self.builder = builder
+        self.encode = encode
+        self.app = app
+        self.is_ignored = is_ignored
+
+    def _sig(self, obj: Any) -> Signature:
+        if isinstance(obj, Signature):
+            return obj
+        if isinstance(obj, dict):
+            sig = maybe_signature(obj, app=self.app)
+            if isinstance(sig, Signature):
+                return sig
+        raise UnsupportedCanvasError(
+            f"add_celery_canvas() cannot convert {type(obj).__name__} {obj!r:.80}: pass a "
+            f"Celery signature, chain, group, chord or chunks (e.g. add.s(1, 2))")
+
+    def convert(self, canvas: Any, incoming: Expr, deps: tuple[str, ...],
+                inherited: dict | None = None, pre_args: tuple = ()) -> tuple[Expr, tuple[str, ...]]:
+        sig = self._sig(canvas)
+        inherited = inherited or {}
+        if isinstance(sig, chunks):
+            return self.convert(sig.group(), incoming, deps, inherited, pre_args)
+        if isinstance(sig, (_chain, group, _chord)):
+            own = {k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS}
+            inherited = {**inherited, **own}
+            pre_args = tuple(pre_args) + tuple(sig.args or ())
+        if isinstance(sig, _chain):
+            return self._chain(sig, incoming, deps, inherited, pre_args)
+        if isinstance(sig, _chord):
+            return self._chord(sig, incoming, deps, inherited, pre_args)
+        if isinstance(sig, group):
+            return self._group(list(sig.tasks), incoming, deps, inherited, pre_args)
+        return self._task(sig, incoming, deps, inherited, pre_args)
+
+    def _chain(self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict,
+               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+        link, link_error = _links(sig)
+        if link or link_error:
+            # chain.link/link_error live on the chain; Celery pushes them onto its tasks
+            # (link on the last, link_error on all) in unchain_tasks(). Freeze the originals
+            # first so the clones keep the ids the caller can see.
+            self._freeze_leaves(sig)
+            steps = [self._sig(t) for t in sig.unchain_tasks()]
+        else:
+            steps = [self._sig(t) for t in sig.tasks]
+        if not steps:
+            return incoming, deps
+        non_empty = [s for s in steps if not (_is_group(s) and not list(s.tasks))]
+        if non_empty:
+            steps = non_empty  # an empty group between other steps is a no-op (celery 5.7)
+        out, ends = incoming, deps
+        for k, step in enumerate(steps):
+            if _is_group(step):
+                members = list(step.tasks)
+                if len(members) == 1:  # maybe_unroll_group: a lone member stands alone
+                    step = self._sig(members[0])
+            out, ends = self.convert(step, out, ends, inherited, pre_args if k == 0 else ())
+        return out, ends
+
+    def _members(self, members: Iterable[Any], incoming: Expr, deps: tuple[str, ...],
+                 inherited: dict, pre_args: tuple) -> tuple[list, tuple[str, ...]]:
+        outs: list = []
+        ends: list[str] = []
+        any_member = False
+        for m in members:
+            any_member = True
+            msig = self._sig(m)
+            out, e = self.convert(msig, incoming, deps, inherited, pre_args)
+            if _is_group(msig):
+                outs.extend(out)  # type: ignore[arg-type]  # nested groups flatten
+            else:
+                outs.append(out)
+            ends.extend(e)
+        if not any_member:
+            return [], deps
+        return outs, tuple(dict.fromkeys(ends))
+
+    def _group(self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict,
+               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+        return self._members(members, incoming, deps, inherited, pre_args)
+
+    def _chord(self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict,
+               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+        header = sig.tasks
+        if isinstance(header, (group, Signature)) and not isinstance(header, (list, tuple)):
+            header = list(header.tasks) if _is_group(header) else [header]
+        out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
+        body = sig.body
+        if body is None:
+            raise UnsupportedCanvasError(
+                f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())")
+        return self.convert(body, out, ends, inherited)
+
+    def _task(self, sig: Signature, incoming: Expr, deps: tuple[str, ...], inherited: dict,
+              pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+        if not sig.options.get("task_id"):
+            sig.freeze()
+        node_id = sig.options["task_id"]
+        options = {**inherited, **{k: v for k, v in sig.options.items()
+                                   if k not in STRUCTURAL_OPTIONS}}
+        link, link_error = _links(sig)
+        if link:
+            options["link"] = link
+        if link_error:
+            options["link_error"] = link_error
+        if options.get("ignore_result") or self.is_ignored(sig.task):
+            raise InvalidNodeError(
+                f"node {node_id!r} ({sig.task}) ignores its result, so dyrygent could never "
+                f"see it finish: drop ignore_result=True from that signature or task",
+                node=node_id)
+        args = list(sig.args or ())
+        if pre_args and not sig.immutable:
+            args = [*pre_args, *args]
+        spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options)
+        self.builder.add(node_id, sig.task, spec, parents=deps,
+                         input=None if sig.immutable else incoming)
+        return node_id, (node_id,)
+
+    def _freeze_leaves(self, sig: Any) -> None:
+        sig = self._sig(sig)
+        if isinstance(sig, chunks):
+            return
+        if isinstance(sig, _chain):
+            for t in sig.tasks:
+                self._freeze_leaves(t)
+        elif isinstance(sig, _chord):
+            for t in (sig.tasks if isinstance(sig.tasks, (list, tuple)) else [sig.tasks]):
+                self._freeze_leaves(t)
+            self._freeze_leaves(sig.body)
+        elif isinstance(sig, group):
+            for t in sig.tasks:
+                self._freeze_leaves(t)
+        elif not sig.options.get("task_id"):
+            sig.freeze()

@@ -1,0 +1,241 @@
+"""The processor: one registered Celery task that drives every workflow, a tick per run.
+
+A tick: claim the workflow (the generation fence in :mod:`dyrygent.engine.store`), read the
+outcome of every LAUNCHED node in one batched read, plan (:func:`dyrygent.core.tick.plan_tick`),
+publish the ready nodes with their parents' results injected, publish the next tick with a
+countdown, then commit the changed node states. The same task, sent with ``gen=None`` as an
+immutable ``link`` callback of the nodes it launched, wakes the processor as soon as a node
+succeeds, so chain steps do not wait for a countdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from celery import states as celery_states
+
+from dyrygent.core.codec import decode_graph
+from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
+from dyrygent.core.tick import Outcome, find_all, plan_tick
+from dyrygent.engine.results import exception_of, outcome_of, read_metas
+from dyrygent.engine.spec import decode_header, decode_spec
+from dyrygent.engine.store import Store, store_for
+from dyrygent.errors import PayloadError, WorkflowError
+
+__all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
+
+logger = logging.getLogger("dyrygent.processor")
+
+PROCESSOR_NAME = "dyrygent.processor"
+
+#: Options every processor task gets unless the caller overrides them: the message is
+#: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
+DEFAULT_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "serializer": "json",
+}
+
+
+class _Gone(Exception):
+    """A result needed to build a node's arguments is no longer in the backend."""
+
+
+class Processor:
+    """The tick logic, bound to one Celery app; the registered task calls :meth:`run`."""
+
+    def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
+                 max_interval: float = 1.0, max_attempts: int = 5, wake_limit: int = 32,
+                 cache_size: int = 64) -> None:
+        self.app = app
+        self.name = name
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.max_attempts = max_attempts
+        self.wake_limit = wake_limit
+        self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
+        self._cache_size = cache_size
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = store_for(self.app)
+        return self._store
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self, wf: str) -> tuple[Graph, dict]:
+        cached = self._cache.get(wf)
+        if cached is not None:
+            self._cache.move_to_end(wf)
+            return cached
+        data, header = self.store.load(wf)
+        if data is None or header is None:
+            raise PayloadError(f"workflow {wf}: its graph is missing from the result backend "
+                               f"(expired or deleted)")
+        loaded = (decode_graph(bytes(data)), decode_header(bytes(header)))
+        self._cache[wf] = loaded
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return loaded
+
+    # -- the tick --------------------------------------------------------------------------
+
+    def run(self, task: Any, wf: str, gen: int | None, idle: int = 0) -> str:
+        """One tick for workflow ``wf``; returns what happened (for logs and tests)."""
+        wake = gen is None
+        token = task.request.id
+        claim = self.store.claim(wf, -1 if wake else gen, token, wake)
+        if claim.status == "early":
+            raise task.retry(countdown=self.min_interval, max_retries=10_000)
+        if claim.status != "ok":
+            return claim.status
+        if claim.attempts > self.max_attempts:
+            self._end_error(wf, token, claim.gen, WorkflowError(
+                f"workflow {wf}: the processor's tick at generation {claim.gen} was interrupted "
+                f"{claim.attempts - 1} times (worker killed or crashed); giving up after "
+                f"max_attempts={self.max_attempts}"))
+            return "error"
+        try:
+            graph, header = self._load(wf)
+        except PayloadError as exc:
+            logger.error("dyrygent: %s", exc)
+            self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
+            return "error"
+        return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header, idle)
+
+    def _tick(self, task: Any, wf: str, gen: int, token: str, states: bytes, graph: Graph,
+              header: dict, idle: int) -> str:
+        started = time.perf_counter()
+        backend = self.app.backend
+        nodes = graph.nodes
+        running = find_all(states, NodeState.LAUNCHED)
+        metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
+        observations = {i: outcome_of(m) for i, m in metas.items()}
+        plan = plan_tick(graph, states, observations)
+        changes: dict[int, int] = dict(plan.changes)
+        results = {i: m.get("result") for i, m in metas.items()
+                   if observations[i] is Outcome.SUCCEEDED}
+
+        if plan.failed is not None:
+            i = plan.failed
+            meta = metas.get(i) or read_metas(backend, [nodes[i].id])[0]
+            exc = exception_of(meta, nodes[i].id)
+            backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
+            self.store.commit(wf, token, changes, gen + 1, "failed")
+            logger.info("dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id,
+                        nodes[i].task)
+            return "failed"
+
+        try:
+            if plan.done:
+                self._fetch(backend, graph, set(expr_refs(graph.output)), results)
+                backend.store_result(wf, evaluate(graph.output, results), celery_states.SUCCESS)
+                self.store.commit(wf, token, changes, gen + 1, "succeeded")
+                return "succeeded"
+            needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
+            self._fetch(backend, graph, needed, results)
+        except _Gone as exc:
+            self._end_error(wf, token, gen, WorkflowError(str(exc)), changes)
+            return "error"
+
+        launched = self._launch(wf, token, graph, header, plan.ready, results, changes)
+        progressed = bool(plan.changes) or launched > 0
+        idle = 0 if progressed else idle + 1
+        elapsed = time.perf_counter() - started
+        countdown = min(self.max_interval, max(self.min_interval * (2 ** idle), 4 * elapsed))
+        if launched < len(plan.ready):  # a publish failed: retry soon
+            countdown = self.min_interval
+        self._publish_tick(wf, header, gen + 1, idle, countdown)
+        dirty = self.store.commit(wf, token, changes, gen + 1, "running")
+        if dirty:
+            self._publish_tick(wf, header, None, 0, None)
+        return "running"
+
+    def _fetch(self, backend: Any, graph: Graph, refs: set, results: dict) -> None:
+        missing = sorted(r for r in refs if r not in results)
+        if not missing:
+            return
+        for i, meta in zip(missing, read_metas(backend, [graph.nodes[i].id for i in missing])):
+            if meta.get("status") != celery_states.SUCCESS:
+                node = graph.nodes[i]
+                raise _Gone(
+                    f"the result of node {node.id} ({node.task}) succeeded but is no longer in "
+                    f"the result backend (expired or evicted: raise result_expires above the "
+                    f"workflow's duration)")
+            results[i] = meta.get("result")
+
+    def _launch(self, wf: str, token: str, graph: Graph, header: dict, ready: list[int],
+                results: dict, changes: dict[int, int]) -> int:
+        app = self.app
+        defaults = header.get("node_options") or {}
+        wake = None
+        if len(ready) <= self.wake_limit:
+            wake = app.signature(self.name, args=(wf, None), immutable=True,
+                                 options=header.get("processor_options") or {})
+        launched = 0
+        with app.producer_or_acquire() as producer:
+            for i in ready:
+                node = graph.nodes[i]
+                args, kwargs, options = decode_spec(node.spec)
+                if node.input is not None:
+                    args.insert(0, evaluate(node.input, results))
+                options = {**defaults, **options}
+                if wake is not None:
+                    options["link"] = [*(options.get("link") or []), wake]
+                try:
+                    app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
+                                  parent_id=token, producer=producer, **options)
+                except Exception:  # broker errors are many types; the rest stay READY
+                    logger.exception("dyrygent: workflow %s: publishing node %s failed; "
+                                     "it stays READY for the next tick", wf, node.id)
+                    break
+                changes[i] = NodeState.LAUNCHED
+                launched += 1
+        return launched
+
+    def _publish_tick(self, wf: str, header: dict, gen: int | None, idle: int,
+                      countdown: float | None) -> None:
+        options = dict(header.get("processor_options") or {})
+        if countdown:
+            options["countdown"] = countdown
+        self.app.send_task(self.name, (wf, gen), {"idle": idle} if idle else {}, **options)
+
+    def _end_error(self, wf: str, token: str, gen: int, exc: WorkflowError,
+                   changes: dict[int, int] | None = None) -> None:
+        logger.error("dyrygent: %s", exc)
+        self.app.backend.mark_as_failure(wf, exc)
+        self.store.commit(wf, token, changes or {}, gen + 1, "error")
+
+
+def register_workflow_processor(app: Any, **task_options: Any) -> Any:
+    """Register the processor task on ``app`` and return it. Call once, in a module the
+    workers import.
+
+    ``task_options`` are Celery task options (queue, priority, ...) and the tick settings
+    ``min_interval``, ``max_interval`` (seconds between ticks), ``max_attempts`` (interrupted
+    ticks before the workflow ends in ERROR) and ``wake_limit`` (launches of one tick that get
+    a completion wake-up).
+    """
+    settings = {k: task_options.pop(k) for k in
+                ("min_interval", "max_interval", "max_attempts", "wake_limit")
+                if k in task_options}
+    name = PROCESSOR_NAME
+    existing = app.tasks.get(name)
+    if existing is not None and getattr(existing, "_dyrygent", None) is not None:
+        return existing
+    processor = Processor(app, name, **settings)
+    options = {**DEFAULT_TASK_OPTIONS, **task_options}
+
+    @app.task(name=name, bind=True, shared=False, **options)
+    def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
+                           idle: int = 0) -> None:
+        processor.run(self, workflow_id, gen, idle)
+
+    dyrygent_processor._dyrygent = processor
+    return dyrygent_processor

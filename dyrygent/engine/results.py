@@ -1,0 +1,51 @@
+"""Reading node outcomes from the result backend: the ONLY module that reads task metas.
+
+One batched read per call (MGET on key-value backends such as Redis), one meta per node, so
+a node's state and result always come from the same read (RELIABILITY.md item 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from celery import states as celery_states
+from celery.backends.base import KeyValueStoreBackend
+from celery.exceptions import TaskRevokedError
+
+from dyrygent.core.tick import Outcome
+
+__all__ = ["exception_of", "outcome_of", "read_metas"]
+
+_PENDING = {"status": celery_states.PENDING, "result": None}
+
+
+def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
+    """The stored meta of each task id, in order ({'status': 'PENDING'} when absent)."""
+    if not task_ids:
+        return []
+    if isinstance(backend, KeyValueStoreBackend):
+        keys = [backend.get_key_for_task(t) for t in task_ids]
+        values = backend.mget(keys)
+        decode = backend.decode_result
+        return [decode(v) if v is not None else _PENDING for v in values]
+    return [backend.get_task_meta(t) for t in task_ids]
+
+
+def outcome_of(meta: dict) -> Outcome:
+    """What a meta says of a launched node (RETRY, STARTED and PENDING are still running)."""
+    status = meta.get("status")
+    if status == celery_states.SUCCESS:
+        return Outcome.SUCCEEDED
+    if status in (celery_states.FAILURE, celery_states.REVOKED):
+        return Outcome.FAILED
+    return Outcome.RUNNING
+
+
+def exception_of(meta: dict, node_id: str) -> BaseException:
+    """The exception a failed node's meta holds (TaskRevokedError for a revoked node)."""
+    result = meta.get("result")
+    if isinstance(result, BaseException):
+        return result
+    if meta.get("status") == celery_states.REVOKED:
+        return TaskRevokedError(f"node {node_id} was revoked")
+    return TaskRevokedError(f"node {node_id} failed: {result!r}")

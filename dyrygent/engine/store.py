@@ -1,0 +1,272 @@
+"""Where a workflow lives between ticks: the Celery result backend.
+
+Per workflow, three records:
+
+* ``graph``: the encoded graph, written once by the client;
+* ``state``: one byte per node (a NodeState); a tick rewrites only the bytes that changed;
+* ``meta``: ``gen`` (the generation fence), ``holder`` (the processor message now ticking),
+  ``attempts`` (claims by that holder), ``dirty`` (a node finished while it ticked),
+  ``status``, and ``header`` (workflow-level options).
+
+:meth:`Store.claim` and :meth:`Store.commit` implement the fence: a processor message for
+generation ``g`` may tick only while the stored generation is ``g`` and nobody holds it;
+a redelivery of the holder's own message may take over again (``attempts`` counts those).
+On Redis both are single Lua scripts; :class:`KVStore` serves other key-value backends
+(e.g. the in-memory cache of the demo) under a process-local lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from dyrygent.errors import ConfigurationError
+
+__all__ = ["Claim", "KVStore", "RedisStore", "Store", "store_for"]
+
+PREFIX = "dyrygent-wf-"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim.
+
+    ``status``: ``ok`` (tick now), ``stale`` (an older generation: exit), ``busy`` (another
+    processor is ticking: exit, it will tick again), ``early`` (the previous tick has not
+    committed yet: try again shortly), ``done`` (the workflow is over), ``gone`` (no such
+    workflow).
+    """
+
+    status: str
+    gen: int = 0
+    attempts: int = 0
+    states: bytes = b""
+
+
+def _runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
+    """Group changed bytes into (offset, bytes) runs of consecutive indices."""
+    runs: list[tuple[int, bytes]] = []
+    start = prev = -2
+    buf = bytearray()
+    for i in sorted(changes):
+        if i != prev + 1:
+            if buf:
+                runs.append((start, bytes(buf)))
+            start, buf = i, bytearray()
+        buf.append(int(changes[i]))
+        prev = i
+    if buf:
+        runs.append((start, bytes(buf)))
+    return runs
+
+
+class Store:
+    """The interface; see the module docstring for the protocol."""
+
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+        raise NotImplementedError
+
+    def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
+        """(graph, header) as stored, None where missing."""
+        raise NotImplementedError
+
+    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+        raise NotImplementedError
+
+    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
+               status: str) -> bool | None:
+        """Write changes, set gen and status, release the hold. Returns whether a node
+        finished while we held it (dirty), or None if ``token`` no longer holds it."""
+        raise NotImplementedError
+
+    def status(self, wf: str) -> dict[str, Any]:
+        """meta fields and the state bytes, for inspection and tests."""
+        raise NotImplementedError
+
+
+_CLAIM = """
+local m = redis.call('HMGET', KEYS[1], 'gen', 'holder', 'status')
+if not m[1] then return {'gone', 0} end
+local gen = tonumber(m[1])
+if m[3] ~= 'running' then return {'done', gen} end
+local holder = m[2] or ''
+local wake = ARGV[3] == '1'
+local want = tonumber(ARGV[1])
+if holder ~= '' and holder == ARGV[2] then
+  local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  return {'ok', gen, a, redis.call('GET', KEYS[2])}
+end
+if not wake then
+  if want > gen then return {'early', gen} end
+  if want < gen then return {'stale', gen} end
+end
+if holder ~= '' then
+  redis.call('HSET', KEYS[1], 'dirty', '1')
+  return {'busy', gen}
+end
+redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0')
+return {'ok', gen, 1, redis.call('GET', KEYS[2])}
+"""
+
+_COMMIT = """
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
+for i = 4, #ARGV, 2 do redis.call('SETRANGE', KEYS[2], tonumber(ARGV[i]), ARGV[i + 1]) end
+local d = redis.call('HGET', KEYS[1], 'dirty')
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'holder', '', 'status', ARGV[3], 'dirty', '0')
+if d == '1' then return 1 end
+return 0
+"""
+
+
+class RedisStore(Store):
+    """The store on a Redis result backend (``backend.client``), fenced by Lua scripts."""
+
+    def __init__(self, client: Any, prefix: str = PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._commit = client.register_script(_COMMIT)
+
+    def _keys(self, wf: str) -> tuple[str, str, str]:
+        p = self.prefix + wf
+        return p + ":m", p + ":s", p + ":g"
+
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+        m, s, g = self._keys(wf)
+        pipe = self.client.pipeline()
+        pipe.set(g, graph, ex=ttl)
+        pipe.set(s, bytes(size), ex=ttl)
+        pipe.delete(m)
+        pipe.hset(m, mapping={"gen": 0, "holder": "", "attempts": 0, "dirty": "0",
+                              "status": "running", "header": header})
+        pipe.expire(m, ttl)
+        pipe.execute()
+
+    def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
+        m, _, g = self._keys(wf)
+        pipe = self.client.pipeline()
+        pipe.get(g)
+        pipe.hget(m, "header")
+        graph, header = pipe.execute()
+        return graph, header
+
+    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+        m, s, _ = self._keys(wf)
+        r = self._claim(keys=[m, s], args=[gen, token, "1" if wake else "0"])
+        status = r[0].decode() if isinstance(r[0], bytes) else r[0]
+        if status != "ok":
+            return Claim(status, int(r[1]))
+        return Claim("ok", int(r[1]), int(r[2]), r[3] or b"")
+
+    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
+               status: str) -> bool | None:
+        m, s, _ = self._keys(wf)
+        args: list[Any] = [token, gen, status]
+        for offset, data in _runs(changes):
+            args += [offset, data]
+        r = self._commit(keys=[m, s], args=args)
+        return None if r == -1 else bool(r)
+
+    def status(self, wf: str) -> dict[str, Any]:
+        m, s, _ = self._keys(wf)
+        meta = {k.decode(): v for k, v in self.client.hgetall(m).items()}
+        meta["states"] = self.client.get(s) or b""
+        return meta
+
+
+class KVStore(Store):
+    """The store on any Celery key-value backend, atomic within one process only.
+
+    Used for the in-memory demo backend (``cache+memory://``). On a key-value backend shared
+    between processes (memcached) the fence is best effort; use Redis in production.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, backend: Any, prefix: str = PREFIX) -> None:
+        self.backend = backend
+        self.prefix = prefix
+
+    def _get(self, key: str) -> Any:
+        return self.backend.get(self.prefix + key)
+
+    def _set(self, key: str, value: Any) -> None:
+        self.backend.set(self.prefix + key, value)
+
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+        with self._lock:
+            self._set(wf + ":g", graph)
+            self._set(wf + ":s", bytes(size))
+            self._set(wf + ":m", {"gen": 0, "holder": "", "attempts": 0, "dirty": False,
+                                  "status": "running", "header": header})
+
+    def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
+        meta = self._get(wf + ":m")
+        return self._get(wf + ":g"), (meta or {}).get("header")
+
+    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+        with self._lock:
+            meta = self._get(wf + ":m")
+            if meta is None:
+                return Claim("gone")
+            meta = dict(meta)
+            if meta["status"] != "running":
+                return Claim("done", meta["gen"])
+            holder = meta["holder"]
+            if holder and holder == token:
+                meta["attempts"] += 1
+            else:
+                if not wake and gen > meta["gen"]:
+                    return Claim("early", meta["gen"])
+                if not wake and gen < meta["gen"]:
+                    return Claim("stale", meta["gen"])
+                if holder:
+                    meta["dirty"] = True
+                    self._set(wf + ":m", meta)
+                    return Claim("busy", meta["gen"])
+                meta.update(holder=token, attempts=1, dirty=False)
+            self._set(wf + ":m", meta)
+            return Claim("ok", meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
+
+    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
+               status: str) -> bool | None:
+        with self._lock:
+            meta = dict(self._get(wf + ":m"))
+            if meta["holder"] != token:
+                return None
+            states = bytearray(self._get(wf + ":s"))
+            for i, s in changes.items():
+                states[i] = s
+            self._set(wf + ":s", bytes(states))
+            dirty = bool(meta["dirty"])
+            meta.update(gen=gen, holder="", status=status, dirty=False)
+            self._set(wf + ":m", meta)
+            return dirty
+
+    def status(self, wf: str) -> dict[str, Any]:
+        meta = dict(self._get(wf + ":m") or {})
+        meta["states"] = bytes(self._get(wf + ":s") or b"")
+        return meta
+
+
+def store_for(app: Any) -> Store:
+    """The store for ``app``'s result backend.
+
+    Raises ConfigurationError when the backend cannot hold workflow state.
+    """
+    from celery.backends.base import DisabledBackend, KeyValueStoreBackend
+    from celery.backends.redis import RedisBackend
+
+    backend = app.backend
+    if isinstance(backend, RedisBackend):
+        return RedisStore(backend.client)
+    if isinstance(backend, KeyValueStoreBackend):
+        return KVStore(backend)
+    if isinstance(backend, DisabledBackend):
+        raise ConfigurationError(
+            "dyrygent needs a result backend to see node outcomes, and this Celery app has "
+            "none: set result_backend (e.g. 'redis://localhost:6379/1')")
+    raise ConfigurationError(
+        f"dyrygent cannot keep workflow state in a {type(backend).__name__}: use a Redis "
+        f"result backend (result_backend='redis://...') or another key-value backend")

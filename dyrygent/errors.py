@@ -1,0 +1,106 @@
+"""Every exception dyrygent raises.
+
+::
+
+    DyrygentError
+    ├── BuildError                 bad input, raised before anything is published
+    │   ├── CycleError             the dependencies form a cycle
+    │   ├── UnknownDependencyError a dependency names a node not in the workflow
+    │   ├── DuplicateNodeError     two nodes share one task id
+    │   ├── UnsupportedCanvasError an object add_celery_canvas() cannot convert
+    │   ├── InvalidNodeError       a node whose options dyrygent cannot honour
+    │   └── LimitExceededError     the workflow is larger than a configured limit
+    ├── PayloadError               stored workflow state that cannot be decoded or trusted
+    ├── ConfigurationError         the Celery app cannot run dyrygent as configured
+    └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
+
+Every message names the node or call at fault and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BuildError",
+    "ConfigurationError",
+    "CycleError",
+    "DuplicateNodeError",
+    "DyrygentError",
+    "InvalidNodeError",
+    "LimitExceededError",
+    "PayloadError",
+    "UnknownDependencyError",
+    "UnsupportedCanvasError",
+    "WorkflowError",
+]
+
+
+class DyrygentError(Exception):
+    """Root of every exception dyrygent raises."""
+
+
+class BuildError(DyrygentError):
+    """A workflow cannot be built as given; nothing was published.
+
+    ``node`` is the task id of the node at fault, when there is one.
+    """
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class CycleError(BuildError):
+    """The dependencies form a cycle; ``cycle`` lists the node ids on it."""
+
+    def __init__(self, message: str, cycle: list[str]) -> None:
+        super().__init__(message, node=cycle[0] if cycle else None)
+        self.cycle = cycle
+
+
+class UnknownDependencyError(BuildError):
+    """A node depends on a node id that is not in the workflow."""
+
+
+class DuplicateNodeError(BuildError):
+    """Two nodes were given the same task id."""
+
+
+class UnsupportedCanvasError(BuildError):
+    """add_celery_canvas() was given something that is not a Celery canvas."""
+
+
+class InvalidNodeError(BuildError):
+    """A node carries options dyrygent cannot honour (e.g. ``ignore_result=True``)."""
+
+
+class LimitExceededError(BuildError):
+    """The workflow exceeds a configured limit; ``limit`` names it."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class PayloadError(DyrygentError):
+    """Stored workflow data could not be decoded or failed validation.
+
+    ``data`` is a short prefix of the offending bytes, ``error`` the underlying cause.
+    """
+
+    def __init__(self, message: str, data: bytes = b"", error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.data = data[:64]
+        self.error = error
+
+
+class ConfigurationError(DyrygentError):
+    """The Celery app or its backend cannot run dyrygent as configured."""
+
+
+class WorkflowError(DyrygentError):
+    """The processor ended the workflow in ERROR; the message says why."""
+
+    def __init__(self, message: str, *args: Any) -> None:
+        super().__init__(message, *args)

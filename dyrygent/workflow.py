@@ -1,0 +1,159 @@
+"""Workflow: build a graph from canvases and signatures, then publish it to the processor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, Union
+
+from celery import current_app
+from celery.canvas import Signature
+from celery.result import AsyncResult
+from celery.utils import uuid
+
+from dyrygent.core.codec import encode_graph
+from dyrygent.core.graph import Expr, Graph, GraphBuilder
+from dyrygent.engine.canvas import CanvasConverter
+from dyrygent.engine.processor import PROCESSOR_NAME
+from dyrygent.engine.spec import encode_header, encode_spec
+from dyrygent.engine.store import store_for
+from dyrygent.errors import ConfigurationError, LimitExceededError
+
+__all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
+
+#: How long workflow state is kept in the backend (the default maximum age, 7 days).
+DEFAULT_TTL = 7 * 24 * 3600
+DEFAULT_MAX_NODES = 100_000
+
+
+@dataclass(frozen=True)
+class WorkflowNode:
+    """A node of a workflow: its task id (``AsyncResult(node.id)`` works) and task name."""
+
+    id: str
+    task: str
+
+
+Dependency = Union[WorkflowNode, str]
+
+
+class WorkflowResult(AsyncResult):
+    """The workflow's own result: ``get()`` returns what the canvas would natively return,
+    or raises the failed node's exception. ``id`` is the workflow id."""
+
+    def __init__(self, id: str, app: Any = None, nodes: Sequence[WorkflowNode] = ()) -> None:
+        super().__init__(id, app=app)
+        self.nodes = list(nodes)
+
+    def node(self, node: Dependency) -> AsyncResult:
+        """The AsyncResult of one node."""
+        return AsyncResult(node.id if isinstance(node, WorkflowNode) else node, app=self.app)
+
+
+class Workflow:
+    """A DAG of Celery task calls, run by the dyrygent processor.
+
+    ``options`` are apply_async options for the processor task (queue, priority, ...).
+    ``max_nodes`` caps the graph size (checked at build time).
+    """
+
+    def __init__(self, options: dict | None = None, *, app: Any = None,
+                 max_nodes: int = DEFAULT_MAX_NODES, ttl: int = DEFAULT_TTL) -> None:
+        self.options = dict(options or {})
+        self.max_nodes = max_nodes
+        self.ttl = ttl
+        self.id = uuid()
+        self._app = app
+        self._builder = GraphBuilder()
+        self._output: Expr = None
+        self._nodes: list[WorkflowNode] = []
+
+    @property
+    def app(self) -> Any:
+        return self._app or current_app
+
+    @property
+    def nodes(self) -> list[WorkflowNode]:
+        return list(self._nodes)
+
+    def _converter(self, first: Any) -> CanvasConverter:
+        if self._app is None and isinstance(first, Signature) and first._app is not None:
+            self._app = first._app
+        app = self.app
+
+        def is_ignored(name: str) -> bool:
+            task = app.tasks.get(name) if app.configured else None
+            return bool(task is not None and getattr(task, "ignore_result", False))
+
+        return CanvasConverter(self._builder, encode_spec, app=app, is_ignored=is_ignored)
+
+    @staticmethod
+    def _dep_ids(dependencies: Iterable[Dependency] | Dependency | None) -> tuple[str, ...]:
+        if dependencies is None:
+            return ()
+        if isinstance(dependencies, (WorkflowNode, str)):
+            dependencies = [dependencies]
+        return tuple(d.id if isinstance(d, WorkflowNode) else str(d) for d in dependencies)
+
+    def _add(self, canvas: Any, dependencies: Iterable[Dependency] | Dependency | None
+             ) -> list[WorkflowNode]:
+        deps = self._dep_ids(dependencies)
+        incoming: Expr = None
+        if len(deps) == 1:
+            incoming = deps[0]
+        elif deps:
+            incoming = list(deps)
+        before = len(self._builder)
+        output, ends = self._converter(canvas).convert(canvas, incoming, deps)
+        self._output = output
+        self._nodes.extend(self._builder_nodes(before))
+        self._check_size()
+        index = {n.id: n for n in self._nodes}
+        return [index[e] for e in ends if e in index]
+
+    def _builder_nodes(self, start: int) -> list[WorkflowNode]:
+        return [WorkflowNode(i, t) for i, t in self._builder.entries(start)]
+
+    def _check_size(self) -> None:
+        if len(self._builder) > self.max_nodes:
+            raise LimitExceededError(
+                f"the workflow has {len(self._builder)} nodes, over max_nodes={self.max_nodes}: "
+                f"split it, or raise Workflow(max_nodes=...)", limit="max_nodes")
+
+    def add_celery_canvas(self, canvas: Any,
+                          dependencies: Iterable[Dependency] | Dependency | None = None
+                          ) -> list[WorkflowNode]:
+        """Add a signature, chain, group, chord or chunks (nested to any depth).
+
+        Its first tasks wait for ``dependencies`` and receive their results (one dependency:
+        its result; several: the list, in the order given). Returns the nodes the canvas ends
+        in. The workflow's result becomes this canvas's result.
+        Raises a BuildError subclass naming the node at fault.
+        """
+        return self._add(canvas, dependencies)
+
+    def add_signature(self, signature: Signature,
+                      dependencies: Iterable[Dependency] | Dependency | None = None
+                      ) -> WorkflowNode:
+        """Add one task call that runs after ``dependencies``; returns its node."""
+        return self._add(signature, dependencies)[0]
+
+    def freeze(self) -> Graph:
+        """Validate the graph (cycles, unknown dependencies) and return it."""
+        return self._builder.freeze(self._output)
+
+    def apply_async(self, options: dict | None = None) -> WorkflowResult:
+        """Validate, store and start the workflow; ``options`` apply to every node."""
+        graph = self.freeze()
+        app = self.app
+        if PROCESSOR_NAME not in app.tasks:
+            raise ConfigurationError(
+                f"no dyrygent processor is registered on app {app.main!r}: call "
+                f"dyrygent.register_workflow_processor(app) in a module the workers import")
+        header = encode_header({
+            "version": 1,
+            "node_options": dict(options or {}),
+            "processor_options": self.options,
+        })
+        store_for(app).create(self.id, encode_graph(graph), header, len(graph), self.ttl)
+        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, **self.options)
+        return WorkflowResult(self.id, app=app, nodes=self._nodes)
