@@ -94,8 +94,8 @@ class Workflow:
             dependencies = [dependencies]
         return tuple(d.id if isinstance(d, WorkflowNode) else str(d) for d in dependencies)
 
-    def _add(self, canvas: Any, dependencies: Iterable[Dependency] | Dependency | None
-             ) -> list[WorkflowNode]:
+    def _add(self, canvas: Any, dependencies: Iterable[Dependency] | Dependency | None,
+             args: Sequence[Any] = ()) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
         if len(deps) == 1:
@@ -103,7 +103,8 @@ class Workflow:
         elif deps:
             incoming = list(deps)
         before = len(self._builder)
-        output, ends = self._converter(canvas).convert(canvas, incoming, deps)
+        output, ends = self._converter(canvas).convert(canvas, incoming, deps,
+                                                       pre_args=tuple(args))
         self._output = output
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
@@ -120,16 +121,17 @@ class Workflow:
                 f"split it, or raise Workflow(max_nodes=...)", limit="max_nodes")
 
     def add_celery_canvas(self, canvas: Any,
-                          dependencies: Iterable[Dependency] | Dependency | None = None
-                          ) -> list[WorkflowNode]:
+                          dependencies: Iterable[Dependency] | Dependency | None = None,
+                          args: Sequence[Any] = ()) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
         Its first tasks wait for ``dependencies`` and receive their results (one dependency:
-        its result; several: the list, in the order given). Returns the nodes the canvas ends
-        in. The workflow's result becomes this canvas's result.
+        its result; several: the list, in the order given). ``args`` are partial args for the
+        whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks'.
+        Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
         Raises a BuildError subclass naming the node at fault.
         """
-        return self._add(canvas, dependencies)
+        return self._add(canvas, dependencies, args)
 
     def add_signature(self, signature: Signature,
                       dependencies: Iterable[Dependency] | Dependency | None = None

@@ -18,21 +18,26 @@ from celery import Celery
 
 from dyrygent import register_workflow_processor
 
-app = Celery(
-    "workerapp",
-    broker=os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
-    backend=os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"),
-)
 QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
-app.conf.update(
-    task_default_queue=QUEUE,
-    worker_prefetch_multiplier=4,
-    broker_connection_retry_on_startup=True,
-    result_expires=3600,
-    worker_hijack_root_logger=False,
-    broker_transport_options={"visibility_timeout": 30},
-)
-register_workflow_processor(app, min_interval=0.01, max_interval=0.5)
+
+
+def make_app(broker: str, backend: str, name: str = "workerapp") -> Celery:
+    """A Celery app with the test tasks and the dyrygent processor registered."""
+    app = Celery(name, broker=broker, backend=backend)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        result_expires=3600,
+        worker_hijack_root_logger=False,
+        # Fast recovery in tests; production needs a visibility_timeout above any countdown.
+        broker_transport_options={"visibility_timeout": 30},
+    )
+    register_workflow_processor(app, min_interval=0.01, max_interval=0.5)
+    for fn in TASKS:
+        app.task(name=f"t.{fn.__name__}", bind=True)(recorded(fn))
+    app.task(name="t.ping")(ping)
+    return app
+
 
 _ledger = None
 
@@ -54,57 +59,57 @@ def recorded(fn):
     return wrapper
 
 
-def task(fn=None, **options):
-    def deco(f):
-        return app.task(name=f"t.{f.__name__}", bind=True, **options)(recorded(f))
-    return deco(fn) if fn is not None else deco
-
-
 class ExpectedError(Exception):
     pass
 
 
-@task
 def add(x, y):
     return x + y
 
 
-@task
 def mul(x, y):
     return x * y
 
 
-@task
 def tsum(xs):
     return sum(xs)
 
 
-@task
 def identity(x):
     return x
 
 
-@task
 def echo(*a, **k):
     return [list(a), k]
 
 
-@task
 def fail(*a, **k):
     raise ExpectedError("expected failure")
 
 
-@task
 def noop(*a, **k):
     return None
 
 
-@task
 def sleep_then(x, seconds=0.1):
     time.sleep(seconds)
     return x
 
 
-@app.task(name="t.ping")
 def ping():
     return "pong"
+
+
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then]
+
+app = make_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
+               os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))
+
+
+class Tasks:
+    """The test tasks of one app by short name: ``Tasks(app).add.s(1, 2)``."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        for fn in TASKS:
+            setattr(self, fn.__name__, app.tasks[f"t.{fn.__name__}"])

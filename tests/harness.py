@@ -1,0 +1,183 @@
+"""Real servers and real workers for integration tests and benchmarks.
+
+Everything started here is ended by pid (never by name), in the finaliser of whoever
+started it. Waits are on conditions (a PING answered, a task round trip), each bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_APP_DIR = ROOT / "tests" / "integration"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Call ``condition`` until it returns a truthy value; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # the condition's own errors mean "not yet"
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+class RedisServer:
+    """A private redis-server on a free port, without persistence unless asked."""
+
+    def __init__(self, persist: bool = False) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="dyrygent-redis-")
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "yes" if persist else "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        wait_for(self.client.ping, 10, f"redis-server on port {self.port}")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RabbitVhost:
+    """A fresh vhost on the RabbitMQ server at 127.0.0.1:5672 (guest/guest)."""
+
+    def __init__(self) -> None:
+        self.name = f"dyrygent-test-{os.getpid()}-{int(time.time() * 1000)}"
+        subprocess.run(["rabbitmqctl", "add_vhost", self.name], check=True,
+                       capture_output=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "set_permissions", "-p", self.name, "guest",
+                        ".*", ".*", ".*"], check=True, capture_output=True, timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
+
+    def delete(self) -> None:
+        subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True,
+                       timeout=60)
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+                pass
+        except OSError:
+            return False
+        return shutil.which("rabbitmqctl") is not None
+
+
+class Worker:
+    """A `celery worker` subprocess running tests/integration/workerapp.py, in its own
+    process group so a test can SIGKILL the whole worker or one pool child."""
+
+    def __init__(self, env: dict[str, str], concurrency: int = 2, pool: str = "prefork",
+                 app: str = "workerapp", extra: tuple[str, ...] = (), name: str = "w1") -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix=f"dyrygent-{name}-", suffix=".log",
+                                               delete=False)
+        full_env = {**os.environ, **env,
+                    "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)])}
+        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool,
+               "-c", str(concurrency), "-l", "info", "-n", f"{name}-{os.getpid()}@%h",
+               "--without-heartbeat", "--without-gossip", "--without-mingle", *extra]
+        self.proc = subprocess.Popen(cmd, env=full_env, cwd=str(WORKER_APP_DIR),
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def wait_ready(self, app: Any, timeout: float = 60) -> None:
+        def answered() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.tail()}")
+            return app.send_task("t.ping").get(timeout=2) == "pong"
+        wait_for(answered, timeout, "the worker to answer a ping task", interval=0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children (the whole process group)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(Path(self.log.name).read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Ledger:
+    """What the test tasks recorded: one entry per run, [id, name, args, kwargs, pid, time]."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def clear(self) -> None:
+        self.client.delete("ledger")
+
+    def entries(self) -> list[list]:
+        return [json.loads(x) for x in self.client.lrange("ledger", 0, -1)]
+
+    def runs(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for e in self.entries():
+            counts[e[0]] = counts.get(e[0], 0) + 1
+        return counts
+
+    def args_of(self) -> dict[str, list]:
+        """task id -> [args, kwargs] of its (first) run."""
+        out: dict[str, list] = {}
+        for e in self.entries():
+            out.setdefault(e[0], [e[2], e[3]])
+        return out

@@ -1,0 +1,98 @@
+"""Fixtures: a private redis-server, real `celery worker` subprocesses, the ledger.
+
+The Redis-brokered worker is started once per session (two prefork processes); tests that
+kill workers start their own. RabbitMQ tests get a fresh vhost on the local server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tests.harness import Ledger, RabbitVhost, RedisServer, Worker  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def env(redis_server):
+    return {
+        "DYRYGENT_TEST_BROKER": redis_server.url(0),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(1),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+    }
+
+
+@pytest.fixture(scope="session")
+def app(env):
+    os.environ.update(env)
+    import workerapp
+
+    return workerapp.make_app(env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"],
+                              name="client")
+
+
+@pytest.fixture(scope="session")
+def worker(env, app):
+    w = Worker(env)
+    try:
+        w.wait_ready(app)
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def t(app, worker):
+    """The test tasks on the Redis-brokered app, with a worker running."""
+    import workerapp
+
+    return workerapp.Tasks(app)
+
+
+@pytest.fixture
+def ledger(redis_server):
+    import redis
+
+    led = Ledger(redis.Redis.from_url(redis_server.url(2)))
+    led.clear()
+    return led
+
+
+@pytest.fixture(scope="session")
+def rabbit_app(redis_server):
+    if not RabbitVhost.available():
+        pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
+    vhost = RabbitVhost()
+    env = {"DYRYGENT_TEST_BROKER": vhost.url, "DYRYGENT_TEST_BACKEND": redis_server.url(3),
+           "DYRYGENT_TEST_LEDGER": redis_server.url(2)}
+    import workerapp
+
+    app = workerapp.make_app(vhost.url, redis_server.url(3), name="rabbit-client")
+    w = Worker(env, name="rabbit")
+    try:
+        w.wait_ready(app)
+        yield app
+    finally:
+        w.stop()
+        vhost.delete()
+
+
+@pytest.fixture(scope="session")
+def rt(rabbit_app):
+    """The test tasks on the RabbitMQ-brokered app, with a worker running."""
+    import workerapp
+
+    return workerapp.Tasks(rabbit_app)
