@@ -11,7 +11,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from dyrygent.core.codec import encode_graph
-from dyrygent.core.graph import Expr, Graph, GraphBuilder
+from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.processor import PROCESSOR_NAME
 from dyrygent.engine.spec import encode_header, encode_spec
@@ -47,6 +47,13 @@ class WorkflowResult(AsyncResult):
     def node(self, node: Dependency) -> AsyncResult:
         """The AsyncResult of one node."""
         return AsyncResult(node.id if isinstance(node, WorkflowNode) else node, app=self.app)
+
+    def states(self) -> dict[str, str]:
+        """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
+        SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
+        raw = store_for(self.app).status(self.id).get("states") or b""
+        return {n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
+                for i, n in enumerate(self.nodes)}
 
 
 class Workflow:

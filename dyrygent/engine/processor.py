@@ -87,10 +87,22 @@ class Processor:
     # -- the tick --------------------------------------------------------------------------
 
     def run(self, task: Any, wf: str, gen: int | None, idle: int = 0) -> str:
-        """One tick for workflow ``wf``; returns what happened (for logs and tests)."""
+        """One tick for workflow ``wf``; returns what happened (for logs and tests).
+
+        Errors are never final on their own: before the claim they are retried (a driver
+        message) or dropped (a wake-up: the driver will come); during a tick they are retried
+        under the same message id, which the fence lets back in, up to ``max_attempts``.
+        """
         wake = gen is None
         token = task.request.id
-        claim = self.store.claim(wf, -1 if wake else gen, token, wake)
+        try:
+            claim = self.store.claim(wf, -1 if wake else gen, token, wake)
+        except Exception as exc:
+            if wake:
+                logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
+                return "dropped"
+            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
+            raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
         if claim.status == "early":
             raise task.retry(countdown=self.min_interval, max_retries=10_000)
         if claim.status != "ok":
@@ -98,16 +110,24 @@ class Processor:
         if claim.attempts > self.max_attempts:
             self._end_error(wf, token, claim.gen, WorkflowError(
                 f"workflow {wf}: the processor's tick at generation {claim.gen} was interrupted "
-                f"{claim.attempts - 1} times (worker killed or crashed); giving up after "
-                f"max_attempts={self.max_attempts}"))
+                f"{claim.attempts - 1} times (worker killed, or an error each time: see the "
+                f"worker log); giving up after max_attempts={self.max_attempts}"))
             return "error"
         try:
             graph, header = self._load(wf)
         except PayloadError as exc:
-            logger.error("dyrygent: %s", exc)
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
-        return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header, idle)
+        try:
+            return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
+                              idle)
+        except Exception as exc:
+            logger.exception("dyrygent: workflow %s: tick %d attempt %d failed; retrying",
+                             wf, claim.gen, claim.attempts)
+            raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
+
+    def _backoff(self, task: Any) -> float:
+        return min(self.max_interval, self.min_interval * 2 ** min(task.request.retries, 16))
 
     def _tick(self, task: Any, wf: str, gen: int, token: str, states: bytes, graph: Graph,
               header: dict, idle: int) -> str:

@@ -26,6 +26,8 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
     if isinstance(backend, KeyValueStoreBackend):
         keys = [backend.get_key_for_task(t) for t in task_ids]
         values = backend.mget(keys)
+        if isinstance(values, dict):  # the cache backend answers {key: value}
+            values = [values.get(k) for k in keys]
         decode = backend.decode_result
         return [decode(v) if v is not None else _PENDING for v in values]
     return [backend.get_task_meta(t) for t in task_ids]

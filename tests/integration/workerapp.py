@@ -14,7 +14,7 @@ import os
 import time
 
 import redis
-from celery import Celery
+from celery import Celery, group
 
 from dyrygent import register_workflow_processor
 
@@ -51,12 +51,22 @@ def _ledger_client():
 
 
 def recorded(fn):
+    pass_self = getattr(fn, "bound", False)
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         _ledger_client().rpush("ledger", json.dumps(
             [self.request.id, self.name, list(args), kwargs, os.getpid(), time.time()]))
+        if pass_self:
+            return fn(self, *args, **kwargs)
         return fn(*args, **kwargs)
     return wrapper
+
+
+def bound(fn):
+    """Mark a task function that takes the task itself first (to call ``self.replace``)."""
+    fn.bound = True
+    return fn
 
 
 class ExpectedError(Exception):
@@ -96,11 +106,25 @@ def sleep_then(x, seconds=0.1):
     return x
 
 
+@bound
+def replace_with(self, x, kind="task"):
+    """Replace this task (Task.replace, SEMANTICS item 25) by a canvas built from ``x``:
+    "task": add(x, 100); "chain": add(x, 1) | mul(10); "group": [add(x, 1), add(x, 2)]."""
+    add, mul = self.app.tasks["t.add"], self.app.tasks["t.mul"]
+    if kind == "chain":
+        sig = add.si(x, 1) | mul.s(10)
+    elif kind == "group":
+        sig = group(add.si(x, 1), add.si(x, 2))
+    else:
+        sig = add.si(x, 100)
+    return self.replace(sig)
+
+
 def ping():
     return "pong"
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then]
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with]
 
 app = make_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
                os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))

@@ -1,0 +1,75 @@
+"""The Celery app the benchmark worker runs and the benchmark clients publish with.
+
+Built on tests/integration/workerapp.make_app (the test tasks and dyrygent's processor), plus:
+
+* ``bench.noop``: a task that does nothing (``t.noop`` also appends to the test ledger, one
+  Redis round trip per task that is not what we want to time);
+* celery-dyrygent 0.8.0's processor (``workflow-processor``), registered the way its README
+  says, with ``celery_dyrygent.tasks.register_workflow_processor(app)``;
+* dyrygent's processor set back to the library's default tick intervals (make_app registers
+  it with the integration tests' faster ones); ``BENCH_DYRYGENT_INTERVALS=min,max`` overrides;
+* the broker's visibility timeout back to kombu's default (1 h): make_app lowers it to 30 s for
+  fast recovery in kill tests, and celery-dyrygent's idle countdown reaches 30 s, which would
+  let Redis redeliver its processor (RELIABILITY.md item 1), an artefact of the test setting;
+* :mod:`benchmarks.instrument` in every process, recording to ``BENCH_STATS_URL``.
+
+Configured from the environment like workerapp: DYRYGENT_TEST_BROKER, DYRYGENT_TEST_BACKEND,
+DYRYGENT_TEST_LEDGER, BENCH_STATS_URL.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+# workerapp registers its shared t.* tasks on its module-level app and again on every app
+# make_app() builds; Celery 5.7 warns about each (same callables, so nothing to act on here).
+warnings.filterwarnings("ignore", message=r"Task name 't\.")
+
+import workerapp  # noqa: E402
+from celery import Celery  # noqa: E402
+from celery_dyrygent.tasks import register_workflow_processor as register_cd  # noqa: E402
+
+from benchmarks import instrument  # noqa: E402
+from dyrygent.engine.processor import PROCESSOR_NAME, Processor  # noqa: E402
+
+NOOP = "bench.noop"
+
+
+def noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def dyrygent_intervals() -> tuple[float, float]:
+    """(min_interval, max_interval) for dyrygent's processor: the library defaults unless
+    BENCH_DYRYGENT_INTERVALS says otherwise."""
+    env = os.environ.get("BENCH_DYRYGENT_INTERVALS")
+    if env:
+        lo, hi = (float(x) for x in env.split(","))
+        return lo, hi
+    params = inspect.signature(Processor).parameters
+    return params["min_interval"].default, params["max_interval"].default
+
+
+def make_bench_app(broker: str, backend: str, name: str = "benchapp") -> Celery:
+    app = workerapp.make_app(broker, backend, name=name)
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    app.task(name=NOOP)(noop)
+    register_cd(app)
+    processor = app.tasks[PROCESSOR_NAME]._dyrygent
+    processor.min_interval, processor.max_interval = dyrygent_intervals()
+    return app
+
+
+app = make_bench_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
+                     os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))
+
+if os.environ.get("BENCH_STATS_URL"):
+    # In the worker's main process the flusher thread waits for worker_process_init.
+    instrument.install(os.environ["BENCH_STATS_URL"], start=False)

@@ -1,0 +1,217 @@
+"""One measured run, in its own process: build a shape, submit it with one runner, wait.
+
+    python -m benchmarks.client RUNNER SHAPE --timeout S
+
+RUNNER is ``native``, ``celery-dyrygent`` or ``dyrygent``; SHAPE a :func:`benchmarks.shapes.parse`
+spec. The broker, backend and stats Redis come from the environment (see benchapp). Prints one
+JSON line: status (ok, timeout, error), wall time from the first signature built to the result
+seen, and the phases. Run by :mod:`benchmarks.run`, which can kill it by pid when a submission
+itself outlasts the timeout.
+
+``--client-cost`` measures instead the client's build and encode cost without publishing: time
+(plain) and peak traced memory (a second pass under tracemalloc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+import tracemalloc
+from typing import Any, Callable
+
+RUNNERS = ("native", "celery-dyrygent", "dyrygent")
+
+
+def _leaf_ids(result: Any) -> list[str]:
+    from celery.result import GroupResult
+
+    if isinstance(result, GroupResult):
+        return [i for r in result.results for i in _leaf_ids(r)]
+    return [result.id]
+
+
+def wait_ids(app: Any, ids: list[str], deadline: float, interval: float = 0.01) -> str:
+    """Poll the backend until every id has a ready state: the newest id with one GET, the rest
+    with batched MGETs once it is done. Returns ok, timeout or error."""
+    from celery import states
+
+    backend = app.backend
+    client = backend.client
+    pending = list(ids)
+    while pending:
+        if time.perf_counter() > deadline:
+            return "timeout"
+        raw = client.get(backend.get_key_for_task(pending[-1]))
+        if raw is None or backend.decode_result(raw)["status"] not in states.READY_STATES:
+            time.sleep(interval)
+            continue
+        still = []
+        for start in range(0, len(pending), 2000):
+            chunk = pending[start:start + 2000]
+            values = client.mget([backend.get_key_for_task(i) for i in chunk])
+            for task_id, v in zip(chunk, values):
+                status = backend.decode_result(v)["status"] if v is not None else None
+                if status is None or status not in states.READY_STATES:
+                    still.append(task_id)
+                elif status != states.SUCCESS:
+                    return "error"
+        pending = still
+        if pending:
+            time.sleep(interval)
+    return "ok"
+
+
+def wait_one(result: Any, deadline: float) -> str:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        result.get(timeout=max(0.01, deadline - time.perf_counter()), interval=0.01,
+                   disable_sync_subtasks=False)
+    except CeleryTimeout:
+        return "timeout"
+    return "ok"
+
+
+def submitter(runner: str, app: Any) -> Callable[[Any], tuple[list[Any], list[str]]]:
+    """The runner's submit: canvas -> (results to wait on, workflow ids that are not nodes)."""
+    if runner == "native":
+        def native(canvas: Any) -> tuple[list[Any], list[str]]:
+            return [canvas.apply_async()], []
+        return native
+    if runner == "celery-dyrygent":
+        from celery_dyrygent.workflows import Workflow as CDWorkflow
+
+        def cd(canvas: Any) -> tuple[list[Any], list[str]]:
+            wf = CDWorkflow()
+            wf.add_celery_canvas(canvas)
+            r = wf.apply_async()
+            return [r], [r.id]
+        return cd
+    if runner == "dyrygent":
+        from dyrygent import Workflow
+
+        def dy(canvas: Any) -> tuple[list[Any], list[str]]:
+            wf = Workflow(app=app)
+            wf.add_celery_canvas(canvas)
+            r = wf.apply_async()
+            return [r], [r.id]
+        return dy
+    raise SystemExit(f"unknown runner {runner!r}: one of {', '.join(RUNNERS)}")
+
+
+def run(runner: str, spec: str, timeout: float) -> dict[str, Any]:
+    from benchmarks import benchapp, shapes
+
+    app = benchapp.app
+    shape = shapes.parse(spec)
+
+    def s() -> Any:
+        return app.signature(benchapp.NOOP)
+
+    submit = submitter(runner, app)
+    gc.collect()
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    canvas = shape.build(s)
+    t_built = time.perf_counter()
+    results: list[Any] = []
+    wf_ids: list[str] = []
+    if shape.independent:
+        if runner != "native":
+            raise SystemExit("the floor shapes are plain tasks: run them with 'native'")
+        results = [sig.apply_async() for sig in canvas]
+    else:
+        for c in (canvas if shape.many else [canvas]):
+            r, w = submit(c)
+            results += r
+            wf_ids += w
+    t_sub = time.perf_counter()
+    ids = [i for r in results for i in _leaf_ids(r)]
+    if len(results) == 1 and len(ids) == 1:
+        status = wait_one(results[0], deadline)
+    else:
+        status = wait_ids(app, ids, deadline)
+    t_done = time.perf_counter()
+    return {"status": status, "wall": t_done - t0, "build": t_built - t0,
+            "submit": t_sub - t_built, "wf_ids": wf_ids, "tasks": shape.tasks}
+
+
+def client_cost(runner: str, spec: str) -> dict[str, Any]:
+    """Build the shape's canvas and the runner's payload without publishing: seconds (plain
+    pass) and peak traced MB (tracemalloc pass), canvas included."""
+    from benchmarks import benchapp, shapes
+
+    app = benchapp.app
+    shape = shapes.parse(spec)
+
+    def s() -> Any:
+        return app.signature(benchapp.NOOP)
+
+    def build() -> int:
+        canvases = shape.build(s)
+        canvases = canvases if shape.many else [canvases]
+        size = 0
+        for c in canvases:
+            if runner == "dyrygent":
+                from dyrygent import Workflow
+                from dyrygent.core.codec import encode_graph
+
+                wf = Workflow(app=app)
+                wf.add_celery_canvas(c)
+                size += len(encode_graph(wf.freeze()))
+            elif runner == "celery-dyrygent":
+                from celery_dyrygent.workflows import Workflow as CDWorkflow
+                from kombu.utils.json import dumps
+
+                cwf = CDWorkflow()
+                cwf.add_celery_canvas(c)
+                size += len(dumps(cwf.freeze().kwargs))
+            else:  # native: the frozen canvas (publishing serializes it further)
+                c.freeze()
+        return size
+
+    if shape.independent:
+        return {"status": "skipped"}
+    build()  # warm imports and caches
+    gc.collect()
+    t0 = time.perf_counter()
+    size = build()
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    tracemalloc.start()
+    build()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"status": "ok", "seconds": seconds, "peak_mb": peak / 2**20, "payload": size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runner", choices=RUNNERS)
+    p.add_argument("shape")
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--client-cost", action="store_true")
+    a = p.parse_args(argv)
+    from benchmarks import instrument
+
+    if a.client_cost:
+        out = client_cost(a.runner, a.shape)
+    else:
+        if os.environ.get("BENCH_STATS_URL"):
+            instrument.install(os.environ["BENCH_STATS_URL"])
+        try:
+            out = run(a.runner, a.shape, a.timeout)
+        except Exception as exc:  # reported in the table, not a crash of the harness
+            out = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        instrument.flush()
+    print(json.dumps(out), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # skip Celery's atexit hooks (pools, result consumer threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

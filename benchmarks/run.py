@@ -1,0 +1,549 @@
+"""Workflow shapes on real Redis and a real worker: native Celery, celery-dyrygent, dyrygent.
+
+    .venv/bin/python -m benchmarks.run            # full run (about 20-25 minutes)
+    .venv/bin/python -m benchmarks.run --quick    # small sizes, under a minute (CI)
+
+Starts a private redis-server (tests/harness.RedisServer: broker db 0, result backend db 1,
+ledger db 2, figures db 3) and ``celery worker -P prefork -c 2`` running benchmarks/benchapp.py
+(tests/harness.Worker). For every shape and runner it runs ``python -m benchmarks.client`` in
+its own process, with a timeout, and records:
+
+* wall time from building the canvas to seeing its result (the client's own clock);
+* tasks done (SUCCESS metas in the backend), so a run that did not finish says how far it got;
+* every task message published, by the client and inside the worker (benchmarks.instrument):
+  count, bytes, the largest body;
+* each processor run (tick): process CPU, wall time, messages and bytes it published;
+* the worker's peak RSS (main process + pool, sampled every 0.1 s with psutil);
+* the client's build+encode cost (time, tracemalloc peak) for the scaling family.
+
+It writes benchmarks/out/results.json (after every run), results.md and scaling.png (wall time
+against workflow size for the layered family: a chain of chords with about sqrt(n) layers, see
+:data:`benchmarks.shapes.LAYERS`, plus the floor of as many independent tasks). Ratios are
+reported, never asserted. ``--report-only`` rebuilds results.md and scaling.png from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import instrument
+from benchmarks.shapes import parse
+from tests.harness import ROOT, RedisServer, Worker, wait_for
+
+OUT = ROOT / "benchmarks" / "out"
+RUNNERS = ("native", "celery-dyrygent", "dyrygent")
+CANVAS = RUNNERS
+FLOOR = ("native",)
+
+#: (shape spec, runners). The floors are plain tasks: native only.
+FULL = [
+    ("chain:100", CANVAS),
+    ("group:1000", CANVAS),
+    ("chord:1000", CANVAS),
+    ("chainchords_between:5:10", CANVAS),
+    ("nested23", CANVAS),
+    ("chainofchords:20:10", CANVAS),
+    ("nested:8", CANVAS),
+    ("layered:10", CANVAS),
+    ("layered:100", CANVAS),
+    ("layered:1000", CANVAS),
+    ("layered:10000", CANVAS),
+    ("many:100:100", CANVAS),
+    ("floor:10", FLOOR),
+    ("floor:100", FLOOR),
+    ("floor:1000", FLOOR),
+    ("floor:10000", FLOOR),
+    ("floorgroup:10000", FLOOR),
+]
+QUICK = [
+    ("chain:10", CANVAS),
+    ("group:100", CANVAS),
+    ("chord:100", CANVAS),
+    ("chainchords_between:2:5", CANVAS),
+    ("nested23", CANVAS),
+    ("nested:4", CANVAS),
+    ("layered:10", CANVAS),
+    ("layered:100", CANVAS),
+    ("many:10:10", CANVAS),
+    ("floor:10", FLOOR),
+    ("floor:100", FLOOR),
+    ("floorgroup:100", FLOOR),
+]
+SCALING_FULL = [10, 100, 1000, 10000]
+SCALING_QUICK = [10, 100]
+
+
+class Env:
+    """The private Redis and the worker; restarts the worker with empty queues on demand."""
+
+    def __init__(self) -> None:
+        self.redis = RedisServer()
+        self.env = {
+            "DYRYGENT_TEST_BROKER": self.redis.url(0),
+            "DYRYGENT_TEST_BACKEND": self.redis.url(1),
+            "DYRYGENT_TEST_LEDGER": self.redis.url(2),
+            "BENCH_STATS_URL": self.redis.url(3),
+        }
+        os.environ.update(self.env)
+        import redis
+
+        self.broker = redis.Redis.from_url(self.redis.url(0))
+        self.backend = redis.Redis.from_url(self.redis.url(1))
+        self.stats = redis.Redis.from_url(self.redis.url(3))
+        from benchmarks.benchapp import make_bench_app
+
+        self.app = make_bench_app(self.redis.url(0), self.redis.url(1), name="bench-harness")
+        self.worker: Worker | None = None
+        self.epoch = 0
+        self.worker_starts = 0
+
+    def start_worker(self) -> None:
+        self.worker = Worker(self.env, concurrency=2, pool="prefork", app="benchmarks.benchapp",
+                             name="bench")
+        self.worker.wait_ready(self.app)
+        self.worker_starts += 1
+
+    def restart_worker(self) -> None:
+        """Stop the worker, empty the broker and the backend, start a new one."""
+        if self.worker is not None:
+            self.worker.stop()
+            os.unlink(self.worker.log.name)
+        self.broker.flushdb()
+        self.backend.flushdb()
+        self.start_worker()
+
+    def reset(self) -> str:
+        self.backend.flushdb()
+        self.epoch += 1
+        self.stats.set(instrument.EPOCH_KEY, str(self.epoch))
+        time.sleep(2.5 * instrument.FLUSH_INTERVAL)  # every process sees the new epoch
+        return str(self.epoch)
+
+    def queued(self) -> int:
+        n = self.broker.hlen("unacked")
+        for key in self.broker.scan_iter(match="celery*"):
+            if self.broker.type(key) == b"list":
+                n += self.broker.llen(key)
+        return n
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        try:
+            wait_for(lambda: self.queued() == 0, timeout, "empty queues", interval=0.05)
+            return True
+        except TimeoutError:
+            return False
+
+    def count_done(self, exclude: list[str]) -> int:
+        """SUCCESS metas in the backend, minus the workflows' own (``exclude``)."""
+        done = 0
+        ex = {f"celery-task-meta-{i}".encode() for i in exclude}
+        keys = [k for k in self.backend.scan_iter(match="celery-task-meta-*", count=5000)
+                if k not in ex]
+        for start in range(0, len(keys), 5000):
+            for v in self.backend.mget(keys[start:start + 5000]):
+                if v is not None and json.loads(v).get("status") == "SUCCESS":
+                    done += 1
+        return done
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            os.unlink(self.worker.log.name)
+            self.worker = None
+        self.redis.stop()
+
+
+def _client(args: list[str], timeout: float) -> tuple[dict[str, Any], str]:
+    """Run benchmarks.client in a child process; kill it (by pid) past ``timeout``."""
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.client", *args],
+                            stdout=subprocess.PIPE, stderr=err, cwd=str(ROOT),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"status": "killed"}, ""
+    err.seek(0)
+    tail = err.read().decode(errors="replace")[-1500:]
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"status": "error", "error": f"client exited with {proc.returncode}"}, tail
+    return json.loads(lines[-1]), tail
+
+
+def measure(env: Env, spec: str, runner: str, timeout: float, fresh: bool) -> dict[str, Any]:
+    shape = parse(spec)
+    if fresh or env.worker is None:
+        env.restart_worker()
+    epoch = env.reset()
+    sampler = instrument.TreeMemorySampler(env.worker.pid)  # type: ignore[union-attr]
+    grace = 30 + shape.tasks / 100  # a submission may outlast the timeout: let it report
+    res, tail = _client([runner, spec, "--timeout", str(timeout)], timeout + grace)
+    peak_sum, peak_one = sampler.stop()
+    idle = env.wait_idle(5 if res.get("status") == "ok" else 0.5)
+    time.sleep(2.5 * instrument.FLUSH_INTERVAL)
+    stats = instrument.collect(env.stats, epoch)
+    done = env.count_done(res.get("wf_ids") or [])
+    row = {"spec": spec, "key": shape.key, "label": shape.label, "tasks": shape.tasks,
+           "runner": runner, "timeout": timeout, **res, "done": done,
+           "worker_rss_start": sampler.start_sum, "worker_rss_peak": peak_sum,
+           "worker_rss_peak_one": peak_one, "stats": stats, "idle_after": idle}
+    if res.get("status") in ("timeout", "killed"):
+        row["wall"] = None
+    if res.get("status") != "ok" and tail:
+        row["stderr"] = tail
+    if res.get("status") != "ok" or not idle:
+        env.restart_worker()  # nothing of this run may leak into the next
+    return row
+
+
+def client_cost(spec: str, runner: str) -> dict[str, Any]:
+    res, tail = _client([runner, spec, "--client-cost"], 300)
+    return {"spec": spec, "runner": runner, **res}
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def _wall(row: dict | None) -> str:
+    if row is None:
+        return "—"
+    if row.get("status") == "ok":
+        return f"{_fmt_s(row['wall'])} s"
+    if row.get("status") in ("timeout", "killed"):
+        how = "" if row["status"] == "timeout" else " (submission unfinished)"
+        return (f"did not finish in {row['timeout']:.0f} s{how}: "
+                f"{row['done']:,}/{row['tasks']:,} done")
+    return f"error: {row.get('error', '?')[:80]}"
+
+
+def _ratio(a: dict | None, b: dict | None) -> str:
+    if not a or not b or a.get("status") != "ok" or b.get("status") != "ok":
+        return "—"
+    return f"{a['wall'] / b['wall']:.2f}x"
+
+
+def _ticks(row: dict) -> dict[str, Any]:
+    ticks = row["stats"]["ticks"]
+    if not ticks:
+        return {}
+    cpu = sorted(t["cpu"] * 1000 for t in ticks)
+    by = [t["bytes"] for t in ticks]
+    return {"n": len(ticks), "wakes": sum(1 for t in ticks if t["wake"]),
+            "cpu_mean": statistics.fmean(cpu), "cpu_p95": cpu[int(0.95 * (len(cpu) - 1))],
+            "cpu_max": cpu[-1], "cpu_total": sum(cpu) / 1000,
+            "bytes_mean": statistics.fmean(by), "bytes_max": max(by),
+            "self_max": max(t["self_bytes"] for t in ticks),
+            "launch_max": max(t["msgs"] for t in ticks)}
+
+
+def _tick_bins(row: dict) -> list[tuple[str, int, float, float, float]]:
+    """Ticks binned by how many messages they published: (bin, ticks, mean CPU ms,
+    mean bytes, mean bytes of the processor's own messages)."""
+    bins = [(0, 0), (1, 1), (2, 10), (11, 50), (51, 150), (151, 10**9)]
+    out = []
+    for lo, hi in bins:
+        ts = [t for t in row["stats"]["ticks"] if lo <= t["msgs"] <= hi]
+        if ts:
+            name = f"{lo}" if lo == hi else f"{lo}-{hi}" if hi < 10**9 else f">{lo - 1}"
+            out.append((name, len(ts), statistics.fmean(t["cpu"] for t in ts) * 1000,
+                        statistics.fmean(t["bytes"] for t in ts),
+                        statistics.fmean(t["self_bytes"] for t in ts)))
+    return out
+
+
+def _mb(b: float) -> str:
+    return f"{b / 2**20:.0f}"
+
+
+def machine() -> dict[str, str]:
+    def sh(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return "?"
+
+    from importlib.metadata import version
+
+    return {
+        "nproc": sh(["nproc"]),
+        "cpu": next((ln.split(":", 1)[1].strip() for ln in
+                     Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("model name")), "?"),
+        "free": sh(["free", "-h"]),
+        "python": platform.python_version(),
+        "celery": version("celery"), "kombu": version("kombu"), "redis-py": version("redis"),
+        "celery-dyrygent": version("celery-dyrygent"), "dyrygent": version("dyrygent"),
+        "redis-server": sh(["redis-server", "--version"]),
+        "git": sh(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+        "kernel": platform.release(),
+    }
+
+
+def report(data: dict[str, Any], out: Path) -> str:
+    rows = data["runs"]
+    by = {(r["spec"], r["runner"]): r for r in rows}
+    specs = list(dict.fromkeys(r["spec"] for r in rows))
+    floors = {r["tasks"]: r for r in rows if r["spec"].startswith("floor:")}
+    m = data["machine"]
+    lines = [
+        f"# dyrygent benchmark results ({data['mode']} run)", "",
+        f"Command: `{data['command']}`; started {data['started']}, took "
+        f"{data['duration']:.0f} s; timeout per run {data['timeout']:.0f} s; "
+        f"{'a fresh worker for every run' if data['fresh'] else 'one worker, restarted after a run that did not finish'}.",
+        "",
+        f"Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, Python {m['python']}, "
+        f"celery {m['celery']}, kombu {m['kombu']}, redis-py {m['redis-py']}, "
+        f"{m['redis-server'].split(' sha')[0]}, celery-dyrygent {m['celery-dyrygent']}, "
+        f"dyrygent {m['dyrygent']} (git {m['git']}).", "",
+        "```", m["free"], "```", "",
+        "One `celery worker -P prefork -c 2` on a private redis-server (broker and result "
+        "backend); tasks are `bench.noop`. dyrygent's processor runs with min_interval="
+        f"{data['intervals'][0]}, max_interval={data['intervals'][1]}; celery-dyrygent with "
+        "its defaults. Ratios are wall time over native Celery's on the same shape, and over "
+        "the floor (as many independent noop tasks, one publish each) where it was measured.",
+        "",
+        "## Wall time", "",
+        "| shape | tasks | native Celery | celery-dyrygent 0.8.0 | dyrygent | dyrygent / native "
+        "| dyrygent / floor | celery-dyrygent / native |",
+        "|---|---:|---|---|---|---:|---:|---:|",
+    ]
+    for spec in specs:
+        nat, cd, dy = (by.get((spec, r)) for r in RUNNERS)
+        first = nat or cd or dy
+        assert first is not None
+        fl = floors.get(first["tasks"]) if not spec.startswith("floor") else None
+        lines.append(f"| {first['label']} | {first['tasks']:,} | {_wall(nat)} | {_wall(cd)} | "
+                     f"{_wall(dy)} | {_ratio(dy, nat)} | {_ratio(dy, fl)} | {_ratio(cd, nat)} |")
+    lines += [
+        "", "## Messages, ticks, memory", "",
+        "Messages: task messages published by anyone (client, nodes, processors); size is the "
+        "serialized body (the Redis transport adds base64, x4/3, and ~1-2 KiB of headers). "
+        "Ticks: runs of the processor task (dyrygent: `dyrygent.processor`, wakes included; "
+        "celery-dyrygent: `workflow-processor`); CPU is the pool process's CPU time during the "
+        "run; bytes/tick are the bytes it published (nodes + its own next message); own msg is "
+        "the largest message a processor sent to itself. Worker RSS: main process + pool, "
+        "peak during the run (start in parentheses).", "",
+        "| shape | runner | wall | submit s | msgs | largest msg B (task) | ticks (wakes) | "
+        "tick CPU ms mean / p95 / max | processor CPU s | bytes/tick mean / max | own msg max B "
+        "| worker RSS MB peak (start) |",
+        "|---|---|---|---:|---:|---|---|---|---:|---|---:|---|",
+    ]
+    for r in rows:
+        st = r["stats"]
+        t = _ticks(r)
+        tick_cols = (f"{t['n']} ({t['wakes']}) | {t['cpu_mean']:.2f} / {t['cpu_p95']:.2f} / "
+                     f"{t['cpu_max']:.1f} | {t['cpu_total']:.2f} | {t['bytes_mean']:,.0f} / "
+                     f"{t['bytes_max']:,} | {t['self_max']:,}") if t else "— | — | — | — | —"
+        lines.append(
+            f"| {r['label']} | {r['runner']} | {_wall(r)} | {_fmt_s(r.get('submit'))} | "
+            f"{st['n']:,} | {st['max']:,} ({st['max_task']}) | {tick_cols} | "
+            f"{_mb(r['worker_rss_peak'])} ({_mb(r['worker_rss_start'])}) |")
+    big = [r for r in rows if r["runner"] == "dyrygent" and r["stats"]["ticks"]]
+    if big:
+        r = max(big, key=lambda r: r["tasks"])
+        lines += ["", f"## dyrygent ticks by messages published ({r['label']})", "",
+                  "| messages in tick | ticks | CPU ms mean | bytes mean | own msg bytes mean |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, n, cpu, b, own in _tick_bins(r):
+            lines.append(f"| {name} | {n} | {cpu:.2f} | {b:,.0f} | {own:,.0f} |")
+    if data.get("client"):
+        lines += ["", "## Client build + encode (no publish)", "",
+                  "Building the canvas and the runner's payload: dyrygent `add_celery_canvas` + "
+                  "`freeze` + `encode_graph`; celery-dyrygent `add_celery_canvas` + `freeze` + "
+                  "JSON of the processor's kwargs; native `freeze()`. Time from a plain pass, "
+                  "peak from a second pass under tracemalloc (canvas objects included).", "",
+                  "| shape | runner | seconds | tracemalloc peak MB | payload bytes |",
+                  "|---|---|---:|---:|---:|"]
+        for c in data["client"]:
+            if c.get("status") != "ok":
+                lines.append(f"| {parse(c['spec']).label} | {c['runner']} | {c.get('status')} "
+                             f"| | |")
+                continue
+            lines.append(f"| {parse(c['spec']).label} | {c['runner']} | {c['seconds']:.3f} | "
+                         f"{c['peak_mb']:.1f} | {c['payload']:,} |")
+    lines += ["", "## Goals (reported, not asserted)", ""] + goals(data)
+    lines += ["", "![wall time against size](scaling.png)", ""]
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+def goals(data: dict[str, Any]) -> list[str]:
+    rows = data["runs"]
+    by = {(r["spec"], r["runner"]): r for r in rows}
+    floors = {r["tasks"]: r for r in rows if r["spec"].startswith("floor:")}
+    out = ["| goal | measured | met |", "|---|---|---|"]
+
+    def ratio(a: dict | None, b: dict | None) -> float | None:
+        if a and b and a.get("status") == "ok" and b.get("status") == "ok":
+            return a["wall"] / b["wall"]
+        return None
+
+    def add(goal: str, value: float | None, limit: float, unit: str = "x") -> None:
+        if value is None:
+            out.append(f"| {goal} | not measured / did not finish | no |")
+        else:
+            out.append(f"| {goal} | {value:.2f}{unit} | {'yes' if value <= limit else 'no'} |")
+
+    dy = [r for r in rows if r["runner"] == "dyrygent"]
+    for r in dy:
+        if r["spec"].startswith(("layered:", "many:")) and r["tasks"] >= 1000:
+            add(f"{r['label']} within 1.5x the floor", ratio(r, floors.get(r["tasks"])), 1.5)
+    for r in dy:
+        nat = by.get((r["spec"], "native"))
+        if r["spec"].startswith("chain:"):
+            add(f"{r['label']} within 2x native", ratio(r, nat), 2.0)
+        elif r["spec"].startswith(("group:", "chord:")):
+            add(f"{r['label']} within 1.2x native", ratio(r, nat), 1.2)
+        elif not r["spec"].startswith(("layered:", "many:")) or r["tasks"] < 1000:
+            add(f"{r['label']} within 1.5x native", ratio(r, nat), 1.5)
+    biggest = max((r["stats"]["max"] for r in dy), default=None)
+    add("no dyrygent-run broker message over 64 KiB (largest body)",
+        None if biggest is None else biggest / 1024, 64, " KiB")
+    ten = [r for r in dy if r["tasks"] >= 10000 and r["stats"]["ticks"]]
+    for r in ten:
+        ts = [t for t in r["stats"]["ticks"] if 50 <= t["msgs"] <= 150]
+        if ts:
+            add(f"tick CPU at {r['tasks']:,} nodes, ticks launching 50-150 nodes (mean)",
+                statistics.fmean(t["cpu"] for t in ts) * 1000, 5, " ms")
+        add(f"largest own (processor) message at {r['tasks']:,} nodes, bytes",
+            max(t["self_bytes"] for t in r["stats"]["ticks"]), 1024, " B")
+    for c in data.get("client") or []:
+        if c["runner"] == "dyrygent" and c.get("status") == "ok" and "10000" in c["spec"]:
+            add("client build+encode of 10k nodes, seconds", c["seconds"], 0.3, " s")
+            add("client build+encode of 10k nodes, tracemalloc peak", c["peak_mb"], 30, " MB")
+    flat = next((r for r in rows if r["spec"] == "floorgroup:10000"), None)
+    for r in ten:
+        if flat:
+            add(f"worker peak RSS on {r['label']} vs native flat group of 10,000",
+                r["worker_rss_peak"] / flat["worker_rss_peak"], 1.2)
+    return out
+
+
+def plot(data: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["runs"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = [("native", "native Celery", "o-"), ("celery-dyrygent", "celery-dyrygent 0.8.0",
+                                                     "s-"), ("dyrygent", "dyrygent", "D-")]
+    for runner, label, style in series:
+        pts = sorted((r["tasks"], r) for r in rows
+                     if r["spec"].startswith("layered:") and r["runner"] == runner)
+        ok = [(n, r["wall"]) for n, r in pts if r.get("status") == "ok"]
+        dnf = [(n, r["timeout"]) for n, r in pts if r.get("status") in ("timeout", "killed")]
+        line = ax.plot([p[0] for p in ok], [p[1] for p in ok], style, label=label)[0]
+        if dnf:
+            ax.plot([p[0] for p in dnf], [p[1] for p in dnf], "^", mfc="none",
+                    color=line.get_color(), ms=10,
+                    label=f"{label}: did not finish (at timeout)")
+    fl = sorted((r["tasks"], r["wall"]) for r in rows
+                if r["spec"].startswith("floor:") and r.get("status") == "ok")
+    if fl:
+        ax.plot([p[0] for p in fl], [p[1] for p in fl], "k--", label="floor: independent tasks")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tasks in the workflow (layered: chain of ~sqrt(n) chords)")
+    ax.set_ylabel("wall time, s")
+    ax.set_title("Wall time against workflow size (2 cores, prefork -c 2, Redis)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, for CI (under a minute)")
+    p.add_argument("--timeout", type=float, help="seconds per run (full 300, quick 8)")
+    p.add_argument("--only", action="append", metavar="SPEC",
+                   help="run only these shape specs (e.g. layered:10000); repeatable")
+    p.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated runners")
+    p.add_argument("--fresh-worker", action=argparse.BooleanOptionalAction, default=None,
+                   help="a new worker for every run (default: full yes, quick no)")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild results.md and scaling.png from results.json")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.report_only:
+        data = json.loads((a.out / "results.json").read_text())
+        print(report(data, a.out))
+        plot(data, a.out)
+        return 0
+    mode = "quick" if a.quick else "full"
+    timeout = a.timeout or (8.0 if a.quick else 300.0)
+    fresh = (not a.quick) if a.fresh_worker is None else a.fresh_worker
+    runners = [r.strip() for r in a.runners.split(",") if r.strip()]
+    plan = [(spec, [r for r in rs if r in runners]) for spec, rs in (QUICK if a.quick else FULL)
+            if not a.only or spec in a.only]
+    if a.only:
+        known = {spec for spec, _ in plan}
+        plan += [(spec, [r for r in runners if not spec.startswith("floor") or r == "native"])
+                 for spec in a.only if spec not in known]
+    from benchmarks.benchapp import dyrygent_intervals
+
+    started = time.time()
+    data: dict[str, Any] = {
+        "mode": mode, "command": " ".join([".venv/bin/python -m benchmarks.run",
+                                           *(argv if argv is not None else sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "timeout": timeout, "fresh": fresh,
+        "intervals": list(dyrygent_intervals()), "machine": machine(), "runs": [],
+        "client": [], "duration": 0.0}
+    env = Env()
+    try:
+        for spec, rs in plan:
+            for runner in rs:
+                t = time.time()
+                row = measure(env, spec, runner, timeout, fresh)
+                data["runs"].append(row)
+                data["duration"] = time.time() - started
+                (a.out / "results.json").write_text(json.dumps(data, indent=1))
+                print(f"[{time.time() - started:6.0f}s] {row['label']:<60} {runner:<16} "
+                      f"{_wall(row)}  ({time.time() - t:.1f}s)", flush=True)
+        sizes = SCALING_QUICK if a.quick else SCALING_FULL
+        for n in sizes:
+            spec = f"layered:{n}"
+            if a.only and spec not in a.only:
+                continue
+            for runner in runners:
+                c = client_cost(spec, runner)
+                data["client"].append(c)
+                print(f"[{time.time() - started:6.0f}s] client cost {spec} {runner}: "
+                      f"{c.get('seconds', 0):.3f} s, {c.get('peak_mb', 0):.1f} MB", flush=True)
+    finally:
+        env.stop()
+    data["duration"] = time.time() - started
+    (a.out / "results.json").write_text(json.dumps(data, indent=1))
+    text = report(data, a.out)
+    plot(data, a.out)
+    print(text)
+    print(f"wrote {a.out / 'results.md'} and {a.out / 'scaling.png'} in "
+          f"{data['duration']:.0f} s ({env.worker_starts} worker starts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
