@@ -1,0 +1,92 @@
+"""The processor and the workflow result, end to end on a real Redis and a real worker."""
+
+from __future__ import annotations
+
+import pytest
+from celery import chain, chord, group
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+
+from dyrygent import Workflow
+from dyrygent.engine.processor import PROCESSOR_NAME
+from dyrygent.engine.store import store_for
+from tests.harness import wait_for
+
+
+def start(app, canvas, **kw):
+    wf = Workflow(app=app)
+    wf.add_celery_canvas(canvas)
+    return wf, wf.apply_async(**kw)
+
+
+def test_result_is_the_workflow_id_and_every_node_has_its_own_result(app, t, ledger):
+    # Given a chord whose nodes were not frozen by the caller
+    wf, result = start(app, chord([t.add.s(i, i) for i in range(3)], t.tsum.s()))
+    # Then the workflow result lives under the workflow id
+    assert result.id == wf.id
+    assert result.get(timeout=20) == 6
+    # And every node's own AsyncResult holds its value
+    assert [AsyncResult(n.id, app=app).get(timeout=5) for n in wf.nodes] == [0, 2, 4, 6]
+    assert set(result.states().values()) == {"SUCCEEDED"}
+    assert sorted(ledger.runs()) == sorted(n.id for n in wf.nodes)
+
+
+def test_get_honours_its_timeout(app, t):
+    _, result = start(app, chain(t.sleep_then.s(5, 1.0), t.add.s(1)))
+    with pytest.raises(CeleryTimeoutError):
+        result.get(timeout=0.2)
+    assert result.get(timeout=20) == 6
+
+
+def test_node_options_from_apply_async_reach_every_node(app, t, ledger):
+    # Given workflow-wide node options (a header the tasks do not use)
+    wf = Workflow(app=app)
+    wf.add_celery_canvas(group(t.add.si(1, 1), t.add.si(2, 2)))
+    result = wf.apply_async(options={"headers": {"x-trace": "abc"}, "priority": 3})
+    assert result.get(timeout=20) == [2, 4]
+
+
+def test_duplicate_processor_messages_launch_nothing(app, t, ledger):
+    # Given a running workflow whose first node takes a while
+    wf, result = start(app, chain(t.sleep_then.s(1, 0.5), t.add.s(1), t.add.s(1)))
+    first = wf.nodes[0].id
+    wait_for(lambda: first in ledger.runs(), 20, "the first node to start")
+    # When stale copies of the processor message (generation 0) and spurious wake-ups arrive
+    for _ in range(3):
+        app.send_task(PROCESSOR_NAME, (wf.id, 0))
+        app.send_task(PROCESSOR_NAME, (wf.id, None))
+    # Then the workflow completes and no node ran twice
+    assert result.get(timeout=20) == 3
+    runs = ledger.runs()
+    assert [runs.get(n.id) for n in wf.nodes] == [1, 1, 1]
+
+
+def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t):
+    app.send_task(PROCESSOR_NAME, ("no-such-workflow", 0))
+    _, result = start(app, t.add.si(2, 3))
+    assert result.get(timeout=20) == 5
+
+
+def test_state_is_one_byte_per_node_and_ends_succeeded(app, t):
+    wf, result = start(app, group(t.noop.si() for _ in range(50)))
+    assert result.get(timeout=30) == [None] * 50
+    status = store_for(app).status(wf.id)
+    assert status["states"] == bytes([2]) * 50
+    assert status[b"status" if b"status" in status else "status"] in (b"succeeded", "succeeded")
+
+
+def test_failure_ends_the_workflow_and_nothing_after_it_runs(app, t, ledger):
+    import workerapp
+
+    wf, result = start(app, chain(t.add.si(1, 1), t.fail.s(), t.add.s(1), t.add.s(2)))
+    with pytest.raises(workerapp.ExpectedError, match="expected failure"):
+        result.get(timeout=20)
+    states = list(result.states().values())
+    assert states == ["SUCCEEDED", "FAILED", "WAITING", "WAITING"]
+    runs = ledger.runs()
+    assert wf.nodes[2].id not in runs and wf.nodes[3].id not in runs
+
+
+def test_many_workflows_at_once(app, t):
+    results = [start(app, chain(t.add.si(i, 0), t.add.s(1), t.add.s(1)))[1] for i in range(20)]
+    assert [r.get(timeout=60) for r in results] == [i + 2 for i in range(20)]
