@@ -20,9 +20,11 @@ from dyrygent.errors import ConfigurationError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
 
-#: How long workflow state is kept in the backend (the default maximum age, 7 days).
-DEFAULT_TTL = 7 * 24 * 3600
+#: A workflow still running after this many seconds ends in ERROR (7 days).
+DEFAULT_MAX_AGE = 7 * 24 * 3600
 DEFAULT_MAX_NODES = 100_000
+#: The largest encoded graph a workflow may store.
+DEFAULT_MAX_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,18 @@ class Workflow:
     """A DAG of Celery task calls, run by the dyrygent processor.
 
     ``options`` are apply_async options for the processor task (queue, priority, ...).
-    ``max_nodes`` caps the graph size (checked at build time).
+    ``max_nodes`` and ``max_bytes`` cap the graph's node count and encoded size (checked
+    before anything is published); ``max_age`` (seconds, measured on the store's clock) ends a
+    workflow still running after it in ERROR.
     """
 
     def __init__(self, options: dict | None = None, *, app: Any = None,
-                 max_nodes: int = DEFAULT_MAX_NODES, ttl: int = DEFAULT_TTL) -> None:
+                 max_nodes: int = DEFAULT_MAX_NODES, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_age: int = DEFAULT_MAX_AGE) -> None:
         self.options = dict(options or {})
         self.max_nodes = max_nodes
-        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.max_age = max_age
         self.id = uuid()
         self._app = app
         self._builder = GraphBuilder()
@@ -154,7 +160,7 @@ class Workflow:
         """Validate, store and start the workflow; ``options`` apply to every node."""
         graph = self.freeze()
         app = self.app
-        if PROCESSOR_NAME not in app.tasks:
+        if getattr(app, "_dyrygent_processor", None) is None:
             raise ConfigurationError(
                 f"no dyrygent processor is registered on app {app.main!r}: call "
                 f"dyrygent.register_workflow_processor(app) in a module the workers import")
@@ -163,6 +169,12 @@ class Workflow:
             "node_options": dict(options or {}),
             "processor_options": self.options,
         })
-        store_for(app).create(self.id, encode_graph(graph), header, len(graph), self.ttl)
+        data = encode_graph(graph)
+        if len(data) > self.max_bytes:
+            raise LimitExceededError(
+                f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
+                f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
+                f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
+        store_for(app).create(self.id, data, header, len(graph), self.max_age)
         app.send_task(PROCESSOR_NAME, (self.id, 0), {}, **self.options)
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from celery import states as celery_states
+from celery.signals import worker_init
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
@@ -23,7 +24,7 @@ from dyrygent.core.tick import Outcome, find_all, plan_tick
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header, decode_spec
 from dyrygent.engine.store import Store, store_for
-from dyrygent.errors import PayloadError, WorkflowError
+from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
 
 __all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
 
@@ -96,7 +97,7 @@ class Processor:
         wake = gen is None
         token = task.request.id
         try:
-            claim = self.store.claim(wf, -1 if wake else gen, token, wake)
+            claim = self.store.claim(wf, gen, token, wake)
         except Exception as exc:
             if wake:
                 logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
@@ -105,6 +106,11 @@ class Processor:
             raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
         if claim.status == "early":
             raise task.retry(countdown=self.min_interval, max_retries=10_000)
+        if claim.status == "expired":
+            self._end_error(wf, token, claim.gen, WorkflowError(
+                f"workflow {wf} passed its maximum age before finishing; raise "
+                f"Workflow(max_age=...) for workflows that run longer"))
+            return "error"
         if claim.status != "ok":
             return claim.status
         if claim.attempts > self.max_attempts:
@@ -233,6 +239,26 @@ class Processor:
         self.store.commit(wf, token, changes or {}, gen + 1, "error")
 
 
+def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None:
+    """Refuse to run a processor that would accept pickle (RELIABILITY.md item 9)."""
+    if allow_pickle:
+        return
+    accepted = {str(c).lower() for c in (app.conf.accept_content or ())}
+    serializer = str(task_options.get("serializer", "json")).lower()
+    if serializer == "pickle" or accepted & {"pickle", "application/x-python-serialize"}:
+        raise ConfigurationError(
+            "the dyrygent processor refuses to run while the app accepts pickle "
+            f"(accept_content={sorted(accepted)}, serializer={serializer!r}): a message from "
+            "the broker could run arbitrary code. Accept json or msgpack only, or pass "
+            "register_workflow_processor(app, allow_pickle=True) if you trust the broker")
+
+
+def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict) -> bool:
+    return (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 64
+            and (gen is None or (type(gen) is int and gen >= 0))
+            and type(idle) is int and 0 <= idle <= 64 and not extra)
+
+
 def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     """Register the processor task on ``app`` and return it. Call once, in a module the
     workers import.
@@ -240,22 +266,35 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``task_options`` are Celery task options (queue, priority, ...) and the tick settings
     ``min_interval``, ``max_interval`` (seconds between ticks), ``max_attempts`` (interrupted
     ticks before the workflow ends in ERROR) and ``wake_limit`` (launches of one tick that get
-    a completion wake-up).
+    a completion wake-up). Raises ConfigurationError if the app accepts pickle, unless
+    ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings = {k: task_options.pop(k) for k in
                 ("min_interval", "max_interval", "max_attempts", "wake_limit")
                 if k in task_options}
-    name = PROCESSOR_NAME
-    existing = app.tasks.get(name)
-    if existing is not None and getattr(existing, "_dyrygent", None) is not None:
+    allow_pickle = bool(task_options.pop("allow_pickle", False))
+    existing = getattr(app, "_dyrygent_processor", None)
+    if existing is not None:
         return existing
-    processor = Processor(app, name, **settings)
+    _check_serializers(app, task_options, allow_pickle)
+    processor = Processor(app, PROCESSOR_NAME, **settings)
     options = {**DEFAULT_TASK_OPTIONS, **task_options}
 
-    @app.task(name=name, bind=True, shared=False, **options)
+    @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
     def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           idle: int = 0) -> None:
+                           idle: int = 0, **extra: Any) -> None:
+        if not _valid_message(workflow_id, gen, idle, extra):
+            logger.error("dyrygent: rejected a processor message with invalid arguments "
+                         "(workflow_id=%.80r, gen=%.20r, idle=%.20r, extra keys=%.80r); "
+                         "nothing was launched", workflow_id, gen, idle, sorted(extra))
+            return
         processor.run(self, workflow_id, gen, idle)
 
+    def check_at_worker_start(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            _check_serializers(app, task_options, allow_pickle)
+
+    worker_init.connect(check_at_worker_start, weak=False)
     dyrygent_processor._dyrygent = processor
+    app._dyrygent_processor = dyrygent_processor
     return dyrygent_processor

@@ -18,6 +18,7 @@ On Redis both are single Lua scripts; :class:`KVStore` serves other key-value ba
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -26,13 +27,16 @@ from dyrygent.errors import ConfigurationError
 __all__ = ["Claim", "KVStore", "RedisStore", "Store", "store_for"]
 
 PREFIX = "dyrygent-wf-"
+#: How long a workflow's records outlive its maximum age, for inspection.
+KEEP_AFTER = 24 * 3600
 
 
 @dataclass(frozen=True)
 class Claim:
     """The answer to a claim.
 
-    ``status``: ``ok`` (tick now), ``stale`` (an older generation: exit), ``busy`` (another
+    ``status``: ``ok`` (tick now), ``expired`` (held like ``ok``, but past its maximum age:
+    end it), ``stale`` (an older generation: exit), ``busy`` (another
     processor is ticking: exit, it will tick again), ``early`` (the previous tick has not
     committed yet: try again shortly), ``done`` (the workflow is over), ``gone`` (no such
     workflow).
@@ -64,14 +68,16 @@ def _runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
 class Store:
     """The interface; see the module docstring for the protocol."""
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
+        """Store a new workflow; it expires ``max_age`` seconds later by the store's own
+        clock (one clock: never compare two hosts' clocks, RELIABILITY.md item 8)."""
         raise NotImplementedError
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         """(graph, header) as stored, None where missing."""
         raise NotImplementedError
 
-    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
         raise NotImplementedError
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
@@ -86,16 +92,18 @@ class Store:
 
 
 _CLAIM = """
-local m = redis.call('HMGET', KEYS[1], 'gen', 'holder', 'status')
+local m = redis.call('HMGET', KEYS[1], 'gen', 'holder', 'status', 'deadline')
 if not m[1] then return {'gone', 0} end
 local gen = tonumber(m[1])
 if m[3] ~= 'running' then return {'done', gen} end
 local holder = m[2] or ''
 local wake = ARGV[3] == '1'
 local want = tonumber(ARGV[1])
+local ok = 'ok'
+if tonumber(redis.call('TIME')[1]) > tonumber(m[4]) then ok = 'expired' end
 if holder ~= '' and holder == ARGV[2] then
   local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  return {'ok', gen, a, redis.call('GET', KEYS[2])}
+  return {ok, gen, a, redis.call('GET', KEYS[2])}
 end
 if not wake then
   if want > gen then return {'early', gen} end
@@ -106,7 +114,7 @@ if holder ~= '' then
   return {'busy', gen}
 end
 redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0')
-return {'ok', gen, 1, redis.call('GET', KEYS[2])}
+return {ok, gen, 1, redis.call('GET', KEYS[2])}
 """
 
 _COMMIT = """
@@ -132,14 +140,17 @@ class RedisStore(Store):
         p = self.prefix + wf
         return p + ":m", p + ":s", p + ":g"
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
         m, s, g = self._keys(wf)
+        now = int(self.client.time()[0])  # the Redis server's clock, the one claim reads
+        ttl = max_age + KEEP_AFTER
         pipe = self.client.pipeline()
         pipe.set(g, graph, ex=ttl)
         pipe.set(s, bytes(size), ex=ttl)
         pipe.delete(m)
         pipe.hset(m, mapping={"gen": 0, "holder": "", "attempts": 0, "dirty": "0",
-                              "status": "running", "header": header})
+                              "status": "running", "header": header,
+                              "deadline": now + max_age})
         pipe.expire(m, ttl)
         pipe.execute()
 
@@ -151,13 +162,14 @@ class RedisStore(Store):
         graph, header = pipe.execute()
         return graph, header
 
-    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
         m, s, _ = self._keys(wf)
-        r = self._claim(keys=[m, s], args=[gen, token, "1" if wake else "0"])
+        r = self._claim(keys=[m, s], args=[-1 if gen is None else gen, token,
+                                           "1" if wake else "0"])
         status = r[0].decode() if isinstance(r[0], bytes) else r[0]
-        if status != "ok":
+        if status not in ("ok", "expired"):
             return Claim(status, int(r[1]))
-        return Claim("ok", int(r[1]), int(r[2]), r[3] or b"")
+        return Claim(status, int(r[1]), int(r[2]), r[3] or b"")
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
                status: str) -> bool | None:
@@ -194,18 +206,19 @@ class KVStore(Store):
     def _set(self, key: str, value: Any) -> None:
         self.backend.set(self.prefix + key, value)
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, ttl: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
         with self._lock:
             self._set(wf + ":g", graph)
             self._set(wf + ":s", bytes(size))
             self._set(wf + ":m", {"gen": 0, "holder": "", "attempts": 0, "dirty": False,
-                                  "status": "running", "header": header})
+                                  "status": "running", "header": header,
+                                  "deadline": time.time() + max_age})
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         meta = self._get(wf + ":m")
         return self._get(wf + ":g"), (meta or {}).get("header")
 
-    def claim(self, wf: str, gen: int, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
         with self._lock:
             meta = self._get(wf + ":m")
             if meta is None:
@@ -217,9 +230,9 @@ class KVStore(Store):
             if holder and holder == token:
                 meta["attempts"] += 1
             else:
-                if not wake and gen > meta["gen"]:
+                if not wake and gen is not None and gen > meta["gen"]:
                     return Claim("early", meta["gen"])
-                if not wake and gen < meta["gen"]:
+                if not wake and (gen is None or gen < meta["gen"]):
                     return Claim("stale", meta["gen"])
                 if holder:
                     meta["dirty"] = True
@@ -227,7 +240,8 @@ class KVStore(Store):
                     return Claim("busy", meta["gen"])
                 meta.update(holder=token, attempts=1, dirty=False)
             self._set(wf + ":m", meta)
-            return Claim("ok", meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
+            status = "expired" if time.time() > meta["deadline"] else "ok"
+            return Claim(status, meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
                status: str) -> bool | None:

@@ -1,0 +1,99 @@
+"""The generation fence, on a real Redis (Lua) and on the in-process key-value store."""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from dyrygent.engine.store import KVStore, RedisStore
+
+
+@pytest.fixture(params=["redis", "kv"])
+def store(request, redis_server):
+    if request.param == "redis":
+        client = redis_lib.Redis.from_url(redis_server.url(5))
+        client.flushdb()
+        return RedisStore(client)
+    app = Celery("kv", backend="cache+memory://", set_as_current=False)
+    return KVStore(app.backend)
+
+
+def make(store, size=4, max_age=3600):
+    store.create("wf", b"graph", b"header", size, max_age)
+
+
+def test_first_claim_gets_the_states(store):
+    make(store)
+    claim = store.claim("wf", 0, "m0", wake=False)
+    assert (claim.status, claim.gen, claim.attempts, claim.states) == ("ok", 0, 1, bytes(4))
+
+
+def test_commit_writes_only_changes_and_advances_the_generation(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    assert store.commit("wf", "m0", {1: 1, 2: 4}, 1, "running") is False
+    claim = store.claim("wf", 1, "m1", wake=False)
+    assert (claim.status, claim.gen, claim.states) == ("ok", 1, bytes([0, 1, 4, 0]))
+
+
+def test_stale_early_and_busy(store):
+    make(store)
+    assert store.claim("wf", 0, "m0", wake=False).status == "ok"
+    # a duplicate of generation 0 with another id, while m0 ticks: busy
+    assert store.claim("wf", 0, "dup", wake=False).status == "busy"
+    # the next generation, published before m0 committed: early (retry shortly)
+    assert store.claim("wf", 1, "m1", wake=False).status == "early"
+    # a wake-up while m0 ticks: busy, and m0 learns it at commit
+    assert store.claim("wf", None, "w1", wake=True).status == "busy"
+    assert store.commit("wf", "m0", {}, 1, "running") is True
+    # the duplicate of generation 0 arriving later: stale
+    assert store.claim("wf", 0, "dup", wake=False).status == "stale"
+    assert store.claim("wf", 1, "m1", wake=False).status == "ok"
+
+
+def test_a_wake_up_claims_any_generation_when_free(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    store.commit("wf", "m0", {}, 1, "running")
+    claim = store.claim("wf", None, "w1", wake=True)
+    assert (claim.status, claim.gen) == ("ok", 1)
+    store.commit("wf", "w1", {}, 2, "running")
+    # the driver message of generation 1 is now stale: exactly one driver goes on
+    assert store.claim("wf", 1, "m1", wake=False).status == "stale"
+
+
+def test_a_redelivered_holder_takes_its_tick_over_and_counts_attempts(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    # the worker died mid-tick; the same message comes back
+    again = store.claim("wf", 0, "m0", wake=False)
+    assert (again.status, again.attempts) == ("ok", 2)
+    assert store.claim("wf", 0, "m0", wake=False).attempts == 3
+
+
+def test_commit_by_a_non_holder_is_refused(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    assert store.commit("wf", "intruder", {0: 2}, 1, "running") is None
+    assert store.status("wf")["states"] == bytes(4)
+
+
+def test_finished_and_unknown_workflows(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    store.commit("wf", "m0", {}, 1, "succeeded")
+    assert store.claim("wf", 1, "m1", wake=False).status == "done"
+    assert store.claim("nope", 0, "m", wake=False).status == "gone"
+
+
+def test_a_workflow_past_its_maximum_age_is_claimed_as_expired(store):
+    make(store, max_age=-1)
+    claim = store.claim("wf", 0, "m0", wake=False)
+    assert claim.status == "expired"
+    assert store.commit("wf", "m0", {}, 1, "error") is False
+
+
+def test_load_returns_what_create_stored(store):
+    make(store)
+    assert store.load("wf") == (b"graph", b"header")
