@@ -89,8 +89,9 @@ class Workflow:
         return list(self._nodes)
 
     def _converter(self, first: Any) -> CanvasConverter:
-        if self._app is None and isinstance(first, Signature) and first._app is not None:
-            self._app = first._app
+        if self._app is None and isinstance(first, Signature):
+            # .app resolves a group's or chord's app from its tasks, as native apply_async does
+            self._app = first.app
         app = self.app
 
         def is_ignored(name: str) -> bool:

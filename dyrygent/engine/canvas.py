@@ -30,7 +30,7 @@ STRUCTURAL_OPTIONS = frozenset({
     "reply_to", "link", "link_error", "subtask_type",
 })
 
-SpecEncoder = Callable[[str, str, list, dict, dict], bytes]
+SpecEncoder = Callable[..., bytes]
 
 
 def _links(sig: Signature) -> tuple[list, list]:
@@ -52,6 +52,8 @@ class CanvasConverter:
         self.encode = encode
         self.app = app
         self.is_ignored = is_ignored
+        # errbacks of the chord bodies whose header is being converted, outermost first
+        self._chord_errbacks: list[dict] = []
 
     def _sig(self, obj: Any) -> Signature:
         if isinstance(obj, Signature):
@@ -134,11 +136,24 @@ class CanvasConverter:
         header = sig.tasks
         if isinstance(header, (group, Signature)) and not isinstance(header, (list, tuple)):
             header = list(header.tasks) if _is_group(header) else [header]
-        out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
         body = sig.body
         if body is None:
             raise UnsupportedCanvasError(
                 f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())")
+        body = self._sig(body)
+        errbacks = list(body.options.get("link_error") or [])
+        if errbacks:
+            # Natively a failing header member fails the chord, which calls the body's
+            # errbacks (chord_error_from_stack) although the body never runs: keep what
+            # that call needs on every header node.
+            self._freeze_leaves(body)
+            self._chord_errbacks.append({"task": body.task, "id": body.options.get("task_id"),
+                                         "link_error": errbacks})
+        try:
+            out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
+        finally:
+            if errbacks:
+                self._chord_errbacks.pop()
         return self.convert(body, out, ends, inherited)
 
     def _task(self, sig: Signature, incoming: Expr, deps: tuple[str, ...], inherited: dict,
@@ -161,7 +176,8 @@ class CanvasConverter:
         args = list(sig.args or ())
         if pre_args and not sig.immutable:
             args = [*pre_args, *args]
-        spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options)
+        extras = {"chord_errbacks": list(self._chord_errbacks)} if self._chord_errbacks else None
+        spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options, extras)
         self.builder.add(node_id, sig.task, spec, parents=deps,
                          input=None if sig.immutable else incoming)
         return node_id, (node_id,)

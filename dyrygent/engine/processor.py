@@ -16,13 +16,15 @@ from collections import OrderedDict
 from typing import Any
 
 from celery import states as celery_states
+from celery.canvas import Signature
+from celery.exceptions import ChordError
 from celery.signals import worker_init
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
 from dyrygent.core.tick import Outcome, find_all, plan_tick
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
-from dyrygent.engine.spec import decode_header, decode_spec
+from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
 from dyrygent.engine.store import Store, store_for
 from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
 
@@ -126,7 +128,7 @@ class Processor:
             return "error"
         try:
             return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
-                              idle)
+                              idle, retick=claim.attempts > 1)
         except Exception as exc:
             logger.exception("dyrygent: workflow %s: tick %d attempt %d failed; retrying",
                              wf, claim.gen, claim.attempts)
@@ -136,7 +138,7 @@ class Processor:
         return min(self.max_interval, self.min_interval * 2 ** min(task.request.retries, 16))
 
     def _tick(self, task: Any, wf: str, gen: int, token: str, states: bytes, graph: Graph,
-              header: dict, idle: int) -> str:
+              header: dict, idle: int, retick: bool = False) -> str:
         started = time.perf_counter()
         backend = self.app.backend
         nodes = graph.nodes
@@ -152,6 +154,7 @@ class Processor:
             i = plan.failed
             meta = metas.get(i) or read_metas(backend, [nodes[i].id])[0]
             exc = exception_of(meta, nodes[i].id)
+            self._fail_enclosing_chords(graph.nodes[i], exc)
             backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
             self.store.commit(wf, token, changes, gen + 1, "failed")
             logger.info("dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id,
@@ -170,18 +173,52 @@ class Processor:
             self._end_error(wf, token, gen, WorkflowError(str(exc)), changes)
             return "error"
 
-        launched = self._launch(wf, token, graph, header, plan.ready, results, changes)
+        ready = self._not_yet_published(backend, graph, states, plan.ready, changes, retick)
+        launched = self._launch(wf, token, graph, header, ready, results, changes)
         progressed = bool(plan.changes) or launched > 0
         idle = 0 if progressed else idle + 1
         elapsed = time.perf_counter() - started
         countdown = min(self.max_interval, max(self.min_interval * (2 ** idle), 4 * elapsed))
-        if launched < len(plan.ready):  # a publish failed: retry soon
+        if launched < len(ready):  # a publish failed: retry soon
             countdown = self.min_interval
         self._publish_tick(wf, header, gen + 1, idle, countdown)
         dirty = self.store.commit(wf, token, changes, gen + 1, "running")
         if dirty:
             self._publish_tick(wf, header, None, 0, None)
         return "running"
+
+    def _not_yet_published(self, backend: Any, graph: Graph, states: bytes, ready: list[int],
+                           changes: dict[int, int], retick: bool) -> list[int]:
+        """Drop from ``ready`` the nodes an earlier, interrupted attempt already published.
+
+        On a re-tick (this message's earlier attempt died before committing) every ready node
+        may have been sent already; otherwise only the nodes READY at the start of the tick
+        (a publish failed) may. If the backend shows such a node got anywhere (STARTED with
+        task_track_started, RETRY, SUCCESS, ...) it is recorded as LAUNCHED instead of sent
+        again: dyrygent never launches a node twice by itself.
+        """
+        carried = ready if retick else [i for i in ready if states[i] == NodeState.READY]
+        if not carried:
+            return ready
+        metas = read_metas(backend, [graph.nodes[i].id for i in carried])
+        seen = {i for i, m in zip(carried, metas) if m.get("status") != celery_states.PENDING}
+        for i in seen:
+            changes[i] = NodeState.LAUNCHED
+        return [i for i in ready if i not in seen]
+
+    def _fail_enclosing_chords(self, node: Any, exc: BaseException) -> None:
+        """Fail the chords whose header holds ``node`` as Celery does: their bodies' errbacks
+        are called (either style) and the bodies marked FAILURE with a ChordError."""
+        for chord in spec_extras(node.spec).get("chord_errbacks") or ():
+            body = Signature(chord["task"], options={"task_id": chord["id"],
+                                                     "link_error": chord["link_error"]},
+                             app=self.app)
+            try:
+                self.app.backend.chord_error_from_stack(
+                    body, ChordError(f"Dependency {node.id} raised {exc!r}"))
+            except Exception:  # an errback's failure must not stop the workflow's end
+                logger.exception("dyrygent: calling the errbacks of chord body %s failed",
+                                 chord["id"])
 
     def _fetch(self, backend: Any, graph: Graph, refs: set, results: dict) -> None:
         missing = sorted(r for r in refs if r not in results)

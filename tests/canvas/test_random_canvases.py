@@ -19,6 +19,8 @@ def reference(sig, incoming=NOTHING):
         steps = list(sig.tasks)
         non_empty = [s for s in steps if not (isinstance(s, group) and not list(s.tasks))]
         steps = non_empty or steps
+        if not steps:  # an empty chain: native chain().apply_async() returns None
+            return None if incoming is NOTHING else incoming
         value = incoming
         for s in steps:
             if isinstance(s, group) and len(list(s.tasks)) == 1:

@@ -27,12 +27,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import pytest
+import workerapp
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature, _chain, _chord, chunks, maybe_signature
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
 from celery.result import AsyncResult
 
-import workerapp
 from dyrygent import Workflow
 from dyrygent.core.graph import NodeState
 from dyrygent.engine.store import store_for
@@ -109,18 +109,24 @@ def outcome_of(get: Callable[[], Any]) -> tuple:
         return ("raised", type(exc), str(exc))
 
 
-def wait_quiet(ledger: Any, quiet: float = QUIET, timeout: float = 10) -> None:
-    """Wait until the ledger has not grown for ``quiet`` seconds (bounded by ``timeout``)."""
+def wait_settled(ledger: Any, app: Any, quiet: float = QUIET, timeout: float = 10) -> None:
+    """Wait until every task that started has finished and nothing new has started for
+    ``quiet`` seconds (bounded by ``timeout``). Used where no single event says "nothing more
+    will run": callbacks Celery sends after the result is stored, members still running after
+    another failed, and (natively) chains that go on after a failure elsewhere."""
     last = [-1, time.monotonic()]
 
     def settled() -> bool:
-        n = len(ledger.entries())
-        if n != last[0]:
-            last[:] = [n, time.monotonic()]
+        entries = ledger.entries()
+        if len(entries) != last[0]:
+            last[:] = [len(entries), time.monotonic()]
+            return False
+        if not all(AsyncResult(e[0], app=app).ready() for e in entries if e[0]):
+            last[1] = time.monotonic()  # the quiet period starts once they have finished
             return False
         return time.monotonic() - last[1] >= quiet
 
-    wait_for(settled, timeout, "the ledger to stop growing")
+    wait_for(settled, timeout, "the tasks to finish and the ledger to stop growing")
 
 
 # -- walking a canvas as given (independent of dyrygent's conversion) ---------------------------
@@ -157,20 +163,20 @@ def _sequence(parts: list[Flow]) -> Flow:
     firsts: list | None = None
     lasts: list = []
     pairs: list = []
-    for f, l, p in parts:
-        pairs += p
-        if not f and not l:  # an empty group is skipped in a chain
+    for starts, ends, before in parts:
+        pairs += before
+        if not starts and not ends:  # an empty group is skipped in a chain
             continue
-        pairs += [(a, b) for a in lasts for b in f]
+        pairs += [(a, b) for a in lasts for b in starts]
         if firsts is None:
-            firsts = f
-        lasts = l
+            firsts = starts
+        lasts = ends
     return firsts or [], lasts, pairs
 
 
 def _parallel(parts: list[Flow]) -> Flow:
-    return ([x for f, _, _ in parts for x in f], [x for _, l, _ in parts for x in l],
-            [x for _, _, p in parts for x in p])
+    return ([x for part in parts for x in part[0]], [x for part in parts for x in part[1]],
+            [x for part in parts for x in part[2]])
 
 
 def flow(canvas: Any) -> Flow:
@@ -195,7 +201,7 @@ def run_native(case: Case, tasks: Any, ledger: Any) -> Run:
     canvas = case.build(tasks)
     outcome = outcome_of(lambda: canvas.apply_async(args=case.args).get(timeout=TIMEOUT))
     if case.tail or outcome[0] == "raised":
-        wait_quiet(ledger)  # callbacks, and the other members still running after a failure
+        wait_settled(ledger, tasks.app)
     return Run(outcome, ledger.entries())
 
 
@@ -215,7 +221,10 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     # The processor commits its final status right after storing the workflow's result; from
     # then on it launches nothing, so the node states below are final.
     store = store_for(app)
-    wait_for(lambda: store.status(wf.id).get("status") in FINAL, 10, "the final status")
+    try:
+        wait_for(lambda: store.status(wf.id).get("status") in FINAL, 10, "the final status")
+    except TimeoutError:
+        raise AssertionError(f"workflow {wf.id} outcome {outcome} store {store.status(wf.id)}")
     raw = store.status(wf.id)["states"]
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     launched = [i for i, s in states.items() if s not in (NodeState.WAITING, NodeState.READY)]
@@ -223,9 +232,12 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     wait_for(lambda: all(AsyncResult(i, app=app).ready() for i in launched), 10,
              "every launched node to finish")
     if case.tail:  # callbacks: wait for what native ran, then for nothing more to come
-        wait_for(lambda: calls_of(ledger.entries()) == expected_calls, 10,
-                 "the calls native made, callbacks included")
-        wait_quiet(ledger)
+        try:
+            wait_for(lambda: calls_of(ledger.entries()) == expected_calls, 5,
+                     "the calls native made, callbacks included")
+        except TimeoutError:
+            pass  # the comparison below shows the difference
+        wait_settled(ledger, app)
     entries = ledger.entries()
 
     runs = Counter(e[0] for e in entries)
@@ -238,7 +250,8 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
             assert runs[node.id] >= 1, f"{node} never ran"
         else:
             assert runs[node.id] == 1, f"{node} ran {runs[node.id]} times"
-    if not case.replaces:  # and nothing else ran (map members run inside their node: no id)
+    if not (case.replaces or case.tail):  # nothing else ran, but callbacks and replacements
+        # (map members run inside their node, with no id)
         assert set(runs) <= {n.id for n in wf.nodes} | {None}
 
     if outcome[0] == "value":
@@ -319,7 +332,8 @@ def linked_error(sig: Any, errback: Any) -> Any:
 
 
 def started_apart(first: str, second: str, at_least: float) -> Callable[[list], None]:
-    """A ledger check: the call ``second`` started ``at_least`` seconds after ``first``."""
+    """A ledger check: the call ``second`` started ``at_least`` seconds after ``first`` (a
+    countdown counts from the publish, after ``first`` ended; 5% slack for the ETA timer)."""
     def check(entries: list) -> None:
         when = {call(e[1], *e[2], **e[3]): e[5] for e in entries}
         assert when[second] - when[first] >= at_least, when
@@ -356,14 +370,14 @@ CASES = [
          [[10, 2], {"a": 1, "b": 3}]),
     Case("2-chain-echo", lambda t: chain(t.echo.s(1), t.echo.s(2)), (2,),
          [[[[1], {}], 2], {}]),
-    Case("2-chain-add", lambda t: chain(t.add.s(1, 2), t.add.s(3)), (2,), 6),
+    Case("2-chain-add", lambda t: typed(_chain, t.add.s(1, 2) | t.add.s(3)), (2, 22), 6),
     Case("3-immutable", lambda t: chain(t.add.s(1, 1), t.add.si(5, 5), t.add.s(1)), (3,), 11),
     Case("4-chain-partial-args", lambda t: chain(t.add.s(1), t.add.s(2)), (4,), 13,
          args=(10,)),
     Case("4-group-partial-args", lambda t: group(t.add.s(1), t.add.s(2)), (4, 10), [11, 12],
          args=(10,)),
     Case("5-countdown", lambda t: chain(t.add.si(1, 1), t.add.s(1).set(countdown=1)), (5,), 3,
-         check=started_apart(call("t.add", 1, 1), call("t.add", 2, 1), 1.0)),
+         check=started_apart(call("t.add", 1, 1), call("t.add", 2, 1), 0.95)),
     Case("5-soft-time-limit",
          lambda t: chain(t.add.si(1, 1), t.sleep_then.s(seconds=5).set(soft_time_limit=0.5),
                          t.echo.s(never=1)), (5, 27), raises=SoftTimeLimitExceeded),
@@ -477,9 +491,7 @@ CASES = [
                                 t.echo.s(tag="eb")), (26, 27), raises=ERR, tail=True),
     Case("26-chord-errback-fires-once",
          lambda t: linked_error(chord([t.add.si(1, 1), t.fail.si()], t.echo.s(never=1)),
-                                t.echo.s(tag="eb")), (26, 28), raises=ERR, tail=True,
-         xfail="chord.link_error puts the errback on the body; dyrygent never runs the body "
-               "after a header failure, so the errback never fires (native: once)"),
+                                t.echo.s(tag="eb")), (26, 28), raises=ERR, tail=True),
     # Failure
     Case("27-fail-mid-chain", lambda t: chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)),
          (27, 29), raises=ERR),
@@ -492,9 +504,9 @@ CASES = [
          lambda t: group(chain(t.sleep_then.si(1, seconds=1.0), t.add.s(1)), t.fail.si()),
          (29,), raises=ERR, only_native=(call("t.add", 1, 1),)),
     # Where native Celery fails
-    Case("chain-of-chords", lambda t: chords_in_a_chain(t, 4), (12, "chain of chords"), 72),
+    Case("chain-of-chords", lambda t: chords_in_a_chain(t, 4), (12, "chain of chords"), 69),
     Case("nested-chain-group-4-levels", lambda t: deep(t, 4),
-         (19, "nested chain(group(2), chain(group(2), ...))"), 24),
+         (19, "nested chain(group(2), chain(group(2), ...))"), 48),
     Case("lone-group-in-chain",
          lambda t: typed(chain, chain(group(t.add.si(1, 1), t.add.si(2, 2)))),
          ("lone group inside a chain",), [2, 4]),
@@ -555,7 +567,7 @@ def test_revoking_one_task_of_a_chain_ends_the_workflow(t: Any, ledger: Any) -> 
     # When it runs natively, Then the revoked task is marked REVOKED and the rest never runs
     canvas.apply_async()
     wait_for(lambda: AsyncResult(revoked, app=t.app).state == "REVOKED", 10, "the revoke")
-    wait_quiet(ledger)
+    wait_settled(ledger, t.app)
     assert calls_of(ledger.entries()) == Counter([call("t.add", 1, 1)])
     assert AsyncResult(last, app=t.app).state == "PENDING"  # what native .get() waits on
 
@@ -591,9 +603,6 @@ def test_frozen_leaf_keeps_its_task_id(t: Any, ledger: Any) -> None:
     assert AsyncResult(frozen, app=t.app).get(timeout=5) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="Workflow() reads canvas._app, None for group/chord/chain "
-                   "built without app=, and falls back to current_app; native resolves the app "
-                   "from the canvas's tasks (Signature.app)")
 def test_workflow_takes_the_app_of_the_canvas_tasks(t: Any) -> None:
     """With several apps in a client, native Celery publishes a group on its tasks' app."""
     other = Celery("another-app", broker="memory://", backend="cache+memory://")

@@ -11,35 +11,77 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import time
 
 import redis
 from celery import Celery, group
+from celery.signals import after_task_publish
 
 from dyrygent import register_workflow_processor
 
 QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
 
 
-def make_app(broker: str, backend: str, name: str = "workerapp") -> Celery:
-    """A Celery app with the test tasks and the dyrygent processor registered."""
+def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | None = None,
+             visibility_timeout: float | None = None, acks_late: bool | None = None) -> Celery:
+    """A Celery app with the test tasks and the dyrygent processor registered.
+
+    Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
+    _ACKS_LATE), so a worker subprocess and the test's client app agree.
+    """
+    if visibility_timeout is None:
+        visibility_timeout = float(os.environ.get("DYRYGENT_TEST_VISIBILITY", "30"))
+    if acks_late is None:
+        acks_late = os.environ.get("DYRYGENT_TEST_ACKS_LATE") == "1"
     app = Celery(name, broker=broker, backend=backend)
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=queue or QUEUE,
         broker_connection_retry_on_startup=True,
         result_expires=3600,
         worker_hijack_root_logger=False,
         # Fast recovery in tests; production needs a visibility_timeout above any countdown.
-        broker_transport_options={"visibility_timeout": 30},
+        broker_transport_options={"visibility_timeout": visibility_timeout,
+                                  "unacked_restore_interval": 1,
+                                  "unacked_restore_throttle": 1},
+        # The production settings the README asks for when workers may die.
+        task_acks_late=acks_late,
+        task_reject_on_worker_lost=acks_late,
+        task_track_started=True,
     )
     register_workflow_processor(app, min_interval=0.01, max_interval=0.5)
     for fn in TASKS:
-        app.task(name=f"t.{fn.__name__}", bind=True)(recorded(fn))
-    app.task(name="t.ping")(ping)
+        app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
+    app.task(name="t.ping", shared=False)(ping)
     return app
 
 
 _ledger = None
+
+
+@after_task_publish.connect
+def _fault_injection(sender=None, headers=None, **_):
+    """In a worker started with DYRYGENT_TEST_FAULTS=1: SIGKILL after publishing a node.
+
+    Armed by the test through ledger keys: ``fault:countdown`` (die when it reaches 0 after
+    a node publish, i.e. mid-tick, after launching some nodes), ``fault:mode`` (``worker``:
+    the whole worker's process group; ``child``: only this pool process, as the OOM killer
+    would) and ``fault:always`` (a workflow id: die on every node publish of that workflow).
+    """
+    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or not str(sender).startswith("t."):
+        return
+    r = _ledger_client()
+    always = r.get("fault:always")
+    root = (headers or {}).get("root_id")
+    if always is not None and root == always.decode():
+        r.rpush("fault:kills", "child")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if r.exists("fault:countdown") and r.decr("fault:countdown") == 0:
+        mode = (r.get("fault:mode") or b"child").decode()
+        r.rpush("fault:kills", mode)
+        if mode == "worker":
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ledger_client():

@@ -1,0 +1,146 @@
+"""Worker kills: the workflow survives SIGKILL of the worker holding its processor, while it
+waits its countdown and mid-tick, on Redis and RabbitMQ, and of one pool child (OOM style).
+
+Each test gets its own queue and its own worker started with DYRYGENT_TEST_FAULTS=1 (see
+workerapp._fault_injection), acks_late on every task (the production setting the README asks
+for) and a short Redis visibility timeout so restored messages come back within seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from celery import chain, group
+
+from dyrygent import Workflow, WorkflowError
+from tests.harness import RabbitVhost, Worker, wait_for
+
+VISIBILITY = 3
+_queues = itertools.count()
+
+
+class Cluster:
+    """A client app and a restartable fault-injecting worker on one queue."""
+
+    def __init__(self, broker: str, backend: str, ledger_url: str) -> None:
+        import workerapp
+
+        self.queue = f"faults-{os.getpid()}-{next(_queues)}"
+        self.env = {"DYRYGENT_TEST_BROKER": broker, "DYRYGENT_TEST_BACKEND": backend,
+                    "DYRYGENT_TEST_LEDGER": ledger_url, "DYRYGENT_TEST_QUEUE": self.queue,
+                    "DYRYGENT_TEST_FAULTS": "1", "DYRYGENT_TEST_ACKS_LATE": "1",
+                    "DYRYGENT_TEST_VISIBILITY": str(VISIBILITY)}
+        self.app = workerapp.make_app(broker, backend, name=f"client-{self.queue}",
+                                      queue=self.queue, visibility_timeout=VISIBILITY,
+                                      acks_late=True)
+        self.t = workerapp.Tasks(self.app)
+        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
+
+    def start_worker(self) -> Worker:
+        self.worker = Worker(self.env, name=f"fault{len(self.workers)}")
+        self.workers.append(self.worker)
+        self.worker.wait_ready(self.app)
+        return self.worker
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def cluster(request, redis_server, ledger):
+    vhost = None
+    if request.param == "rabbitmq":
+        if not RabbitVhost.available():
+            pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
+        vhost = RabbitVhost()
+        broker = vhost.url
+    else:
+        broker = redis_server.url(6)
+    ledger.client.delete("fault:countdown", "fault:mode", "fault:always", "fault:kills")
+    c = Cluster(broker, redis_server.url(7), redis_server.url(2))
+    c.start_worker()
+    yield c
+    c.stop()
+    ledger.client.delete("fault:countdown", "fault:mode", "fault:always", "fault:kills")
+    if vhost is not None:
+        vhost.delete()
+
+
+def arm(ledger, after_launches: int, mode: str) -> None:
+    ledger.client.set("fault:mode", mode)
+    ledger.client.set("fault:countdown", after_launches)
+
+
+def kills(ledger) -> list[str]:
+    return [k.decode() for k in ledger.client.lrange("fault:kills", 0, -1)]
+
+
+def assert_every_node_ran(wf, ledger, at_most: int) -> None:
+    runs = ledger.runs()
+    counts = [runs.get(n.id, 0) for n in wf.nodes]
+    over = [e for e in ledger.entries() if runs.get(e[0], 0) > at_most]
+    assert all(1 <= c <= at_most for c in counts), (counts, over)
+    by_id = {e[0]: e for e in ledger.entries()}
+    # dependencies respected: a chain step received its parent's result
+    return by_id
+
+
+def canvas(t):
+    return chain(t.add.si(1, 1), group(t.add.s(i) for i in range(5)), t.tsum.s(), t.add.s(100))
+
+
+EXPECTED = 5 * 2 + sum(range(5)) + 100  # 120
+
+
+def test_kill_whole_worker_while_the_processor_waits(cluster, ledger):
+    # Given a workflow whose first node takes a while, so the processor waits its countdown
+    wf = Workflow(app=cluster.app)
+    wf.add_celery_canvas(chain(cluster.t.sleep_then.s(1, 1.0), cluster.t.add.s(1),
+                               group(cluster.t.add.s(i) for i in range(3)), cluster.t.tsum.s()))
+    result = wf.apply_async()
+    wait_for(lambda: wf.nodes[0].id in ledger.runs(), 20, "the first node to start")
+    # When the whole worker is SIGKILLed and another one starts
+    cluster.worker.kill()
+    cluster.start_worker()
+    # Then the workflow completes; every node ran, none more than twice
+    assert result.get(timeout=60) == 3 * 2 + sum(range(3))
+    assert_every_node_ran(wf, ledger, at_most=2)
+
+
+@pytest.mark.parametrize("mode", ["worker", "child"])
+def test_kill_mid_tick_after_launching_some_nodes(cluster, ledger, mode):
+    # Given a kill armed for the moment the group's second node has been published
+    arm(ledger, after_launches=3, mode=mode)
+    wf = Workflow(app=cluster.app)
+    wf.add_celery_canvas(canvas(cluster.t))
+    result = wf.apply_async()
+    # When the worker (or only its pool child) dies mid-tick
+    wait_for(lambda: kills(ledger), 30, "the injected kill")
+    if mode == "worker":
+        wait_for(lambda: cluster.worker.proc.poll() is not None, 10, "the worker to die")
+        cluster.start_worker()
+    # Then the workflow completes; nodes launched in the killed tick ran at most twice
+    assert result.get(timeout=60) == EXPECTED
+    assert kills(ledger) == [mode]
+    assert_every_node_ran(wf, ledger, at_most=2)
+
+
+def test_a_processor_message_that_kills_its_worker_every_time_ends_in_error(cluster, ledger):
+    # Given a workflow every one of whose ticks kills the pool child after a launch
+    wf = Workflow(app=cluster.app)
+    wf.add_celery_canvas(chain(cluster.t.add.si(1, 1), cluster.t.add.s(1)))
+    ledger.client.set("fault:always", wf.id)
+    result = wf.apply_async()
+    # Then after a bounded number of attempts the workflow ends in ERROR saying why
+    with pytest.raises(WorkflowError, match=r"interrupted 5 times.*max_attempts=5"):
+        result.get(timeout=90)
+    assert len(kills(ledger)) == 5
+    ledger.client.delete("fault:always")
+    # And the worker still runs the next workflow
+    wf2 = Workflow(app=cluster.app)
+    wf2.add_celery_canvas(cluster.t.add.si(2, 2))
+    assert wf2.apply_async().get(timeout=30) == 4
