@@ -60,22 +60,29 @@ _ledger = None
 
 
 @after_task_publish.connect
-def _fault_injection(sender=None, headers=None, **_):
-    """In a worker started with DYRYGENT_TEST_FAULTS=1: SIGKILL after publishing a node.
+def _fault_injection(sender=None, headers=None, body=None, **_):
+    """In a worker started with DYRYGENT_TEST_FAULTS=1: SIGKILL mid-tick.
 
     Armed by the test through ledger keys: ``fault:countdown`` (die when it reaches 0 after
-    a node publish, i.e. mid-tick, after launching some nodes), ``fault:mode`` (``worker``:
+    a node publish, i.e. mid-tick after launching some nodes), ``fault:mode`` (``worker``:
     the whole worker's process group; ``child``: only this pool process, as the OOM killer
-    would) and ``fault:always`` (a workflow id: die on every node publish of that workflow).
+    would) and ``fault:always`` (a workflow id: die every time a tick of that workflow has
+    published its next tick, i.e. before it commits).
     """
-    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or not str(sender).startswith("t."):
+    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1":
         return
     r = _ledger_client()
-    always = r.get("fault:always")
-    root = (headers or {}).get("root_id")
-    if always is not None and root == always.decode():
-        r.rpush("fault:kills", "child")
-        os.kill(os.getpid(), signal.SIGKILL)
+    if sender == "dyrygent.processor":
+        always = r.get("fault:always")
+        args = body[0] if isinstance(body, (list, tuple)) and body else ()
+        retry = (headers or {}).get("retries", 0)  # a retried 'early' message, not a tick's
+        if (always is not None and args and args[0] == always.decode()
+                and args[1] is not None and not retry):
+            r.rpush("fault:kills", "child")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
+    if not str(sender).startswith("t."):
+        return
     if r.exists("fault:countdown") and r.decr("fault:countdown") == 0:
         mode = (r.get("fault:mode") or b"child").decode()
         r.rpush("fault:kills", mode)
