@@ -66,12 +66,14 @@ def watch(result: Any, labels: dict[str, str], out: Any, timeout: float) -> Any:
                 seen[node_id] = state
                 print(f"  {time.monotonic() - t0:6.3f}s  {labels[node_id]:<22} {state}", file=out)
 
-    while not result.ready():
+    def settled() -> bool:  # the result is written just before the final state commit
+        return result.ready() and not {"WAITING", "READY", "LAUNCHED"} & set(seen.values())
+
+    while not settled():
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"the demo workflow did not finish in {timeout}s")
         show()
         time.sleep(0.005)  # a display refresh rate, not a wait for the result
-    show()
     return result.get(timeout=timeout)
 
 
