@@ -42,13 +42,15 @@ class NodeState(enum.IntEnum):
     SUCCEEDED = 2  # its result was seen in the backend
     FAILED = 3  # it failed or was revoked
     READY = 4  # every parent succeeded; not published yet (a publish failed, or not tried)
+    RUNNING = 5  # the backend showed it started (or retrying); its result must follow
 
 
 #: The only state changes the processor may make.
 TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     NodeState.WAITING: frozenset({NodeState.READY}),
     NodeState.READY: frozenset({NodeState.LAUNCHED}),
-    NodeState.LAUNCHED: frozenset({NodeState.SUCCEEDED, NodeState.FAILED}),
+    NodeState.LAUNCHED: frozenset({NodeState.RUNNING, NodeState.SUCCEEDED, NodeState.FAILED}),
+    NodeState.RUNNING: frozenset({NodeState.SUCCEEDED, NodeState.FAILED}),
     NodeState.SUCCEEDED: frozenset(),
     NodeState.FAILED: frozenset(),
 }

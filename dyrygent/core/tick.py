@@ -14,15 +14,16 @@ from typing import Mapping
 
 from dyrygent.core.graph import TRANSITIONS, Graph, NodeState
 
-__all__ = ["Outcome", "TickPlan", "apply_changes", "find_all", "plan_tick"]
+__all__ = ["Outcome", "TickPlan", "apply_changes", "find_all", "in_flight", "plan_tick"]
 
 
 class Outcome(enum.IntEnum):
     """What the processor saw of a LAUNCHED node this tick."""
 
-    RUNNING = 0  # pending, started, retrying: keep waiting
+    RUNNING = 0  # nothing new: keep waiting
     SUCCEEDED = 1
     FAILED = 2
+    STARTED = 3  # started or retrying: record it, so a result that vanishes is noticed
 
 
 @dataclass
@@ -56,6 +57,11 @@ def find_all(states: bytes | bytearray, state: NodeState) -> list[int]:
     return out
 
 
+def in_flight(states: bytes | bytearray) -> list[int]:
+    """Indices of the nodes whose outcome must be observed (LAUNCHED or RUNNING)."""
+    return sorted(find_all(states, NodeState.LAUNCHED) + find_all(states, NodeState.RUNNING))
+
+
 def _record(changes: dict[int, NodeState], states: bytes | bytearray, i: int,
             new: NodeState) -> None:
     old = NodeState(changes.get(i, states[i]))
@@ -68,8 +74,8 @@ def plan_tick(graph: Graph, states: bytes | bytearray,
               observations: Mapping[int, Outcome]) -> TickPlan:
     """Plan a tick.
 
-    ``states`` has one byte (a NodeState) per node. ``observations`` maps LAUNCHED node
-    indices to what was seen; a LAUNCHED node missing from it counts as RUNNING.
+    ``states`` has one byte (a NodeState) per node. ``observations`` maps in-flight node
+    indices (LAUNCHED or RUNNING) to what was seen; a node missing from it is unchanged.
     Once any node has failed nothing more is launched. A WAITING node becomes READY when
     all its parents succeeded; on the first tick (every node WAITING) the roots are ready.
     Raises ValueError on an observation that is not a legal transition.
@@ -85,6 +91,8 @@ def plan_tick(graph: Graph, states: bytes | bytearray,
             _record(changes, states, i, NodeState.FAILED)
             if plan.failed is None or i < plan.failed:
                 plan.failed = i
+        elif outcome is Outcome.STARTED and states[i] == NodeState.LAUNCHED:
+            _record(changes, states, i, NodeState.RUNNING)
     if plan.failed is None and NodeState.FAILED in states:
         plan.failed = states.index(NodeState.FAILED)
     if plan.failed is not None:

@@ -22,7 +22,7 @@ from celery.signals import worker_init
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
-from dyrygent.core.tick import Outcome, find_all, plan_tick
+from dyrygent.core.tick import Outcome, in_flight, plan_tick
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
 from dyrygent.engine.store import Store, store_for
@@ -52,13 +52,14 @@ class Processor:
     """The tick logic, bound to one Celery app; the registered task calls :meth:`run`."""
 
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
-                 max_interval: float = 1.0, max_attempts: int = 5, wake_limit: int = 32,
-                 cache_size: int = 64) -> None:
+                 max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
+                 wake_limit: int = 32, cache_size: int = 64) -> None:
         self.app = app
         self.name = name
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.max_attempts = max_attempts
+        self.max_errors = max_errors
         self.wake_limit = wake_limit
         self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
         self._cache_size = cache_size
@@ -130,21 +131,47 @@ class Processor:
             return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
                               idle, retick=claim.attempts > 1)
         except Exception as exc:
-            logger.exception("dyrygent: workflow %s: tick %d attempt %d failed; retrying",
-                             wf, claim.gen, claim.attempts)
-            raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
+            return self._tick_failed(task, wf, token, claim.gen, exc)
+
+    def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception) -> str:
+        """An error inside a tick (a backend or broker outage, most often) is retried under
+        the same message id; it does not count as a crash. After ``max_errors`` retries the
+        workflow ends in ERROR with the last error."""
+        errors = task.request.retries + 1
+        if errors > self.max_errors:
+            self._end_error(wf, token, gen, WorkflowError(
+                f"workflow {wf}: the processor's tick failed {errors} times in a row; last "
+                f"error: {exc!r}"))
+            return "error"
+        logger.warning("dyrygent: workflow %s: tick %d failed (%r); retry %d of %d", wf, gen,
+                       exc, errors, self.max_errors, exc_info=True)
+        try:
+            self.store.forgive(wf, token)
+        except Exception:  # the store is what is down: the claim will count this one
+            pass
+        raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=None)
 
     def _backoff(self, task: Any) -> float:
-        return min(self.max_interval, self.min_interval * 2 ** min(task.request.retries, 16))
+        """Exponential from min_interval, capped at 10 s: outages last seconds to minutes."""
+        return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
 
     def _tick(self, task: Any, wf: str, gen: int, token: str, states: bytes, graph: Graph,
               header: dict, idle: int, retick: bool = False) -> str:
         started = time.perf_counter()
         backend = self.app.backend
         nodes = graph.nodes
-        running = find_all(states, NodeState.LAUNCHED)
+        running = in_flight(states)
         metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
         observations = {i: outcome_of(m) for i, m in metas.items()}
+        vanished = [i for i, m in metas.items() if states[i] == NodeState.RUNNING
+                    and m.get("status") == celery_states.PENDING]
+        if vanished:  # seen started, now unknown: its result expired or was evicted
+            node = nodes[vanished[0]]
+            self._end_error(wf, token, gen, WorkflowError(
+                f"node {node.id} ({node.task}) was seen running, but its result has vanished "
+                f"from the result backend (expired or evicted) before the processor saw it "
+                f"finish: raise result_expires, and give Redis enough maxmemory"))
+            return "error"
         plan = plan_tick(graph, states, observations)
         changes: dict[int, int] = dict(plan.changes)
         results = {i: m.get("result") for i, m in metas.items()
@@ -301,13 +328,14 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     workers import.
 
     ``task_options`` are Celery task options (queue, priority, ...) and the tick settings
-    ``min_interval``, ``max_interval`` (seconds between ticks), ``max_attempts`` (interrupted
-    ticks before the workflow ends in ERROR) and ``wake_limit`` (launches of one tick that get
-    a completion wake-up). Raises ConfigurationError if the app accepts pickle, unless
+    ``min_interval``, ``max_interval`` (seconds between ticks), ``max_attempts`` (ticks
+    interrupted by a crash before the workflow ends in ERROR), ``max_errors`` (ticks in a row
+    that failed with an exception, e.g. during an outage) and ``wake_limit`` (launches of one
+    tick that get a completion wake-up). Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings = {k: task_options.pop(k) for k in
-                ("min_interval", "max_interval", "max_attempts", "wake_limit")
+                ("min_interval", "max_interval", "max_attempts", "max_errors", "wake_limit")
                 if k in task_options}
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     existing = getattr(app, "_dyrygent_processor", None)

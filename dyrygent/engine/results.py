@@ -34,12 +34,15 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
 
 
 def outcome_of(meta: dict) -> Outcome:
-    """What a meta says of a launched node (RETRY, STARTED and PENDING are still running)."""
+    """What a meta says of a launched node: PENDING (or a custom state) is no news, and
+    anything else but success and failure (STARTED, RETRY, ...) means it started."""
     status = meta.get("status")
     if status == celery_states.SUCCESS:
         return Outcome.SUCCEEDED
     if status in (celery_states.FAILURE, celery_states.REVOKED):
         return Outcome.FAILED
+    if status in (celery_states.STARTED, celery_states.RETRY, celery_states.RECEIVED):
+        return Outcome.STARTED
     return Outcome.RUNNING
 
 

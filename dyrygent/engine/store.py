@@ -86,6 +86,11 @@ class Store:
         finished while we held it (dirty), or None if ``token`` no longer holds it."""
         raise NotImplementedError
 
+    def forgive(self, wf: str, token: str) -> None:
+        """Reset the attempts of ``token``'s hold: its tick failed with an error it handled
+        (and will retry), which must not count as a crash."""
+        raise NotImplementedError
+
     def status(self, wf: str) -> dict[str, Any]:
         """meta fields and the state bytes, for inspection and tests."""
         raise NotImplementedError
@@ -127,6 +132,14 @@ return 0
 """
 
 
+_FORGIVE = """
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'attempts', 0)
+end
+return 0
+"""
+
+
 class RedisStore(Store):
     """The store on a Redis result backend (``backend.client``), fenced by Lua scripts."""
 
@@ -135,6 +148,7 @@ class RedisStore(Store):
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
         self._commit = client.register_script(_COMMIT)
+        self._forgive = client.register_script(_FORGIVE)
 
     def _keys(self, wf: str) -> tuple[str, str, str]:
         p = self.prefix + wf
@@ -179,6 +193,9 @@ class RedisStore(Store):
             args += [offset, data]
         r = self._commit(keys=[m, s], args=args)
         return None if r == -1 else bool(r)
+
+    def forgive(self, wf: str, token: str) -> None:
+        self._forgive(keys=[self._keys(wf)[0]], args=[token])
 
     def status(self, wf: str) -> dict[str, Any]:
         m, s, _ = self._keys(wf)
@@ -257,6 +274,13 @@ class KVStore(Store):
             meta.update(gen=gen, holder="", status=status, dirty=False)
             self._set(wf + ":m", meta)
             return dirty
+
+    def forgive(self, wf: str, token: str) -> None:
+        with self._lock:
+            meta = dict(self._get(wf + ":m") or {})
+            if meta.get("holder") == token:
+                meta["attempts"] = 0
+                self._set(wf + ":m", meta)
 
     def status(self, wf: str) -> dict[str, Any]:
         meta = dict(self._get(wf + ":m") or {})

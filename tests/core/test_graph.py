@@ -86,5 +86,7 @@ def test_expressions(expr, refs, value):
 def test_transitions_only_move_forward():
     assert TRANSITIONS[NodeState.WAITING] == {NodeState.READY}
     assert TRANSITIONS[NodeState.READY] == {NodeState.LAUNCHED}
-    assert TRANSITIONS[NodeState.LAUNCHED] == {NodeState.SUCCEEDED, NodeState.FAILED}
+    assert TRANSITIONS[NodeState.LAUNCHED] == {NodeState.RUNNING, NodeState.SUCCEEDED,
+                                               NodeState.FAILED}
+    assert TRANSITIONS[NodeState.RUNNING] == {NodeState.SUCCEEDED, NodeState.FAILED}
     assert not TRANSITIONS[NodeState.SUCCEEDED] and not TRANSITIONS[NodeState.FAILED]

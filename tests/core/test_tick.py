@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyrygent.core.graph import GraphBuilder, NodeState
-from dyrygent.core.tick import Outcome, apply_changes, find_all, plan_tick
+from dyrygent.core.tick import Outcome, apply_changes, find_all, in_flight, plan_tick
 
-W, R, L, S, F = (NodeState.WAITING, NodeState.READY, NodeState.LAUNCHED, NodeState.SUCCEEDED,
-                 NodeState.FAILED)
+W, R, L, S, F, U = (NodeState.WAITING, NodeState.READY, NodeState.LAUNCHED,
+                    NodeState.SUCCEEDED, NodeState.FAILED, NodeState.RUNNING)
 
 
 def graph(edges: dict[str, tuple[str, ...]]):
@@ -40,6 +40,10 @@ DIAMOND = graph({"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")})
     ([S, S, S, L], {3: Outcome.SUCCEEDED}, {3: S}, [], True, None),
     # a READY node whose publish failed last tick is offered again
     ([S, R, L, W], {2: Outcome.RUNNING}, {}, [1], False, None),
+    # a node seen started is recorded RUNNING; seen again, nothing changes
+    ([L, W, W, W], {0: Outcome.STARTED}, {0: U}, [], False, None),
+    ([U, W, W, W], {0: Outcome.STARTED}, {}, [], False, None),
+    ([U, W, W, W], {0: Outcome.SUCCEEDED}, {0: S, 1: R, 2: R}, [1, 2], False, None),
     # a failure blocks everything: nothing becomes ready
     ([L, W, W, W], {0: Outcome.FAILED}, {0: F}, [], False, 0),
     ([S, L, L, W], {1: Outcome.FAILED, 2: Outcome.SUCCEEDED}, {1: F, 2: S}, [], False, 1),
@@ -67,9 +71,10 @@ def test_state_length_must_match():
         plan_tick(DIAMOND, bytes(3), {})
 
 
-def test_find_all():
+def test_find_all_and_in_flight():
     assert find_all(bytes([L, S, L, L, W]), L) == [0, 2, 3]
     assert find_all(b"", L) == []
+    assert in_flight(bytes([L, S, U, L, W, U])) == [0, 2, 3, 5]
 
 
 @st.composite
@@ -95,9 +100,11 @@ def test_simulated_runs_respect_dependencies(g, seed, fail_at):
     launched_order: list[int] = []
     observed_failure = False
     for _ in range(200 * len(g) + 50):  # ends far sooner; bounded anyway
-        running = find_all(states, L)
+        running = in_flight(states)
         finished = {i: (Outcome.FAILED if i == fail_at else Outcome.SUCCEEDED)
                     for i in running if rnd.random() < 0.5}
+        finished.update({i: Outcome.STARTED for i in running
+                         if i not in finished and rnd.random() < 0.3})
         plan = plan_tick(g, bytes(states), finished)
         apply_changes(states, plan.changes)
         if plan.failed is not None:

@@ -93,3 +93,26 @@ def test_failure_ends_the_workflow_and_nothing_after_it_runs(app, t, ledger):
 def test_many_workflows_at_once(app, t):
     results = [start(app, chain(t.add.si(i, 0), t.add.s(1), t.add.s(1)))[1] for i in range(20)]
     assert [r.get(timeout=60) for r in results] == [i + 2 for i in range(20)]
+
+
+def test_node_retries_are_waited_for(app, t, ledger):
+    # Given a node that retries twice (self.retry) before succeeding
+    key = f"flaky-{id(ledger)}-{__import__('time').time()}"
+    wf, result = start(app, chain(t.flaky.s(7, key, 2), t.add.s(1)))
+    # Then the workflow waits for it instead of failing
+    assert result.get(timeout=30) == 8
+    assert ledger.runs()[wf.nodes[0].id] == 3
+
+
+def test_a_result_evicted_while_its_node_runs_ends_the_workflow_with_a_clear_error(app, t):
+    from dyrygent import WorkflowError
+
+    # Given a long node the processor has seen running (task_track_started is on)
+    wf, result = start(app, chain(t.sleep_then.s(1, 3.0), t.add.s(1)))
+    wait_for(lambda: result.states()[wf.nodes[0].id] == "RUNNING", 20, "the node to run")
+    # When its result is evicted from the backend
+    app.backend.client.delete(app.backend.get_key_for_task(wf.nodes[0].id))
+    # Then the workflow ends at once, naming the node and the cause
+    with pytest.raises(WorkflowError, match=rf"node {wf.nodes[0].id} \(t.sleep_then\) was seen "
+                                            r"running.*vanished.*result_expires"):
+        result.get(timeout=2.5)

@@ -97,3 +97,13 @@ def test_a_workflow_past_its_maximum_age_is_claimed_as_expired(store):
 def test_load_returns_what_create_stored(store):
     make(store)
     assert store.load("wf") == (b"graph", b"header")
+
+
+def test_forgive_resets_the_attempts_of_the_holder_only(store):
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    store.claim("wf", 0, "m0", wake=False)
+    store.forgive("wf", "intruder")
+    assert store.claim("wf", 0, "m0", wake=False).attempts == 3
+    store.forgive("wf", "m0")
+    assert store.claim("wf", 0, "m0", wake=False).attempts == 1

@@ -173,7 +173,16 @@ def ping():
     return "pong"
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with]
+@bound
+def flaky(self, x, key, failures=2):
+    """Retry (self.retry) ``failures`` times, counted in the ledger's Redis under ``key``,
+    then return ``x``."""
+    if _ledger_client().incr(key) <= failures:
+        raise self.retry(countdown=0.05, max_retries=failures + 1)
+    return x
+
+
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky]
 
 app = make_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
                os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))
