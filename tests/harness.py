@@ -49,13 +49,30 @@ class RedisServer:
     def __init__(self, persist: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="dyrygent-redis-")
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--appendonly", "yes" if persist else "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--dir", self.dir, "--save", "",
+                     "--appendonly", "yes" if persist else "no", "--appendfsync", "always"]
         import redis
 
         self.client = redis.Redis(port=self.port)
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
         wait_for(self.client.ping, 10, f"redis-server on port {self.port}")
+
+    def shutdown(self) -> None:
+        """Stop the server as an operator would (SHUTDOWN: it persists, then exits)."""
+        try:
+            self.client.shutdown()
+        except Exception:  # the connection drops as the server exits
+            pass
+        self.proc.wait(10)
+
+    def start_again(self) -> None:
+        """Start the server again on the same port and data directory."""
+        self._start()
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"

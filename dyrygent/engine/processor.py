@@ -3,9 +3,10 @@
 A tick: claim the workflow (the generation fence in :mod:`dyrygent.engine.store`), read the
 outcome of every LAUNCHED node in one batched read, plan (:func:`dyrygent.core.tick.plan_tick`),
 publish the ready nodes with their parents' results injected, publish the next tick with a
-countdown, then commit the changed node states. The same task, sent with ``gen=None`` as an
-immutable ``link`` callback of the nodes it launched, wakes the processor as soon as a node
-succeeds, so chain steps do not wait for a countdown.
+countdown, then commit the changed node states. The same task, sent with ``gen=None`` by the
+worker that ran a node (a ``task_postrun`` handler, asked for by a message header on nodes
+launched in small batches), wakes the processor as soon as the node ends, so chain steps do
+not wait for a countdown.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from celery import states as celery_states
 from celery.canvas import Signature
 from celery.exceptions import ChordError
-from celery.signals import worker_init
+from celery.signals import task_postrun, worker_init
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
@@ -33,6 +34,10 @@ __all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
 logger = logging.getLogger("dyrygent.processor")
 
 PROCESSOR_NAME = "dyrygent.processor"
+
+#: A message header asking the worker that runs a node to wake the processor when the node
+#: ends: [workflow id, processor publish options].
+WAKE_HEADER = "dyrygent_wake"
 
 #: Options every processor task gets unless the caller overrides them: the message is
 #: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
@@ -105,7 +110,7 @@ class Processor:
             if wake:
                 logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
                 return "dropped"
-            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
+            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc, exc_info=True)
             raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
         if claim.status == "early":
             raise task.retry(countdown=self.min_interval, max_retries=10_000)
@@ -266,8 +271,7 @@ class Processor:
         defaults = header.get("node_options") or {}
         wake = None
         if len(ready) <= self.wake_limit:
-            wake = app.signature(self.name, args=(wf, None), immutable=True,
-                                 options=header.get("processor_options") or {})
+            wake = [wf, header.get("processor_options") or {}]
         launched = 0
         with app.producer_or_acquire() as producer:
             for i in ready:
@@ -277,7 +281,7 @@ class Processor:
                     args.insert(0, evaluate(node.input, results))
                 options = {**defaults, **options}
                 if wake is not None:
-                    options["link"] = [*(options.get("link") or []), wake]
+                    options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
                 try:
                     app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
                                   parent_id=token, producer=producer, **options)
@@ -301,6 +305,34 @@ class Processor:
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
         self.store.commit(wf, token, changes or {}, gen + 1, "error")
+
+
+def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = None,
+                     **_: Any) -> None:
+    """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
+
+    Runs after the node's result is stored, in every worker that registered the processor.
+    A failed publish is logged and dropped: the processor's own next tick comes anyway, and
+    the node's outcome must never depend on it (unlike a ``link`` callback, whose failed
+    publish fails the task).
+    """
+    if task is None or state not in (celery_states.SUCCESS, celery_states.FAILURE):
+        return
+    try:
+        wake = task.request.get(WAKE_HEADER)
+    except Exception:  # no request context (eager calls)
+        return
+    if not (isinstance(wake, list) and len(wake) == 2 and isinstance(wake[0], str)
+            and isinstance(wake[1], dict)):
+        return
+    try:
+        task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])
+    except Exception as exc:
+        logger.warning("dyrygent: could not wake the processor of workflow %s (%r); its next "
+                       "tick will see the node", wake[0], exc)
+
+
+task_postrun.connect(_wake_after_node, weak=False, dispatch_uid="dyrygent-wake-after-node")
 
 
 def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None:

@@ -48,6 +48,10 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         task_acks_late=acks_late,
         task_reject_on_worker_lost=acks_late,
         task_track_started=True,
+        # a worker that cannot store a result during a backend outage retries instead of
+        # dropping it (production setting, see README.rst)
+        result_backend_always_retry=True,
+        result_backend_max_retries=100,
     )
     register_workflow_processor(app, min_interval=0.01, max_interval=0.5)
     for fn in TASKS:
