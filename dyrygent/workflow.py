@@ -16,6 +16,7 @@ from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.processor import PROCESSOR_NAME
 from dyrygent.engine.spec import encode_header, encode_spec
 from dyrygent.engine.store import store_for
+from dyrygent.engine.trust import seal
 from dyrygent.errors import ConfigurationError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
@@ -176,6 +177,6 @@ class Workflow:
                 f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
                 f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
                 f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
-        store_for(app).create(self.id, data, header, len(graph), self.max_age)
+        store_for(app).create(self.id, data, seal(app, data, header), len(graph), self.max_age)
         app.send_task(PROCESSOR_NAME, (self.id, 0), {}, **self.options)
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -27,6 +27,7 @@ from dyrygent.core.tick import Outcome, in_flight, plan_tick
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
 from dyrygent.engine.store import Store, store_for
+from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
 from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
 
 __all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
@@ -49,6 +50,13 @@ DEFAULT_TASK_OPTIONS = {
 }
 
 
+class _Everything(frozenset):
+    """The set of every task name (known_tasks="*")."""
+
+    def __rsub__(self, other: Any) -> frozenset:
+        return frozenset()
+
+
 class _Gone(Exception):
     """A result needed to build a node's arguments is no longer in the backend."""
 
@@ -58,13 +66,16 @@ class Processor:
 
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
                  max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
-                 wake_limit: int = 32, cache_size: int = 64) -> None:
+                 wake_limit: int = 32, cache_size: int = 64, known_tasks: Any = (),
+                 allow_pickle: bool = False) -> None:
         self.app = app
         self.name = name
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.max_attempts = max_attempts
         self.max_errors = max_errors
+        self.known_tasks = known_tasks
+        self.allow_pickle = allow_pickle
         self.wake_limit = wake_limit
         self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
         self._cache_size = cache_size
@@ -87,11 +98,25 @@ class Processor:
         if data is None or header is None:
             raise PayloadError(f"workflow {wf}: its graph is missing from the result backend "
                                f"(expired or deleted)")
-        loaded = (decode_graph(bytes(data)), decode_header(bytes(header)))
+        raw = unseal(self.app, wf, bytes(data), bytes(header))
+        graph = decode_graph(bytes(data))
+        unknown = sorted({n.task for n in graph.nodes} - self._known_tasks())
+        if unknown:
+            node = next(n for n in graph.nodes if n.task == unknown[0])
+            raise PayloadError(
+                f"workflow {wf}: node {node.id} names task {unknown[0]!r}, which this worker "
+                f"does not know ({len(unknown)} unknown in all): register it here, or list "
+                f"it in register_workflow_processor(app, known_tasks=[...])")
+        loaded = (graph, decode_header(raw))
         self._cache[wf] = loaded
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return loaded
+
+    def _known_tasks(self) -> frozenset[str] | _Everything:
+        if self.known_tasks == "*":
+            return _Everything()
+        return frozenset(self.app.tasks) | frozenset(self.known_tasks or ())
 
     # -- the tick --------------------------------------------------------------------------
 
@@ -135,6 +160,9 @@ class Processor:
         try:
             return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
                               idle, retick=claim.attempts > 1)
+        except PayloadError as exc:  # untrusted content found mid-tick: final, not transient
+            self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
+            return "error"
         except Exception as exc:
             return self._tick_failed(task, wf, token, claim.gen, exc)
 
@@ -280,6 +308,12 @@ class Processor:
                 if node.input is not None:
                     args.insert(0, evaluate(node.input, results))
                 options = {**defaults, **options}
+                if (not self.allow_pickle
+                        and str(options.get("serializer", "")).lower() in UNSAFE_SERIALIZERS):
+                    raise PayloadError(
+                        f"workflow {wf}: node {node.id} asks for serializer "
+                        f"{options['serializer']!r}; the processor sends no pickle or yaml "
+                        f"unless register_workflow_processor(app, allow_pickle=True)")
                 if wake is not None:
                     options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
                 try:
@@ -367,9 +401,11 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings = {k: task_options.pop(k) for k in
-                ("min_interval", "max_interval", "max_attempts", "max_errors", "wake_limit")
+                ("min_interval", "max_interval", "max_attempts", "max_errors", "wake_limit",
+                 "known_tasks")
                 if k in task_options}
     allow_pickle = bool(task_options.pop("allow_pickle", False))
+    settings["allow_pickle"] = allow_pickle
     existing = getattr(app, "_dyrygent_processor", None)
     if existing is not None:
         return existing

@@ -53,6 +53,8 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         result_backend_always_retry=True,
         result_backend_max_retries=100,
     )
+    if os.environ.get("DYRYGENT_TEST_SIGNING_KEY") and name == "workerapp":
+        app.conf.dyrygent_signing_key = os.environ["DYRYGENT_TEST_SIGNING_KEY"]
     register_workflow_processor(app, min_interval=0.01, max_interval=0.5)
     for fn in TASKS:
         app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
