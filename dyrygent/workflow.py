@@ -162,21 +162,25 @@ class Workflow:
         """Validate, store and start the workflow; ``options`` apply to every node."""
         graph = self.freeze()
         app = self.app
-        if getattr(app, "_dyrygent_processor", None) is None:
+        registered = getattr(app, "_dyrygent_processor", None)
+        if registered is None:
             raise ConfigurationError(
                 f"no dyrygent processor is registered on app {app.main!r}: call "
                 f"dyrygent.register_workflow_processor(app) in a module the workers import")
-        header = encode_header({
-            "version": 1,
-            "node_options": dict(options or {}),
-            "processor_options": self.options,
-        })
+        processor = registered._dyrygent
+        header = {"version": 1, "node_options": dict(options or {}),
+                  "processor_options": self.options}
         data = encode_graph(graph)
         if len(data) > self.max_bytes:
             raise LimitExceededError(
                 f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
                 f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
                 f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
-        store_for(app).create(self.id, data, seal(app, data, header), len(graph), self.max_age)
-        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, **self.options)
+        processor.store.create(self.id, data, seal(app, data, encode_header(header)),
+                               len(graph), self.max_age)
+        # The driver goes first, as the backup; then this client launches the roots itself.
+        driver = uuid()
+        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, task_id=driver,
+                      countdown=processor.max_interval, **self.options)
+        processor.first_tick(self.id, driver, graph, header)
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -12,7 +12,6 @@ not wait for a countdown.
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -29,6 +28,7 @@ from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
 from dyrygent.engine.store import Store, store_for
 from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
 from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
+from dyrygent.signals import tick_claimed
 
 __all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
 
@@ -39,6 +39,9 @@ PROCESSOR_NAME = "dyrygent.processor"
 #: A message header asking the worker that runs a node to wake the processor when the node
 #: ends: [workflow id, processor publish options].
 WAKE_HEADER = "dyrygent_wake"
+#: Batches up to WAKE_ALL nodes all carry WAKE_HEADER; larger ones on their last WAKE_TAIL.
+WAKE_ALL = 64
+WAKE_TAIL = 32
 
 #: Options every processor task gets unless the caller overrides them: the message is
 #: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
@@ -66,7 +69,7 @@ class Processor:
 
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
                  max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
-                 wake_limit: int = 32, cache_size: int = 64, known_tasks: Any = (),
+                 poll_window: int = 512, cache_size: int = 64, known_tasks: Any = (),
                  allow_pickle: bool = False) -> None:
         self.app = app
         self.name = name
@@ -76,7 +79,7 @@ class Processor:
         self.max_errors = max_errors
         self.known_tasks = known_tasks
         self.allow_pickle = allow_pickle
-        self.wake_limit = wake_limit
+        self.poll_window = poll_window
         self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
         self._cache_size = cache_size
         self._store: Store | None = None
@@ -120,7 +123,7 @@ class Processor:
 
     # -- the tick --------------------------------------------------------------------------
 
-    def run(self, task: Any, wf: str, gen: int | None, idle: int = 0) -> str:
+    def run(self, task: Any, wf: str, gen: int | None) -> str:
         """One tick for workflow ``wf``; returns what happened (for logs and tests).
 
         Errors are never final on their own: before the claim they are retried (a driver
@@ -137,8 +140,13 @@ class Processor:
                 return "dropped"
             logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc, exc_info=True)
             raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
-        if claim.status == "early":
-            raise task.retry(countdown=self.min_interval, max_retries=10_000)
+        if claim.status == "early" or (claim.status == "busy" and not wake):
+            # early: the tick that published this driver has not committed yet; busy: a
+            # wake-up tick holds the workflow. Either way this is the workflow's driver: it
+            # must not be lost, so it comes back shortly.
+            countdown = min(self.max_interval,
+                            self.min_interval * 2 ** min(task.request.retries, 16))
+            raise task.retry(countdown=countdown, max_retries=None)
         if claim.status == "expired":
             self._end_error(wf, token, claim.gen, WorkflowError(
                 f"workflow {wf} passed its maximum age before finishing; raise "
@@ -157,14 +165,36 @@ class Processor:
         except PayloadError as exc:
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
+        tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts,
+                          driver=not wake)
         try:
             return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
-                              idle, retick=claim.attempts > 1)
+                              retick=claim.attempts > 1, driver=not wake)
         except PayloadError as exc:  # untrusted content found mid-tick: final, not transient
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
         except Exception as exc:
             return self._tick_failed(task, wf, token, claim.gen, exc)
+
+    def first_tick(self, wf: str, token: str, graph: Graph, header: dict) -> str:
+        """Run generation 0's work in the client that just stored ``wf``: launch the roots
+        from here, as native Celery publishes a canvas from the client.
+
+        ``token`` is the id of the driver message the client published just before (with a
+        countdown): if this process dies mid-tick, that message finds itself the holder and
+        ticks again (a re-tick); if not, it is the workflow's backup driver. Errors are
+        logged, not raised: the driver carries on.
+        """
+        try:
+            claim = self.store.claim(wf, 0, token, wake=False)
+            if claim.status != "ok":
+                return claim.status
+            return self._tick(None, wf, 0, token, bytes(claim.states), graph, header,
+                              driver=False)
+        except Exception:
+            logger.warning("dyrygent: workflow %s: the client's first tick failed; the "
+                           "processor's driver will do it", wf, exc_info=True)
+            return "deferred"
 
     def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception) -> str:
         """An error inside a tick (a backend or broker outage, most often) is retried under
@@ -188,12 +218,12 @@ class Processor:
         """Exponential from min_interval, capped at 10 s: outages last seconds to minutes."""
         return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
 
-    def _tick(self, task: Any, wf: str, gen: int, token: str, states: bytes, graph: Graph,
-              header: dict, idle: int, retick: bool = False) -> str:
-        started = time.perf_counter()
+    def _tick(self, task: Any | None, wf: str, gen: int, token: str, states: bytes, graph: Graph,
+              header: dict, retick: bool = False, driver: bool = True) -> str:
         backend = self.app.backend
         nodes = graph.nodes
-        running = in_flight(states)
+        flying = in_flight(states)
+        running = self._window(flying, gen)
         metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
         observations = {i: outcome_of(m) for i, m in metas.items()}
         vanished = [i for i, m in metas.items() if states[i] == NodeState.RUNNING
@@ -235,17 +265,35 @@ class Processor:
 
         ready = self._not_yet_published(backend, graph, states, plan.ready, changes, retick)
         launched = self._launch(wf, token, graph, header, ready, results, changes)
-        progressed = bool(plan.changes) or launched > 0
-        idle = 0 if progressed else idle + 1
-        elapsed = time.perf_counter() - started
-        countdown = min(self.max_interval, max(self.min_interval * (2 ** idle), 4 * elapsed))
-        if launched < len(ready):  # a publish failed: retry soon
-            countdown = self.min_interval
-        self._publish_tick(wf, header, gen + 1, idle, countdown)
-        dirty = self.store.commit(wf, token, changes, gen + 1, "running")
+        # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
+        # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
+        # do not import dyrygent, or a publish that failed this tick (then: soon).
+        # Only the driver (the self-re-enqueued message) advances the generation and
+        # publishes its successor; a wake-up tick leaves the outstanding driver valid.
+        next_gen = gen
+        if driver:
+            next_gen = gen + 1
+            countdown = self.max_interval if launched == len(ready) else self.min_interval
+            self._publish_tick(wf, header, next_gen, countdown)
+        dirty = self.store.commit(wf, token, changes, next_gen, "running")
+        if len(running) < len(flying) and plan.changes:
+            dirty = True  # more in flight than this tick read, and it saw progress: go on
         if dirty:
-            self._publish_tick(wf, header, None, 0, None)
+            self._publish_tick(wf, header, None, None)
         return "running"
+
+    def _window(self, running: list[int], gen: int) -> list[int]:
+        """The in-flight nodes to read this tick: all of them up to ``poll_window``; beyond,
+        the oldest half-window (they end first: queues are FIFO) and a half-window that
+        rotates with the generation over the rest, so every node is read eventually."""
+        w = self.poll_window
+        if len(running) <= w:
+            return running
+        half = w // 2
+        rest = running[half:]
+        start = (gen * (w - half)) % len(rest)
+        rotating = (rest + rest)[start:start + w - half]
+        return sorted(set(running[:half]) | set(rotating))
 
     def _not_yet_published(self, backend: Any, graph: Graph, states: bytes, ready: list[int],
                            changes: dict[int, int], retick: bool) -> list[int]:
@@ -297,12 +345,13 @@ class Processor:
                 results: dict, changes: dict[int, int]) -> int:
         app = self.app
         defaults = header.get("node_options") or {}
-        wake = None
-        if len(ready) <= self.wake_limit:
-            wake = [wf, header.get("processor_options") or {}]
+        wake = [wf, header.get("processor_options") or {}]
+        # In a large batch only the last finishers matter (a join waits for all; queues are
+        # FIFO): they alone ask for a wake-up, sparing a store round trip per node.
+        first_waker = 0 if len(ready) <= WAKE_ALL else len(ready) - WAKE_TAIL
         launched = 0
         with app.producer_or_acquire() as producer:
-            for i in ready:
+            for k, i in enumerate(ready):
                 node = graph.nodes[i]
                 args, kwargs, options = decode_spec(node.spec)
                 if node.input is not None:
@@ -314,7 +363,7 @@ class Processor:
                         f"workflow {wf}: node {node.id} asks for serializer "
                         f"{options['serializer']!r}; the processor sends no pickle or yaml "
                         f"unless register_workflow_processor(app, allow_pickle=True)")
-                if wake is not None:
+                if k >= first_waker:
                     options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
                 try:
                     app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
@@ -327,12 +376,12 @@ class Processor:
                 launched += 1
         return launched
 
-    def _publish_tick(self, wf: str, header: dict, gen: int | None, idle: int,
+    def _publish_tick(self, wf: str, header: dict, gen: int | None,
                       countdown: float | None) -> None:
         options = dict(header.get("processor_options") or {})
         if countdown:
             options["countdown"] = countdown
-        self.app.send_task(self.name, (wf, gen), {"idle": idle} if idle else {}, **options)
+        self.app.send_task(self.name, (wf, gen), **options)
 
     def _end_error(self, wf: str, token: str, gen: int, exc: WorkflowError,
                    changes: dict[int, int] | None = None) -> None:
@@ -346,7 +395,8 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
     """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
 
     Runs after the node's result is stored, in every worker that registered the processor.
-    A failed publish is logged and dropped: the processor's own next tick comes anyway, and
+    Wake-ups coalesce through the store (at most one pending per workflow). A failed publish
+    is logged and dropped: the processor's own next tick comes anyway, and
     the node's outcome must never depend on it (unlike a ``link`` callback, whose failed
     publish fails the task).
     """
@@ -359,7 +409,10 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
     if not (isinstance(wake, list) and len(wake) == 2 and isinstance(wake[0], str)
             and isinstance(wake[1], dict)):
         return
+    registered = getattr(task.app, "_dyrygent_processor", None)
     try:
+        if registered is not None and not registered._dyrygent.store.request_wake(wake[0]):
+            return  # a wake-up is pending already, or the processor is ticking
         task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])
     except Exception as exc:
         logger.warning("dyrygent: could not wake the processor of workflow %s (%r); its next "
@@ -383,10 +436,9 @@ def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None
             "register_workflow_processor(app, allow_pickle=True) if you trust the broker")
 
 
-def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict) -> bool:
+def _valid_message(workflow_id: Any, gen: Any, extra: dict) -> bool:
     return (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 64
-            and (gen is None or (type(gen) is int and gen >= 0))
-            and type(idle) is int and 0 <= idle <= 64 and not extra)
+            and (gen is None or (type(gen) is int and gen >= 0)) and not extra)
 
 
 def register_workflow_processor(app: Any, **task_options: Any) -> Any:
@@ -394,14 +446,14 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     workers import.
 
     ``task_options`` are Celery task options (queue, priority, ...) and the tick settings
-    ``min_interval``, ``max_interval`` (seconds between ticks), ``max_attempts`` (ticks
-    interrupted by a crash before the workflow ends in ERROR), ``max_errors`` (ticks in a row
-    that failed with an exception, e.g. during an outage) and ``wake_limit`` (launches of one
-    tick that get a completion wake-up). Raises ConfigurationError if the app accepts pickle, unless
+    ``max_interval`` (seconds until the backup tick; nodes wake the processor when they end),
+    ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
+    before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
+    exception, e.g. during an outage) and ``poll_window`` (in-flight nodes read per tick). Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings = {k: task_options.pop(k) for k in
-                ("min_interval", "max_interval", "max_attempts", "max_errors", "wake_limit",
+                ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
                  "known_tasks")
                 if k in task_options}
     allow_pickle = bool(task_options.pop("allow_pickle", False))
@@ -415,13 +467,13 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
 
     @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
     def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           idle: int = 0, **extra: Any) -> None:
-        if not _valid_message(workflow_id, gen, idle, extra):
+                           **extra: Any) -> None:
+        if not _valid_message(workflow_id, gen, extra):
             logger.error("dyrygent: rejected a processor message with invalid arguments "
-                         "(workflow_id=%.80r, gen=%.20r, idle=%.20r, extra keys=%.80r); "
-                         "nothing was launched", workflow_id, gen, idle, sorted(extra))
+                         "(workflow_id=%.80r, gen=%.20r, extra keys=%.80r); nothing was "
+                         "launched", workflow_id, gen, sorted(extra))
             return
-        processor.run(self, workflow_id, gen, idle)
+        processor.run(self, workflow_id, gen)
 
     def check_at_worker_start(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:

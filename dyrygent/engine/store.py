@@ -36,10 +36,14 @@ class Claim:
     """The answer to a claim.
 
     ``status``: ``ok`` (tick now), ``expired`` (held like ``ok``, but past its maximum age:
-    end it), ``stale`` (an older generation: exit), ``busy`` (another
-    processor is ticking: exit, it will tick again), ``early`` (the previous tick has not
-    committed yet: try again shortly), ``done`` (the workflow is over), ``gone`` (no such
-    workflow).
+    end it), ``stale`` (a driver of an older generation: exit), ``busy`` (another processor
+    is ticking: a wake-up exits, as that tick sees its node; a driver comes back shortly),
+    ``early`` (the driver's predecessor has not committed yet: come back shortly), ``done``
+    (the workflow is over), ``gone`` (no such workflow).
+
+    There are two kinds of processor messages: the *driver* (``gen`` given), exactly one valid
+    per workflow, which re-enqueues itself and advances the generation; and *wake-ups*
+    (``gen`` None) sent when a node ends, which tick without changing the generation.
     """
 
     status: str
@@ -86,6 +90,15 @@ class Store:
         finished while we held it (dirty), or None if ``token`` no longer holds it."""
         raise NotImplementedError
 
+    def request_wake(self, wf: str) -> bool:
+        """A node of ``wf`` ended: should its worker send the processor a wake-up?
+
+        Yes only if the workflow runs, nobody holds it and no wake-up is pending; while a
+        processor holds it, it is marked dirty instead (it ticks again at once). So wake-ups
+        coalesce: at most one is in flight per workflow.
+        """
+        raise NotImplementedError
+
     def forgive(self, wf: str, token: str) -> None:
         """Reset the attempts of ``token``'s hold: its tick failed with an error it handled
         (and will retry), which must not count as a crash."""
@@ -118,7 +131,7 @@ if holder ~= '' then
   redis.call('HSET', KEYS[1], 'dirty', '1')
   return {'busy', gen}
 end
-redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0')
+redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0', 'wake', '0')
 return {ok, gen, 1, redis.call('GET', KEYS[2])}
 """
 
@@ -127,10 +140,25 @@ if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
 for i = 4, #ARGV, 2 do redis.call('SETRANGE', KEYS[2], tonumber(ARGV[i]), ARGV[i + 1]) end
 local d = redis.call('HGET', KEYS[1], 'dirty')
 redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'holder', '', 'status', ARGV[3], 'dirty', '0')
-if d == '1' then return 1 end
+if d == '1' then
+  redis.call('HSET', KEYS[1], 'wake', '1')
+  return 1
+end
 return 0
 """
 
+
+_WAKE = """
+local m = redis.call('HMGET', KEYS[1], 'status', 'holder', 'wake')
+if m[1] ~= 'running' then return 0 end
+if m[2] and m[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'dirty', '1')
+  return 0
+end
+if m[3] == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'wake', '1')
+return 1
+"""
 
 _FORGIVE = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
@@ -149,6 +177,7 @@ class RedisStore(Store):
         self._claim = client.register_script(_CLAIM)
         self._commit = client.register_script(_COMMIT)
         self._forgive = client.register_script(_FORGIVE)
+        self._wake = client.register_script(_WAKE)
 
     def _keys(self, wf: str) -> tuple[str, str, str]:
         p = self.prefix + wf
@@ -193,6 +222,9 @@ class RedisStore(Store):
             args += [offset, data]
         r = self._commit(keys=[m, s], args=args)
         return None if r == -1 else bool(r)
+
+    def request_wake(self, wf: str) -> bool:
+        return bool(self._wake(keys=[self._keys(wf)[0]]))
 
     def forgive(self, wf: str, token: str) -> None:
         self._forgive(keys=[self._keys(wf)[0]], args=[token])
@@ -255,7 +287,7 @@ class KVStore(Store):
                     meta["dirty"] = True
                     self._set(wf + ":m", meta)
                     return Claim("busy", meta["gen"])
-                meta.update(holder=token, attempts=1, dirty=False)
+                meta.update(holder=token, attempts=1, dirty=False, wake=False)
             self._set(wf + ":m", meta)
             status = "expired" if time.time() > meta["deadline"] else "ok"
             return Claim(status, meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
@@ -272,8 +304,26 @@ class KVStore(Store):
             self._set(wf + ":s", bytes(states))
             dirty = bool(meta["dirty"])
             meta.update(gen=gen, holder="", status=status, dirty=False)
+            if dirty:
+                meta["wake"] = True
             self._set(wf + ":m", meta)
             return dirty
+
+    def request_wake(self, wf: str) -> bool:
+        with self._lock:
+            meta = self._get(wf + ":m")
+            if meta is None or meta["status"] != "running":
+                return False
+            meta = dict(meta)
+            if meta["holder"]:
+                meta["dirty"] = True
+                self._set(wf + ":m", meta)
+                return False
+            if meta.get("wake"):
+                return False
+            meta["wake"] = True
+            self._set(wf + ":m", meta)
+            return True
 
     def forgive(self, wf: str, token: str) -> None:
         with self._lock:

@@ -107,3 +107,18 @@ def test_forgive_resets_the_attempts_of_the_holder_only(store):
     assert store.claim("wf", 0, "m0", wake=False).attempts == 3
     store.forgive("wf", "m0")
     assert store.claim("wf", 0, "m0", wake=False).attempts == 1
+
+
+def test_wake_ups_coalesce(store):
+    make(store)
+    # a node ends while nobody ticks: one wake-up, and no second one until a tick claims
+    assert store.request_wake("wf") is True
+    assert store.request_wake("wf") is False
+    assert store.claim("wf", None, "w1", wake=True).status == "ok"
+    # while the tick holds the workflow, an ending node marks it dirty instead
+    assert store.request_wake("wf") is False
+    assert store.commit("wf", "w1", {}, 1, "running") is True  # the committer wakes it
+    assert store.request_wake("wf") is False  # that wake-up is the pending one
+    store.claim("wf", None, "w2", wake=True)
+    store.commit("wf", "w2", {}, 2, "succeeded")
+    assert store.request_wake("wf") is False  # finished: no more wake-ups

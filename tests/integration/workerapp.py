@@ -19,6 +19,7 @@ from celery import Celery, group
 from celery.signals import after_task_publish
 
 from dyrygent import register_workflow_processor
+from dyrygent.signals import tick_claimed
 
 QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
 
@@ -72,28 +73,29 @@ def _fault_injection(sender=None, headers=None, body=None, **_):
     Armed by the test through ledger keys: ``fault:countdown`` (die when it reaches 0 after
     a node publish, i.e. mid-tick after launching some nodes), ``fault:mode`` (``worker``:
     the whole worker's process group; ``child``: only this pool process, as the OOM killer
-    would) and ``fault:always`` (a workflow id: die every time a tick of that workflow has
-    published its next tick, i.e. before it commits).
+    would). See also _die_every_tick.
     """
-    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1":
+    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or not str(sender).startswith("t."):
         return
     r = _ledger_client()
-    if sender == "dyrygent.processor":
-        always = r.get("fault:always")
-        args = body[0] if isinstance(body, (list, tuple)) and body else ()
-        retry = (headers or {}).get("retries", 0)  # a retried 'early' message, not a tick's
-        if (always is not None and args and args[0] == always.decode()
-                and args[1] is not None and not retry):
-            r.rpush("fault:kills", "child")
-            os.kill(os.getpid(), signal.SIGKILL)
-        return
-    if not str(sender).startswith("t."):
-        return
     if r.exists("fault:countdown") and r.decr("fault:countdown") == 0:
         mode = (r.get("fault:mode") or b"child").decode()
         r.rpush("fault:kills", mode)
         if mode == "worker":
             os.killpg(os.getpgid(0), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@tick_claimed.connect
+def _die_every_tick(workflow_id=None, **_):
+    """In a fault worker: ``fault:always`` names a workflow every tick of which dies (SIGKILL
+    of the pool child) right after claiming it, as a tick that runs out of memory would."""
+    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1":
+        return
+    r = _ledger_client()
+    always = r.get("fault:always")
+    if always is not None and workflow_id == always.decode():
+        r.rpush("fault:kills", "child")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
