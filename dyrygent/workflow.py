@@ -182,5 +182,5 @@ class Workflow:
         driver = uuid()
         app.send_task(PROCESSOR_NAME, (self.id, 0), {}, task_id=driver,
                       countdown=processor.max_interval, **self.options)
-        processor.first_tick(self.id, driver, graph, header)
+        processor.tick_here(self.id, driver, gen=0, loaded=(graph, header))
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -43,6 +43,7 @@ def test_registering_twice_returns_the_same_task():
 def test_processor_defaults_make_it_survive_worker_loss():
     task = register_workflow_processor(app_with())
     assert task.acks_late and task.reject_on_worker_lost and task.ignore_result
+    assert task.max_retries is None  # a driver is never dropped by Celery's default of 3
     assert task.serializer == "json"
 
 

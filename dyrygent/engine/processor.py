@@ -25,7 +25,7 @@ from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
 from dyrygent.core.tick import Outcome, in_flight, plan_tick
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
-from dyrygent.engine.store import Store, store_for
+from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
 from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
 from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
@@ -42,10 +42,17 @@ WAKE_HEADER = "dyrygent_wake"
 #: Batches up to WAKE_ALL nodes all carry WAKE_HEADER; larger ones on their last WAKE_TAIL.
 WAKE_ALL = 64
 WAKE_TAIL = 32
+#: Ticks a process runs in a row while nodes keep ending during its ticks, before it hands
+#: over to a wake-up message.
+AGAIN_IN_PROCESS = 8
 
 #: Options every processor task gets unless the caller overrides them: the message is
 #: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
 DEFAULT_TASK_OPTIONS = {
+    # retry(max_retries=None) means "the task's max_retries"; None here means unbounded:
+    # the processor bounds its retries itself (max_errors), and a driver must never be
+    # dropped by Celery's default of 3
+    "max_retries": None,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
@@ -70,7 +77,7 @@ class Processor:
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
                  max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
                  poll_window: int = 512, cache_size: int = 64, known_tasks: Any = (),
-                 allow_pickle: bool = False) -> None:
+                 allow_pickle: bool = False, lease: float = DEFAULT_LEASE) -> None:
         self.app = app
         self.name = name
         self.min_interval = min_interval
@@ -80,6 +87,7 @@ class Processor:
         self.known_tasks = known_tasks
         self.allow_pickle = allow_pickle
         self.poll_window = poll_window
+        self.lease = lease
         self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
         self._cache_size = cache_size
         self._store: Store | None = None
@@ -111,10 +119,13 @@ class Processor:
                 f"does not know ({len(unknown)} unknown in all): register it here, or list "
                 f"it in register_workflow_processor(app, known_tasks=[...])")
         loaded = (graph, decode_header(raw))
+        self._remember(wf, loaded)
+        return loaded
+
+    def _remember(self, wf: str, loaded: tuple[Graph, dict]) -> None:
         self._cache[wf] = loaded
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return loaded
 
     def _known_tasks(self) -> frozenset[str] | _Everything:
         if self.known_tasks == "*":
@@ -124,7 +135,7 @@ class Processor:
     # -- the tick --------------------------------------------------------------------------
 
     def run(self, task: Any, wf: str, gen: int | None) -> str:
-        """One tick for workflow ``wf``; returns what happened (for logs and tests).
+        """One tick for workflow ``wf`` from a processor message; returns what happened.
 
         Errors are never final on their own: before the claim they are retried (a driver
         message) or dropped (a wake-up: the driver will come); during a tick they are retried
@@ -133,12 +144,12 @@ class Processor:
         wake = gen is None
         token = task.request.id
         try:
-            claim = self.store.claim(wf, gen, token, wake)
+            claim = self.store.claim(wf, gen, token, wake, self.lease)
         except Exception as exc:
             if wake:
                 logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
                 return "dropped"
-            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc, exc_info=True)
+            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
             raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
         if claim.status == "early" or (claim.status == "busy" and not wake):
             # early: the tick that published this driver has not committed yet; busy: a
@@ -147,6 +158,30 @@ class Processor:
             countdown = min(self.max_interval,
                             self.min_interval * 2 ** min(task.request.retries, 16))
             raise task.retry(countdown=countdown, max_retries=None)
+        return self._claimed(task, wf, token, claim, driver=not wake)
+
+    def tick_here(self, wf: str, token: str, gen: int | None = None,
+                  loaded: tuple[Graph, dict] | None = None) -> str:
+        """Tick ``wf`` in this process, outside any processor message: the client's first
+        tick (``gen`` 0, ``token`` the driver it just published) or a wake-up tick in the
+        worker that just ran a node (``token`` the node's id).
+
+        If this process dies mid-tick, the message named by ``token`` comes back (the driver,
+        or the node under acks_late) and finds itself the holder: a re-tick; otherwise a
+        driver takes the hold over after ``lease`` seconds. Errors release the hold and are
+        logged, not raised: the driver carries on.
+        """
+        try:
+            claim = self.store.claim(wf, gen, token, gen is None, self.lease)
+        except Exception as exc:
+            logger.warning("dyrygent: workflow %s: could not claim it here (%r)", wf, exc)
+            return "dropped"
+        if loaded is not None and wf not in self._cache:
+            self._remember(wf, loaded)
+        return self._claimed(None, wf, token, claim, driver=False)
+
+    def _claimed(self, task: Any | None, wf: str, token: str, claim: Claim,
+                 driver: bool) -> str:
         if claim.status == "expired":
             self._end_error(wf, token, claim.gen, WorkflowError(
                 f"workflow {wf} passed its maximum age before finishing; raise "
@@ -166,34 +201,34 @@ class Processor:
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
         tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts,
-                          driver=not wake)
+                          driver=driver)
         try:
-            return self._tick(task, wf, claim.gen, token, bytes(claim.states), graph, header,
-                              retick=claim.attempts > 1, driver=not wake)
+            outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
+                                 header, retick=claim.attempts > 1, driver=driver)
+            for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
+                if outcome != "again":
+                    break
+                claim = self.store.claim(wf, None, token, True, self.lease)
+                if claim.status != "ok":
+                    return claim.status
+                outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
+                                     header, driver=False)
+            if outcome == "again":
+                self._publish_tick(wf, header, None, None)
+                outcome = "running"
+            return outcome
         except PayloadError as exc:  # untrusted content found mid-tick: final, not transient
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
         except Exception as exc:
-            return self._tick_failed(task, wf, token, claim.gen, exc)
-
-    def first_tick(self, wf: str, token: str, graph: Graph, header: dict) -> str:
-        """Run generation 0's work in the client that just stored ``wf``: launch the roots
-        from here, as native Celery publishes a canvas from the client.
-
-        ``token`` is the id of the driver message the client published just before (with a
-        countdown): if this process dies mid-tick, that message finds itself the holder and
-        ticks again (a re-tick); if not, it is the workflow's backup driver. Errors are
-        logged, not raised: the driver carries on.
-        """
-        try:
-            claim = self.store.claim(wf, 0, token, wake=False)
-            if claim.status != "ok":
-                return claim.status
-            return self._tick(None, wf, 0, token, bytes(claim.states), graph, header,
-                              driver=False)
-        except Exception:
-            logger.warning("dyrygent: workflow %s: the client's first tick failed; the "
-                           "processor's driver will do it", wf, exc_info=True)
+            if task is not None:
+                return self._tick_failed(task, wf, token, claim.gen, exc)
+            logger.warning("dyrygent: workflow %s: a tick in this process failed (%r); the "
+                           "driver carries on", wf, exc, exc_info=True)
+            try:
+                self.store.release(wf, token)
+            except Exception:  # the store is down: the lease frees it
+                pass
             return "deferred"
 
     def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception) -> str:
@@ -278,9 +313,7 @@ class Processor:
         dirty = self.store.commit(wf, token, changes, next_gen, "running")
         if len(running) < len(flying) and plan.changes:
             dirty = True  # more in flight than this tick read, and it saw progress: go on
-        if dirty:
-            self._publish_tick(wf, header, None, None)
-        return "running"
+        return "again" if dirty else "running"
 
     def _window(self, running: list[int], gen: int) -> list[int]:
         """The in-flight nodes to read this tick: all of them up to ``poll_window``; beyond,
@@ -394,9 +427,10 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
                      **_: Any) -> None:
     """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
 
-    Runs after the node's result is stored, in every worker that registered the processor.
-    Wake-ups coalesce through the store (at most one pending per workflow). A failed publish
-    is logged and dropped: the processor's own next tick comes anyway, and
+    Runs after the node's result is stored. In a worker that registered the processor, the
+    wake-up tick runs right here, under the node's task id (a busy workflow is marked dirty
+    instead, so its holder ticks again). Elsewhere a wake-up message is sent; a failed
+    publish is logged and dropped: the processor's own next tick comes anyway, and
     the node's outcome must never depend on it (unlike a ``link`` callback, whose failed
     publish fails the task).
     """
@@ -410,9 +444,10 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
             and isinstance(wake[1], dict)):
         return
     registered = getattr(task.app, "_dyrygent_processor", None)
-    try:
-        if registered is not None and not registered._dyrygent.store.request_wake(wake[0]):
-            return  # a wake-up is pending already, or the processor is ticking
+    if registered is not None:  # tick right here, as native Celery chains from here
+        registered._dyrygent.tick_here(wake[0], task.request.id)
+        return
+    try:  # this worker's app has no processor: wake one through the broker
         task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])
     except Exception as exc:
         logger.warning("dyrygent: could not wake the processor of workflow %s (%r); its next "
@@ -449,12 +484,13 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``max_interval`` (seconds until the backup tick; nodes wake the processor when they end),
     ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
     before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
-    exception, e.g. during an outage) and ``poll_window`` (in-flight nodes read per tick). Raises ConfigurationError if the app accepts pickle, unless
+    exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick) and
+    ``lease`` (seconds after which a driver takes over the hold of a tick that vanished). Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings = {k: task_options.pop(k) for k in
                 ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
-                 "known_tasks")
+                 "known_tasks", "lease")
                 if k in task_options}
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     settings["allow_pickle"] = allow_pickle

@@ -29,6 +29,8 @@ __all__ = ["Claim", "KVStore", "RedisStore", "Store", "store_for"]
 PREFIX = "dyrygent-wf-"
 #: How long a workflow's records outlive its maximum age, for inspection.
 KEEP_AFTER = 24 * 3600
+#: Seconds after which a driver may take over a hold whose holder vanished.
+DEFAULT_LEASE = 30
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,9 @@ class Claim:
     ``early`` (the driver's predecessor has not committed yet: come back shortly), ``done``
     (the workflow is over), ``gone`` (no such workflow).
 
-    There are two kinds of processor messages: the *driver* (``gen`` given), exactly one valid
-    per workflow, which re-enqueues itself and advances the generation; and *wake-ups*
-    (``gen`` None) sent when a node ends, which tick without changing the generation.
+    There are two kinds of ticks: the *driver*'s (``gen`` given), exactly one valid driver
+    message per workflow, which re-enqueues itself and advances the generation; and
+    *wake-ups* (``gen`` None), run when a node ends, which tick without changing it.
     """
 
     status: str
@@ -90,15 +92,6 @@ class Store:
         finished while we held it (dirty), or None if ``token`` no longer holds it."""
         raise NotImplementedError
 
-    def request_wake(self, wf: str) -> bool:
-        """A node of ``wf`` ended: should its worker send the processor a wake-up?
-
-        Yes only if the workflow runs, nobody holds it and no wake-up is pending; while a
-        processor holds it, it is marked dirty instead (it ticks again at once). So wake-ups
-        coalesce: at most one is in flight per workflow.
-        """
-        raise NotImplementedError
-
     def forgive(self, wf: str, token: str) -> None:
         """Reset the attempts of ``token``'s hold: its tick failed with an error it handled
         (and will retry), which must not count as a crash."""
@@ -110,29 +103,44 @@ class Store:
 
 
 _CLAIM = """
-local m = redis.call('HMGET', KEYS[1], 'gen', 'holder', 'status', 'deadline')
+local m = redis.call('HMGET', KEYS[1], 'gen', 'holder', 'status', 'deadline', 'held',
+                     'attempts')
 if not m[1] then return {'gone', 0} end
 local gen = tonumber(m[1])
 if m[3] ~= 'running' then return {'done', gen} end
 local holder = m[2] or ''
 local wake = ARGV[3] == '1'
 local want = tonumber(ARGV[1])
+local now = tonumber(redis.call('TIME')[1])
 local ok = 'ok'
-if tonumber(redis.call('TIME')[1]) > tonumber(m[4]) then ok = 'expired' end
+if now > tonumber(m[4]) then ok = 'expired' end
 if holder ~= '' and holder == ARGV[2] then
   local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'held', now)
   return {ok, gen, a, redis.call('GET', KEYS[2])}
 end
 if not wake then
   if want > gen then return {'early', gen} end
   if want < gen then return {'stale', gen} end
+  if holder ~= '' and now - tonumber(m[5] or now) > tonumber(ARGV[4]) then
+    -- the holder has held it past the lease: it died without a message to bring it back
+    local a = (tonumber(m[6]) or 0) + 1
+    redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', a, 'held', now)
+    return {ok, gen, math.max(a, 2), redis.call('GET', KEYS[2])}
+  end
 end
 if holder ~= '' then
   redis.call('HSET', KEYS[1], 'dirty', '1')
   return {'busy', gen}
 end
-redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0', 'wake', '0')
+redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0', 'held', now)
 return {ok, gen, 1, redis.call('GET', KEYS[2])}
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'holder', '', 'attempts', 0)
+return 1
 """
 
 _COMMIT = """
@@ -140,25 +148,10 @@ if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
 for i = 4, #ARGV, 2 do redis.call('SETRANGE', KEYS[2], tonumber(ARGV[i]), ARGV[i + 1]) end
 local d = redis.call('HGET', KEYS[1], 'dirty')
 redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'holder', '', 'status', ARGV[3], 'dirty', '0')
-if d == '1' then
-  redis.call('HSET', KEYS[1], 'wake', '1')
-  return 1
-end
+if d == '1' then return 1 end
 return 0
 """
 
-
-_WAKE = """
-local m = redis.call('HMGET', KEYS[1], 'status', 'holder', 'wake')
-if m[1] ~= 'running' then return 0 end
-if m[2] and m[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'dirty', '1')
-  return 0
-end
-if m[3] == '1' then return 0 end
-redis.call('HSET', KEYS[1], 'wake', '1')
-return 1
-"""
 
 _FORGIVE = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
@@ -177,7 +170,7 @@ class RedisStore(Store):
         self._claim = client.register_script(_CLAIM)
         self._commit = client.register_script(_COMMIT)
         self._forgive = client.register_script(_FORGIVE)
-        self._wake = client.register_script(_WAKE)
+        self._release = client.register_script(_RELEASE)
 
     def _keys(self, wf: str) -> tuple[str, str, str]:
         p = self.prefix + wf
@@ -205,10 +198,11 @@ class RedisStore(Store):
         graph, header = pipe.execute()
         return graph, header
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
+              lease: float = DEFAULT_LEASE) -> Claim:
         m, s, _ = self._keys(wf)
         r = self._claim(keys=[m, s], args=[-1 if gen is None else gen, token,
-                                           "1" if wake else "0"])
+                                           "1" if wake else "0", lease])
         status = r[0].decode() if isinstance(r[0], bytes) else r[0]
         if status not in ("ok", "expired"):
             return Claim(status, int(r[1]))
@@ -223,8 +217,8 @@ class RedisStore(Store):
         r = self._commit(keys=[m, s], args=args)
         return None if r == -1 else bool(r)
 
-    def request_wake(self, wf: str) -> bool:
-        return bool(self._wake(keys=[self._keys(wf)[0]]))
+    def release(self, wf: str, token: str) -> None:
+        self._release(keys=[self._keys(wf)[0]], args=[token])
 
     def forgive(self, wf: str, token: str) -> None:
         self._forgive(keys=[self._keys(wf)[0]], args=[token])
@@ -267,7 +261,8 @@ class KVStore(Store):
         meta = self._get(wf + ":m")
         return self._get(wf + ":g"), (meta or {}).get("header")
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
+              lease: float = DEFAULT_LEASE) -> Claim:
         with self._lock:
             meta = self._get(wf + ":m")
             if meta is None:
@@ -276,6 +271,7 @@ class KVStore(Store):
             if meta["status"] != "running":
                 return Claim("done", meta["gen"])
             holder = meta["holder"]
+            now = time.time()
             if holder and holder == token:
                 meta["attempts"] += 1
             else:
@@ -283,11 +279,15 @@ class KVStore(Store):
                     return Claim("early", meta["gen"])
                 if not wake and (gen is None or gen < meta["gen"]):
                     return Claim("stale", meta["gen"])
-                if holder:
+                if holder and not (not wake and now - meta.get("held", now) > lease):
                     meta["dirty"] = True
                     self._set(wf + ":m", meta)
                     return Claim("busy", meta["gen"])
-                meta.update(holder=token, attempts=1, dirty=False, wake=False)
+                if holder:  # a driver taking over a hold past its lease: a re-tick
+                    meta.update(holder=token, attempts=max(meta["attempts"] + 1, 2))
+                else:
+                    meta.update(holder=token, attempts=1, dirty=False)
+            meta["held"] = now
             self._set(wf + ":m", meta)
             status = "expired" if time.time() > meta["deadline"] else "ok"
             return Claim(status, meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
@@ -304,26 +304,15 @@ class KVStore(Store):
             self._set(wf + ":s", bytes(states))
             dirty = bool(meta["dirty"])
             meta.update(gen=gen, holder="", status=status, dirty=False)
-            if dirty:
-                meta["wake"] = True
             self._set(wf + ":m", meta)
             return dirty
 
-    def request_wake(self, wf: str) -> bool:
+    def release(self, wf: str, token: str) -> None:
         with self._lock:
-            meta = self._get(wf + ":m")
-            if meta is None or meta["status"] != "running":
-                return False
-            meta = dict(meta)
-            if meta["holder"]:
-                meta["dirty"] = True
+            meta = dict(self._get(wf + ":m") or {})
+            if meta.get("holder") == token:
+                meta.update(holder="", attempts=0)
                 self._set(wf + ":m", meta)
-                return False
-            if meta.get("wake"):
-                return False
-            meta["wake"] = True
-            self._set(wf + ":m", meta)
-            return True
 
     def forgive(self, wf: str, token: str) -> None:
         with self._lock:

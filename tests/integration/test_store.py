@@ -109,16 +109,24 @@ def test_forgive_resets_the_attempts_of_the_holder_only(store):
     assert store.claim("wf", 0, "m0", wake=False).attempts == 1
 
 
-def test_wake_ups_coalesce(store):
+def test_a_driver_takes_over_a_hold_past_its_lease_as_a_re_tick(store):
     make(store)
-    # a node ends while nobody ticks: one wake-up, and no second one until a tick claims
-    assert store.request_wake("wf") is True
-    assert store.request_wake("wf") is False
-    assert store.claim("wf", None, "w1", wake=True).status == "ok"
-    # while the tick holds the workflow, an ending node marks it dirty instead
-    assert store.request_wake("wf") is False
-    assert store.commit("wf", "w1", {}, 1, "running") is True  # the committer wakes it
-    assert store.request_wake("wf") is False  # that wake-up is the pending one
-    store.claim("wf", None, "w2", wake=True)
-    store.commit("wf", "w2", {}, 2, "succeeded")
-    assert store.request_wake("wf") is False  # finished: no more wake-ups
+    # a wake-up tick in some worker claimed it, then that worker vanished
+    assert store.claim("wf", None, "node-1", wake=True).status == "ok"
+    # within the lease the driver is told it is busy
+    assert store.claim("wf", 0, "driver", wake=False, lease=60).status == "busy"
+    # past the lease it takes over, as a re-tick (attempts of 2 or more)
+    claim = store.claim("wf", 0, "driver", wake=False, lease=-1)
+    assert (claim.status, claim.attempts >= 2) == ("ok", True)
+    # the vanished holder cannot commit any more; a wake-up never takes over
+    assert store.commit("wf", "node-1", {0: 1}, 0, "running") is None
+    assert store.claim("wf", None, "node-2", wake=True, lease=-1).status == "busy"
+
+
+def test_release_gives_the_hold_up_for_its_holder_only(store):
+    make(store)
+    store.claim("wf", None, "node-1", wake=True)
+    store.release("wf", "someone-else")
+    assert store.claim("wf", None, "node-2", wake=True).status == "busy"
+    store.release("wf", "node-1")
+    assert store.claim("wf", None, "node-2", wake=True).status == "ok"
