@@ -13,7 +13,7 @@ from celery.utils import uuid
 from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.engine.canvas import CanvasConverter
-from dyrygent.engine.processor import PROCESSOR_NAME
+from dyrygent.engine.processor import PROCESSOR_NAME, join_counters
 from dyrygent.engine.spec import encode_header, encode_spec
 from dyrygent.engine.store import store_for
 from dyrygent.engine.trust import seal
@@ -177,7 +177,7 @@ class Workflow:
                 f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
                 f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
         processor.store.create(self.id, data, seal(app, data, encode_header(header)),
-                               len(graph), self.max_age)
+                               len(graph), self.max_age, joins=join_counters(graph))
         # The driver goes first, as the backup; then this client launches the roots itself.
         driver = uuid()
         app.send_task(PROCESSOR_NAME, (self.id, 0), {}, task_id=driver,

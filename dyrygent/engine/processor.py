@@ -36,12 +36,34 @@ logger = logging.getLogger("dyrygent.processor")
 
 PROCESSOR_NAME = "dyrygent.processor"
 
-#: A message header asking the worker that runs a node to wake the processor when the node
-#: ends: [workflow id, processor publish options].
+#: A message header asking the worker that runs a node to tick when the node ends:
+#: [workflow id, processor publish options, join counters (None: always tick)].
 WAKE_HEADER = "dyrygent_wake"
-#: Batches up to WAKE_ALL nodes all carry WAKE_HEADER; larger ones on their last WAKE_TAIL.
-WAKE_ALL = 64
-WAKE_TAIL = 32
+#: The join counter of the workflow's end (its sinks count it down).
+END = -1
+_MAX_COUNTERS = 64
+
+
+def join_counters(graph: Graph) -> dict[int, int]:
+    """The counters a workflow starts with: each node with several parents waits for that
+    many completions, and the end waits for every sink."""
+    joins = {i: len(n.parents) for i, n in enumerate(graph.nodes) if len(n.parents) > 1}
+    sinks = sum(1 for c in graph.children if not c)
+    if sinks:
+        joins[END] = sinks
+    return joins
+
+
+def wake_counters(graph: Graph, i: int) -> list[int] | None:
+    """The join counters node ``i`` counts down when it ends, or None when its end alone can
+    make a child ready (a child with a single parent): then it always ticks."""
+    children = graph.children[i]
+    if not children:
+        return [END]
+    nodes = graph.nodes
+    if any(len(nodes[c].parents) == 1 for c in children) or len(children) > _MAX_COUNTERS:
+        return None
+    return list(children)
 #: Ticks a process runs in a row while nodes keep ending during its ticks, before it hands
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
@@ -378,13 +400,10 @@ class Processor:
                 results: dict, changes: dict[int, int]) -> int:
         app = self.app
         defaults = header.get("node_options") or {}
-        wake = [wf, header.get("processor_options") or {}]
-        # In a large batch only the last finishers matter (a join waits for all; queues are
-        # FIFO): they alone ask for a wake-up, sparing a store round trip per node.
-        first_waker = 0 if len(ready) <= WAKE_ALL else len(ready) - WAKE_TAIL
+        processor_options = header.get("processor_options") or {}
         launched = 0
         with app.producer_or_acquire() as producer:
-            for k, i in enumerate(ready):
+            for i in ready:
                 node = graph.nodes[i]
                 args, kwargs, options = decode_spec(node.spec)
                 if node.input is not None:
@@ -396,8 +415,8 @@ class Processor:
                         f"workflow {wf}: node {node.id} asks for serializer "
                         f"{options['serializer']!r}; the processor sends no pickle or yaml "
                         f"unless register_workflow_processor(app, allow_pickle=True)")
-                if k >= first_waker:
-                    options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
+                wake = [wf, processor_options, wake_counters(graph, i)]
+                options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
                 try:
                     app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
                                   parent_id=token, producer=producer, **options)
@@ -428,7 +447,8 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
     """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
 
     Runs after the node's result is stored. In a worker that registered the processor, the
-    wake-up tick runs right here, under the node's task id (a busy workflow is marked dirty
+    node counts down its join counters; if one reaches zero (or the node failed, or it has a
+    child with no other parent), the wake-up tick runs right here, under the node's task id (a busy workflow is marked dirty
     instead, so its holder ticks again). Elsewhere a wake-up message is sent; a failed
     publish is logged and dropped: the processor's own next tick comes anyway, and
     the node's outcome must never depend on it (unlike a ``link`` callback, whose failed
@@ -440,12 +460,21 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
         wake = task.request.get(WAKE_HEADER)
     except Exception:  # no request context (eager calls)
         return
-    if not (isinstance(wake, list) and len(wake) == 2 and isinstance(wake[0], str)
+    if not (isinstance(wake, list) and len(wake) == 3 and isinstance(wake[0], str)
             and isinstance(wake[1], dict)):
         return
+    counters = wake[2]
     registered = getattr(task.app, "_dyrygent_processor", None)
     if registered is not None:  # tick right here, as native Celery chains from here
-        registered._dyrygent.tick_here(wake[0], task.request.id)
+        processor = registered._dyrygent
+        if state == celery_states.SUCCESS and isinstance(counters, list):
+            try:
+                if not processor.store.count_down(wake[0], [int(c) for c in counters]):
+                    return  # some join still waits for other nodes: no tick can launch more
+            except Exception as exc:  # the store is down: the driver's backup tick will see
+                logger.warning("dyrygent: workflow %s: count-down failed (%r)", wake[0], exc)
+                return
+        processor.tick_here(wake[0], task.request.id)
         return
     try:  # this worker's app has no processor: wake one through the broker
         task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])

@@ -74,9 +74,17 @@ def _runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
 class Store:
     """The interface; see the module docstring for the protocol."""
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
+               joins: Mapping[int, int] | None = None) -> None:
         """Store a new workflow; it expires ``max_age`` seconds later by the store's own
-        clock (one clock: never compare two hosts' clocks, RELIABILITY.md item 8)."""
+        clock (one clock: never compare two hosts' clocks, RELIABILITY.md item 8).
+        ``joins`` maps join counters (a node index, or -1 for the workflow's end) to the
+        number of completions they wait for: see :meth:`count_down`."""
+        raise NotImplementedError
+
+    def count_down(self, wf: str, counters: list[int]) -> bool:
+        """A node ended: decrement its join counters; true if one reached zero (a tick may
+        find something ready). Only a hint: the driver's backup tick covers any miss."""
         raise NotImplementedError
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
@@ -153,6 +161,14 @@ return 0
 """
 
 
+_COUNT = """
+local hit = 0
+for i = 1, #ARGV do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -1) <= 0 then hit = 1 end
+end
+return hit
+"""
+
 _FORGIVE = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'attempts', 0)
@@ -171,13 +187,16 @@ class RedisStore(Store):
         self._commit = client.register_script(_COMMIT)
         self._forgive = client.register_script(_FORGIVE)
         self._release = client.register_script(_RELEASE)
+        self._count = client.register_script(_COUNT)
 
     def _keys(self, wf: str) -> tuple[str, str, str]:
         p = self.prefix + wf
         return p + ":m", p + ":s", p + ":g"
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
+               joins: Mapping[int, int] | None = None) -> None:
         m, s, g = self._keys(wf)
+        c = self.prefix + wf + ":c"
         now = int(self.client.time()[0])  # the Redis server's clock, the one claim reads
         ttl = max_age + KEEP_AFTER
         pipe = self.client.pipeline()
@@ -188,7 +207,14 @@ class RedisStore(Store):
                               "status": "running", "header": header,
                               "deadline": now + max_age})
         pipe.expire(m, ttl)
+        pipe.delete(c)
+        if joins:
+            pipe.hset(c, mapping={str(k): v for k, v in joins.items()})
+            pipe.expire(c, ttl)
         pipe.execute()
+
+    def count_down(self, wf: str, counters: list[int]) -> bool:
+        return bool(self._count(keys=[self.prefix + wf + ":c"], args=counters))
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         m, _, g = self._keys(wf)
@@ -249,8 +275,10 @@ class KVStore(Store):
     def _set(self, key: str, value: Any) -> None:
         self.backend.set(self.prefix + key, value)
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int) -> None:
+    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
+               joins: Mapping[int, int] | None = None) -> None:
         with self._lock:
+            self._set(wf + ":c", dict(joins or {}))
             self._set(wf + ":g", graph)
             self._set(wf + ":s", bytes(size))
             self._set(wf + ":m", {"gen": 0, "holder": "", "attempts": 0, "dirty": False,
@@ -306,6 +334,16 @@ class KVStore(Store):
             meta.update(gen=gen, holder="", status=status, dirty=False)
             self._set(wf + ":m", meta)
             return dirty
+
+    def count_down(self, wf: str, counters: list[int]) -> bool:
+        with self._lock:
+            joins = dict(self._get(wf + ":c") or {})
+            hit = False
+            for k in counters:
+                joins[k] = joins.get(k, 0) - 1
+                hit = hit or joins[k] <= 0
+            self._set(wf + ":c", joins)
+            return hit
 
     def release(self, wf: str, token: str) -> None:
         with self._lock:

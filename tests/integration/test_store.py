@@ -130,3 +130,11 @@ def test_release_gives_the_hold_up_for_its_holder_only(store):
     assert store.claim("wf", None, "node-2", wake=True).status == "busy"
     store.release("wf", "node-1")
     assert store.claim("wf", None, "node-2", wake=True).status == "ok"
+
+
+def test_join_counters_say_when_a_tick_may_find_something_ready(store):
+    store.create("wf", b"g", b"h", 4, 3600, joins={3: 2, -1: 1})
+    assert store.count_down("wf", [3]) is False   # the join still waits for one parent
+    assert store.count_down("wf", [3]) is True    # its last parent ended: tick
+    assert store.count_down("wf", [-1]) is True   # the only sink ended: tick
+    assert store.count_down("wf", [3]) is True    # a duplicate run: a harmless extra tick
