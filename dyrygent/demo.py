@@ -110,7 +110,8 @@ def run(app: Celery, out: Any = sys.stdout, timeout: float = 60) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dyrygent demo", description=__doc__)
-    parser.add_argument("--broker", default="memory://localhost/", help="broker URL (default: in memory)")
+    parser.add_argument("--broker", default="memory://localhost/",
+                        help="broker URL (default: in memory)")
     parser.add_argument("--backend", default="cache+memory://",
                         help="result backend URL (default: in memory)")
     args = parser.parse_args(argv)

@@ -28,7 +28,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.05) -> Any:
     """Call ``condition`` until it returns a truthy value; raise TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None

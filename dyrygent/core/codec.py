@@ -50,7 +50,7 @@ def _fail(message: str, data: bytes, error: BaseException | None = None) -> Payl
     return PayloadError(f"stored workflow graph rejected: {message}", data, error)
 
 
-def _check_expr(expr: Any, n: int, allowed: "frozenset[int] | None", depth: int = 0) -> bool:
+def _check_expr(expr: Any, n: int, allowed: frozenset[int] | None, depth: int = 0) -> bool:
     if depth > _MAX_EXPR_DEPTH:
         return False
     if expr is None:

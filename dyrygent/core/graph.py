@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 import graphlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Union
 
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
@@ -114,7 +115,7 @@ def expr_refs(expr: Expr) -> Iterator:
         yield expr
 
 
-def evaluate(expr: Expr, results: "dict[int, object] | Sequence[object]") -> object:
+def evaluate(expr: Expr, results: dict[int, object] | Sequence[object]) -> object:
     """The value of ``expr`` given each referenced node's result."""
     if isinstance(expr, list):
         return [evaluate(item, results) for item in expr]
@@ -183,7 +184,8 @@ class GraphBuilder:
             for p in parents:
                 if p not in index:
                     raise UnknownDependencyError(
-                        f"node {node_id!r} ({task}) depends on {p!r}, which is not in the workflow: "
+                        f"node {node_id!r} ({task}) depends on {p!r}, which is not in the "
+                        f"workflow: "
                         f"add that node first, or drop the dependency",
                         node=node_id,
                     )

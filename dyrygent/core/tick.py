@@ -9,8 +9,8 @@ succeeded, so a broker error mid-tick leaves the rest READY, to be launched next
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from dyrygent.core.graph import TRANSITIONS, Graph, NodeState
 

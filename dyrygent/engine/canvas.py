@@ -15,7 +15,8 @@ the nodes it must wait for. The rules reproduce native Celery (see SEMANTICS.md)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
 
@@ -67,7 +68,8 @@ class CanvasConverter:
             f"Celery signature, chain, group, chord or chunks (e.g. add.s(1, 2))")
 
     def convert(self, canvas: Any, incoming: Expr, deps: tuple[str, ...],
-                inherited: dict | None = None, pre_args: tuple = ()) -> tuple[Expr, tuple[str, ...]]:
+                inherited: dict | None = None,
+                pre_args: tuple = ()) -> tuple[Expr, tuple[str, ...]]:
         sig = self._sig(canvas)
         inherited = inherited or {}
         if isinstance(sig, chunks):

@@ -448,11 +448,11 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
 
     Runs after the node's result is stored. In a worker that registered the processor, the
     node counts down its join counters; if one reaches zero (or the node failed, or it has a
-    child with no other parent), the wake-up tick runs right here, under the node's task id (a busy workflow is marked dirty
-    instead, so its holder ticks again). Elsewhere a wake-up message is sent; a failed
-    publish is logged and dropped: the processor's own next tick comes anyway, and
-    the node's outcome must never depend on it (unlike a ``link`` callback, whose failed
-    publish fails the task).
+    child with no other parent), the wake-up tick runs right here, under the node's task id
+    (a busy workflow is marked dirty instead, so its holder ticks again). Elsewhere a wake-up
+    message is sent; a failed publish is logged and dropped: the driver's backup tick comes
+    anyway, and the node's outcome must never depend on it (unlike a ``link`` callback,
+    whose failed publish fails the task).
     """
     if task is None or state not in (celery_states.SUCCESS, celery_states.FAILURE):
         return
@@ -514,10 +514,11 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
     before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
     exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick) and
-    ``lease`` (seconds after which a driver takes over the hold of a tick that vanished). Raises ConfigurationError if the app accepts pickle, unless
+    ``lease`` (seconds after which a driver takes over the hold of a tick that vanished).
+    Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
-    settings = {k: task_options.pop(k) for k in
+    settings: dict[str, Any] = {k: task_options.pop(k) for k in
                 ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
                  "known_tasks", "lease")
                 if k in task_options}

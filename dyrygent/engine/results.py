@@ -6,7 +6,8 @@ a node's state and result always come from the same read (RELIABILITY.md item 4)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from celery import states as celery_states
 from celery.backends.base import KeyValueStoreBackend

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from dyrygent.errors import ConfigurationError
 
@@ -91,7 +92,16 @@ class Store:
         """(graph, header) as stored, None where missing."""
         raise NotImplementedError
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool) -> Claim:
+    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
+              lease: float = DEFAULT_LEASE) -> Claim:
+        """Claim ``wf`` for the message ``token``; a driver (``gen`` given) may take over a
+        hold older than ``lease`` seconds (its holder died with no message to bring it
+        back); that counts as a re-tick."""
+        raise NotImplementedError
+
+    def release(self, wf: str, token: str) -> None:
+        """Give up ``token``'s hold without committing (its tick failed and will not be
+        retried under that id)."""
         raise NotImplementedError
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,

@@ -8,9 +8,8 @@ import pytest
 from celery import Celery
 
 from dyrygent import Workflow, register_workflow_processor
-from dyrygent.core.graph import evaluate
+from dyrygent.core.graph import NodeState, evaluate
 from dyrygent.core.tick import Outcome, apply_changes, find_all, plan_tick
-from dyrygent.core.graph import NodeState
 from dyrygent.engine.spec import decode_spec
 
 app = Celery("canvas-tests", broker="memory://", backend="cache+memory://", set_as_current=False)

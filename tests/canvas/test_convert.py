@@ -15,7 +15,6 @@ from dyrygent.errors import (
     UnsupportedCanvasError,
 )
 
-
 CASES = {
     # name: (canvas builder, native result) -- numbers are SEMANTICS.md items
     "2 chain passes result first": (lambda c: chain(c.echo.s(1), c.echo.s(2)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dyrygent.core.graph import GraphBuilder, NodeState, TRANSITIONS, evaluate, expr_refs
+from dyrygent.core.graph import TRANSITIONS, GraphBuilder, NodeState, evaluate, expr_refs
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
 
