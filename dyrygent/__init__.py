@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dyrygent.engine.processor import register_workflow_processor
+from dyrygent.engine.registration import register_workflow_processor
 from dyrygent.errors import (
     BuildError,
     ConfigurationError,

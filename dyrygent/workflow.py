@@ -14,10 +14,10 @@ from celery.utils import uuid
 from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.engine.canvas import CanvasConverter
-from dyrygent.engine.processor import PROCESSOR_NAME, join_counters
 from dyrygent.engine.spec import encode_header, encode_spec
 from dyrygent.engine.store import store_for
 from dyrygent.engine.trust import seal
+from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
 from dyrygent.errors import ConfigurationError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]

@@ -1,12 +1,11 @@
-"""The processor: one registered Celery task that drives every workflow, a tick per run.
+"""The tick: what the processor does for one workflow, wherever it runs.
 
-A tick: claim the workflow (the generation fence in :mod:`dyrygent.engine.store`), read the
-outcome of every LAUNCHED node in one batched read, plan (:func:`dyrygent.core.tick.plan_tick`),
-publish the ready nodes with their parents' results injected, publish the next tick with a
-countdown, then commit the changed node states. The same task, sent with ``gen=None`` by the
-worker that ran a node (a ``task_postrun`` handler, asked for by a message header on nodes
-launched in small batches), wakes the processor as soon as the node ends, so chain steps do
-not wait for a countdown.
+A tick claims the workflow (the generation fence in :mod:`dyrygent.engine.store`), reads the
+outcome of in-flight nodes in one batched read, plans (:func:`dyrygent.core.tick.plan_tick`),
+publishes the ready nodes with their parents' results injected, then commits the changed node
+states. Ticks run in three places: the processor task (:mod:`dyrygent.engine.registration`)
+for the workflow's driver and wake-up messages, the client for the first tick, and the worker
+that just ran a node (:mod:`dyrygent.engine.wake`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any
 from celery import states as celery_states
 from celery.canvas import Signature
 from celery.exceptions import ChordError
-from celery.signals import task_postrun, worker_init
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
@@ -27,60 +25,18 @@ from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
 from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
 from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
-from dyrygent.errors import ConfigurationError, PayloadError, WorkflowError
+from dyrygent.engine.wake import PROCESSOR_NAME, WAKE_HEADER, wake_counters
+from dyrygent.errors import PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
 
-__all__ = ["PROCESSOR_NAME", "Processor", "register_workflow_processor"]
+__all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor"]
 
 logger = logging.getLogger("dyrygent.processor")
 
-PROCESSOR_NAME = "dyrygent.processor"
 
-#: A message header asking the worker that runs a node to tick when the node ends:
-#: [workflow id, processor publish options, join counters (None: always tick)].
-WAKE_HEADER = "dyrygent_wake"
-#: The join counter of the workflow's end (its sinks count it down).
-END = -1
-_MAX_COUNTERS = 64
-
-
-def join_counters(graph: Graph) -> dict[int, int]:
-    """The counters a workflow starts with: each node with several parents waits for that
-    many completions, and the end waits for every sink."""
-    joins = {i: len(n.parents) for i, n in enumerate(graph.nodes) if len(n.parents) > 1}
-    sinks = sum(1 for c in graph.children if not c)
-    if sinks:
-        joins[END] = sinks
-    return joins
-
-
-def wake_counters(graph: Graph, i: int) -> list[int] | None:
-    """The join counters node ``i`` counts down when it ends, or None when its end alone can
-    make a child ready (a child with a single parent): then it always ticks."""
-    children = graph.children[i]
-    if not children:
-        return [END]
-    nodes = graph.nodes
-    if any(len(nodes[c].parents) == 1 for c in children) or len(children) > _MAX_COUNTERS:
-        return None
-    return list(children)
 #: Ticks a process runs in a row while nodes keep ending during its ticks, before it hands
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
-
-#: Options every processor task gets unless the caller overrides them: the message is
-#: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
-DEFAULT_TASK_OPTIONS = {
-    # retry(max_retries=None) means "the task's max_retries"; None here means unbounded:
-    # the processor bounds its retries itself (max_errors), and a driver must never be
-    # dropped by Celery's default of 3
-    "max_retries": None,
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "ignore_result": True,
-    "serializer": "json",
-}
-
 
 class _Everything(frozenset):
     """The set of every task name (known_tasks="*")."""
@@ -440,112 +396,3 @@ class Processor:
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
         self.store.commit(wf, token, changes or {}, gen + 1, "error")
-
-
-def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = None,
-                     **_: Any) -> None:
-    """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
-
-    Runs after the node's result is stored. In a worker that registered the processor, the
-    node counts down its join counters; if one reaches zero (or the node failed, or it has a
-    child with no other parent), the wake-up tick runs right here, under the node's task id
-    (a busy workflow is marked dirty instead, so its holder ticks again). Elsewhere a wake-up
-    message is sent; a failed publish is logged and dropped: the driver's backup tick comes
-    anyway, and the node's outcome must never depend on it (unlike a ``link`` callback,
-    whose failed publish fails the task).
-    """
-    if task is None or state not in (celery_states.SUCCESS, celery_states.FAILURE):
-        return
-    try:
-        wake = task.request.get(WAKE_HEADER)
-    except Exception:  # no request context (eager calls)
-        return
-    if not (isinstance(wake, list) and len(wake) == 3 and isinstance(wake[0], str)
-            and isinstance(wake[1], dict)):
-        return
-    counters = wake[2]
-    registered = getattr(task.app, "_dyrygent_processor", None)
-    if registered is not None:  # tick right here, as native Celery chains from here
-        processor = registered._dyrygent
-        if state == celery_states.SUCCESS and isinstance(counters, list):
-            try:
-                if not processor.store.count_down(wake[0], [int(c) for c in counters]):
-                    return  # some join still waits for other nodes: no tick can launch more
-            except Exception as exc:  # the store is down: the driver's backup tick will see
-                logger.warning("dyrygent: workflow %s: count-down failed (%r)", wake[0], exc)
-                return
-        processor.tick_here(wake[0], task.request.id)
-        return
-    try:  # this worker's app has no processor: wake one through the broker
-        task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])
-    except Exception as exc:
-        logger.warning("dyrygent: could not wake the processor of workflow %s (%r); its next "
-                       "tick will see the node", wake[0], exc)
-
-
-task_postrun.connect(_wake_after_node, weak=False, dispatch_uid="dyrygent-wake-after-node")
-
-
-def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None:
-    """Refuse to run a processor that would accept pickle (RELIABILITY.md item 9)."""
-    if allow_pickle:
-        return
-    accepted = {str(c).lower() for c in (app.conf.accept_content or ())}
-    serializer = str(task_options.get("serializer", "json")).lower()
-    if serializer == "pickle" or accepted & {"pickle", "application/x-python-serialize"}:
-        raise ConfigurationError(
-            "the dyrygent processor refuses to run while the app accepts pickle "
-            f"(accept_content={sorted(accepted)}, serializer={serializer!r}): a message from "
-            "the broker could run arbitrary code. Accept json or msgpack only, or pass "
-            "register_workflow_processor(app, allow_pickle=True) if you trust the broker")
-
-
-def _valid_message(workflow_id: Any, gen: Any, extra: dict) -> bool:
-    return (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 64
-            and (gen is None or (type(gen) is int and gen >= 0)) and not extra)
-
-
-def register_workflow_processor(app: Any, **task_options: Any) -> Any:
-    """Register the processor task on ``app`` and return it. Call once, in a module the
-    workers import.
-
-    ``task_options`` are Celery task options (queue, priority, ...) and the tick settings
-    ``max_interval`` (seconds until the backup tick; nodes wake the processor when they end),
-    ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
-    before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
-    exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick) and
-    ``lease`` (seconds after which a driver takes over the hold of a tick that vanished).
-    Raises ConfigurationError if the app accepts pickle, unless
-    ``allow_pickle=True``; a worker started with such a configuration refuses to start.
-    """
-    settings: dict[str, Any] = {k: task_options.pop(k) for k in
-                ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
-                 "known_tasks", "lease")
-                if k in task_options}
-    allow_pickle = bool(task_options.pop("allow_pickle", False))
-    settings["allow_pickle"] = allow_pickle
-    existing = getattr(app, "_dyrygent_processor", None)
-    if existing is not None:
-        return existing
-    _check_serializers(app, task_options, allow_pickle)
-    processor = Processor(app, PROCESSOR_NAME, **settings)
-    options = {**DEFAULT_TASK_OPTIONS, **task_options}
-
-    @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
-    def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           **extra: Any) -> None:
-        if not _valid_message(workflow_id, gen, extra):
-            logger.error("dyrygent: rejected a processor message with invalid arguments "
-                         "(workflow_id=%.80r, gen=%.20r, extra keys=%.80r); nothing was "
-                         "launched", workflow_id, gen, sorted(extra))
-            return
-        processor.run(self, workflow_id, gen)
-
-    def check_at_worker_start(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is app:
-            _check_serializers(app, task_options, allow_pickle)
-
-    worker_init.connect(check_at_worker_start, weak=False)
-    dyrygent_processor._dyrygent = processor
-    app._dyrygent_processor = dyrygent_processor
-    return dyrygent_processor
