@@ -179,9 +179,10 @@ class Workflow:
                 f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
         processor.store.create(self.id, data, seal(app, data, encode_header(header)),
                                len(graph), self.max_age, joins=join_counters(graph))
-        # The driver goes first, as the backup; then this client launches the roots itself.
-        driver = uuid()
-        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, task_id=driver,
-                      countdown=processor.max_interval, **self.options)
-        processor.tick_here(self.id, driver, gen=0, loaded=(graph, header))
+        # The driver goes first, as the backup; then this client launches the roots itself,
+        # holding the workflow under an id of its own (if it dies, the driver takes over
+        # after the lease; under the driver's id, a slow first tick would look like a crash).
+        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, countdown=processor.max_interval,
+                      **self.options)
+        processor.tick_here(self.id, f"client-{uuid()}", gen=0, loaded=(graph, header))
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -11,6 +11,7 @@ that just ran a node (:mod:`dyrygent.engine.wake`).
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -141,13 +142,13 @@ class Processor:
     def tick_here(self, wf: str, token: str, gen: int | None = None,
                   loaded: tuple[Graph, dict] | None = None) -> str:
         """Tick ``wf`` in this process, outside any processor message: the client's first
-        tick (``gen`` 0, ``token`` the driver it just published) or a wake-up tick in the
-        worker that just ran a node (``token`` the node's id).
+        tick (``gen`` 0, ``token`` an id of its own) or a wake-up tick in the worker that
+        just ran a node (``token`` the node's id).
 
-        If this process dies mid-tick, the message named by ``token`` comes back (the driver,
-        or the node under acks_late) and finds itself the holder: a re-tick; otherwise a
-        driver takes the hold over after ``lease`` seconds. Errors release the hold and are
-        logged, not raised: the driver carries on.
+        If this process dies mid-tick, a node's message comes back under acks_late and finds
+        itself the holder (a re-tick); otherwise the driver takes the hold over after
+        ``lease`` seconds, also as a re-tick. Errors release the hold and are logged, not
+        raised: the driver carries on.
         """
         try:
             claim = self.store.claim(wf, gen, token, gen is None, self.lease)
@@ -358,8 +359,12 @@ class Processor:
         defaults = header.get("node_options") or {}
         processor_options = header.get("processor_options") or {}
         launched = 0
+        renew_at = time.monotonic() + self.lease / 3
         with app.producer_or_acquire() as producer:
             for i in ready:
+                if time.monotonic() > renew_at:  # a long launch: keep the hold alive
+                    self.store.touch(wf, token)
+                    renew_at = time.monotonic() + self.lease / 3
                 node = graph.nodes[i]
                 args, kwargs, options = decode_spec(node.spec)
                 if node.input is not None:

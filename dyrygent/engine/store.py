@@ -104,6 +104,10 @@ class Store:
         retried under that id)."""
         raise NotImplementedError
 
+    def touch(self, wf: str, token: str) -> None:
+        """Renew ``token``'s hold (a long tick says it is alive, so no driver takes over)."""
+        raise NotImplementedError
+
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
                status: str) -> bool | None:
         """Write changes, set gen and status, release the hold. Returns whether a node
@@ -155,6 +159,13 @@ redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0', 'hel
 return {ok, gen, 1, redis.call('GET', KEYS[2])}
 """
 
+_TOUCH = """
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'held', redis.call('TIME')[1])
+end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'holder', '', 'attempts', 0)
@@ -197,6 +208,7 @@ class RedisStore(Store):
         self._commit = client.register_script(_COMMIT)
         self._forgive = client.register_script(_FORGIVE)
         self._release = client.register_script(_RELEASE)
+        self._touch = client.register_script(_TOUCH)
         self._count = client.register_script(_COUNT)
 
     def _keys(self, wf: str) -> tuple[str, str, str]:
@@ -255,6 +267,9 @@ class RedisStore(Store):
 
     def release(self, wf: str, token: str) -> None:
         self._release(keys=[self._keys(wf)[0]], args=[token])
+
+    def touch(self, wf: str, token: str) -> None:
+        self._touch(keys=[self._keys(wf)[0]], args=[token])
 
     def forgive(self, wf: str, token: str) -> None:
         self._forgive(keys=[self._keys(wf)[0]], args=[token])
@@ -360,6 +375,13 @@ class KVStore(Store):
             meta = dict(self._get(wf + ":m") or {})
             if meta.get("holder") == token:
                 meta.update(holder="", attempts=0)
+                self._set(wf + ":m", meta)
+
+    def touch(self, wf: str, token: str) -> None:
+        with self._lock:
+            meta = dict(self._get(wf + ":m") or {})
+            if meta.get("holder") == token:
+                meta["held"] = time.time()
                 self._set(wf + ":m", meta)
 
     def forgive(self, wf: str, token: str) -> None:

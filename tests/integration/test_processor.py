@@ -116,3 +116,13 @@ def test_a_result_evicted_while_its_node_runs_ends_the_workflow_with_a_clear_err
     with pytest.raises(WorkflowError, match=rf"node {wf.nodes[0].id} \(t.sleep_then\) was seen "
                                             r"running.*vanished.*result_expires"):
         result.get(timeout=2.5)
+
+
+def test_a_first_tick_longer_than_the_drivers_countdown_runs_each_node_once(app, t, ledger):
+    # Given a group so large that the client's first tick (publishing it) outlasts the
+    # driver's countdown (0.5 s in the test app): the driver arrives mid-tick
+    wf, result = start(app, group(t.noop.si() for _ in range(1500)))
+    # Then it waits for the client instead of re-ticking concurrently: each node ran once
+    assert result.get(timeout=120) == [None] * 1500
+    runs = ledger.runs()
+    assert len(runs) == 1500 and set(runs.values()) == {1}
