@@ -55,7 +55,7 @@ class Processor:
 
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
                  max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
-                 poll_window: int = 512, cache_size: int = 64, known_tasks: Any = (),
+                 poll_window: int = 512, cache_size: int = 1024, known_tasks: Any = (),
                  allow_pickle: bool = False, lease: float = DEFAULT_LEASE) -> None:
         self.app = app
         self.name = name

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import states as celery_states
-from celery.backends.base import KeyValueStoreBackend
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.exceptions import TaskRevokedError
 
 from dyrygent.core.tick import Outcome
@@ -24,7 +24,8 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
     """The stored meta of each task id, in order ({'status': 'PENDING'} when absent)."""
     if not task_ids:
         return []
-    if isinstance(backend, KeyValueStoreBackend):
+    # RedisBackend derives from the Base class, not from KeyValueStoreBackend
+    if isinstance(backend, BaseKeyValueStoreBackend):
         keys = [backend.get_key_for_task(t) for t in task_ids]
         values = backend.mget(keys)
         if isinstance(values, dict):  # the cache backend answers {key: value}

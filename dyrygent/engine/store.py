@@ -402,13 +402,13 @@ def store_for(app: Any) -> Store:
 
     Raises ConfigurationError when the backend cannot hold workflow state.
     """
-    from celery.backends.base import DisabledBackend, KeyValueStoreBackend
+    from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
     from celery.backends.redis import RedisBackend
 
     backend = app.backend
     if isinstance(backend, RedisBackend):
         return RedisStore(backend.client)
-    if isinstance(backend, KeyValueStoreBackend):
+    if isinstance(backend, BaseKeyValueStoreBackend):
         return KVStore(backend)
     if isinstance(backend, DisabledBackend):
         raise ConfigurationError(

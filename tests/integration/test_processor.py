@@ -126,3 +126,38 @@ def test_a_first_tick_longer_than_the_drivers_countdown_runs_each_node_once(app,
     assert result.get(timeout=120) == [None] * 1500
     runs = ledger.runs()
     assert len(runs) == 1500 and set(runs.values()) == {1}
+
+
+def test_a_workflow_past_its_maximum_age_ends_in_error(app, t, ledger):
+    from dyrygent import WorkflowError
+
+    # Given a workflow allowed one second, whose first node takes three
+    wf = Workflow(app=app, max_age=1)
+    wf.add_celery_canvas(chain(t.sleep_then.s(1, 3.0), t.add.s(1)))
+    result = wf.apply_async()
+    # Then the driver's next tick after the deadline (on Redis's clock) ends it, and the
+    # node after the slow one never runs
+    with pytest.raises(WorkflowError, match=r"passed its maximum age.*max_age"):
+        result.get(timeout=20)
+    wait_for(lambda: wf.nodes[0].id in ledger.runs(), 10, "the slow node to have run")
+    assert wf.nodes[1].id not in ledger.runs()
+
+
+def test_outcomes_are_read_in_one_batched_round_trip_on_redis(app, t):
+    from dyrygent.engine.results import read_metas
+
+    # Given finished nodes
+    r = group(t.add.si(i, i) for i in range(50)).apply_async()
+    r.get(timeout=20)
+    ids = [c.id for c in r.results]
+    client = app.backend.client
+
+    def calls(cmd):
+        return client.info("commandstats").get(f"cmdstat_{cmd}", {}).get("calls", 0)
+
+    before = calls("mget"), calls("get")
+    # When the processor reads their outcomes
+    metas = read_metas(app.backend, ids)
+    # Then it took one MGET and no GET (RELIABILITY.md item 4)
+    assert (calls("mget") - before[0], calls("get") - before[1]) == (1, 0)
+    assert [m["result"] for m in metas] == [2 * i for i in range(50)]
