@@ -11,10 +11,14 @@ Built on tests/integration/workerapp.make_app (the test tasks and dyrygent's pro
 * the broker's visibility timeout back to kombu's default (1 h): make_app lowers it to 30 s for
   fast recovery in kill tests, and celery-dyrygent's idle countdown reaches 30 s, which would
   let Redis redeliver its processor (RELIABILITY.md item 1), an artefact of the test setting;
+* ``task_track_started`` and ``task_acks_late`` back to Celery's defaults (off): make_app turns
+  them on for the kill tests (BENCH_TRACK_STARTED=1 measures with STARTED states);
 * :mod:`benchmarks.instrument` in every process, recording to ``BENCH_STATS_URL``.
 
 Configured from the environment like workerapp: DYRYGENT_TEST_BROKER, DYRYGENT_TEST_BACKEND,
-DYRYGENT_TEST_LEDGER, BENCH_STATS_URL.
+DYRYGENT_TEST_LEDGER, BENCH_STATS_URL; BENCH_PROFILE_DIR (cProfile every processor run, see
+instrument.install), BENCH_TRACE_TASKS=1 (record when each task ends), and for experiments
+BENCH_DYRYGENT_INTERVALS=min,max and BENCH_DYRYGENT_WAKE_LIMIT.
 """
 
 from __future__ import annotations
@@ -22,15 +26,11 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-# workerapp registers its shared t.* tasks on its module-level app and again on every app
-# make_app() builds; Celery 5.7 warns about each (same callables, so nothing to act on here).
-warnings.filterwarnings("ignore", message=r"Task name 't\.")
 
 import workerapp  # noqa: E402
 from celery import Celery  # noqa: E402
@@ -60,10 +60,16 @@ def dyrygent_intervals() -> tuple[float, float]:
 def make_bench_app(broker: str, backend: str, name: str = "benchapp") -> Celery:
     app = workerapp.make_app(broker, backend, name=name)
     app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    # Celery's defaults, not the integration tests' (an extra STARTED write per task).
+    app.conf.task_track_started = os.environ.get("BENCH_TRACK_STARTED") == "1"
+    app.conf.task_acks_late = False
+    app.conf.task_reject_on_worker_lost = False
     app.task(name=NOOP)(noop)
     register_cd(app)
     processor = app.tasks[PROCESSOR_NAME]._dyrygent
     processor.min_interval, processor.max_interval = dyrygent_intervals()
+    if os.environ.get("BENCH_DYRYGENT_WAKE_LIMIT"):
+        processor.wake_limit = int(os.environ["BENCH_DYRYGENT_WAKE_LIMIT"])
     return app
 
 
@@ -72,4 +78,6 @@ app = make_bench_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6
 
 if os.environ.get("BENCH_STATS_URL"):
     # In the worker's main process the flusher thread waits for worker_process_init.
-    instrument.install(os.environ["BENCH_STATS_URL"], start=False)
+    instrument.install(os.environ["BENCH_STATS_URL"], start=False,
+                       profile_dir=os.environ.get("BENCH_PROFILE_DIR") or None,
+                       trace_tasks=os.environ.get("BENCH_TRACE_TASKS") == "1")

@@ -137,12 +137,19 @@ def run(runner: str, spec: str, timeout: float) -> dict[str, Any]:
         status = wait_ids(app, ids, deadline)
     t_done = time.perf_counter()
     return {"status": status, "wall": t_done - t0, "build": t_built - t0,
-            "submit": t_sub - t_built, "wf_ids": wf_ids, "tasks": shape.tasks}
+            "submit": t_sub - t_built, "wf_ids": wf_ids, "tasks": shape.tasks,
+            "cpu": time.process_time()}
 
 
 def client_cost(runner: str, spec: str) -> dict[str, Any]:
-    """Build the shape's canvas and the runner's payload without publishing: seconds (plain
-    pass) and peak traced MB (tracemalloc pass), canvas included."""
+    """Build the shape's canvas, then the runner's payload, without publishing.
+
+    ``canvas_s``: building the canvas objects; ``seconds``: turning them into what the runner
+    publishes (dyrygent: add_celery_canvas + freeze + encode_graph; celery-dyrygent:
+    add_celery_canvas + freeze + JSON of the processor's kwargs; native: freeze). Times from
+    a plain pass; ``peak_mb`` is tracemalloc's peak during the second step in a traced pass,
+    the canvas already built (``canvas_mb``: the canvas itself).
+    """
     from benchmarks import benchapp, shapes
 
     app = benchapp.app
@@ -151,9 +158,11 @@ def client_cost(runner: str, spec: str) -> dict[str, Any]:
     def s() -> Any:
         return app.signature(benchapp.NOOP)
 
-    def build() -> int:
-        canvases = shape.build(s)
-        canvases = canvases if shape.many else [canvases]
+    def canvas() -> list[Any]:
+        c = shape.build(s)
+        return c if shape.many else [c]
+
+    def payload(canvases: list[Any]) -> int:
         size = 0
         for c in canvases:
             if runner == "dyrygent":
@@ -176,17 +185,25 @@ def client_cost(runner: str, spec: str) -> dict[str, Any]:
 
     if shape.independent:
         return {"status": "skipped"}
-    build()  # warm imports and caches
+    payload(canvas())  # warm imports and caches
     gc.collect()
     t0 = time.perf_counter()
-    size = build()
-    seconds = time.perf_counter() - t0
+    cs = canvas()
+    t1 = time.perf_counter()
+    size = payload(cs)
+    t2 = time.perf_counter()
+    del cs
     gc.collect()
     tracemalloc.start()
-    build()
-    peak = tracemalloc.get_traced_memory()[1]
+    cs = canvas()
+    canvas_mb = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    payload(cs)
+    peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    return {"status": "ok", "seconds": seconds, "peak_mb": peak / 2**20, "payload": size}
+    return {"status": "ok", "canvas_s": t1 - t0, "seconds": t2 - t1, "canvas_mb": canvas_mb,
+            "peak_mb": peak / 2**20, "payload": size}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         out = client_cost(a.runner, a.shape)
     else:
         if os.environ.get("BENCH_STATS_URL"):
-            instrument.install(os.environ["BENCH_STATS_URL"])
+            instrument.install(os.environ["BENCH_STATS_URL"], role="client")
         try:
             out = run(a.runner, a.shape, a.timeout)
         except Exception as exc:  # reported in the table, not a crash of the harness

@@ -1,4 +1,4 @@
-"""Figures taken inside every process that publishes: message sizes and processor ticks.
+"""Figures taken inside every process that publishes: message sizes and processor runs.
 
 Broker messages are published by the client *and* inside the worker (native chains publish the
 next step; both processors publish nodes and their own next tick), so :func:`install` runs in
@@ -6,9 +6,13 @@ every such process (the client, and each prefork child through ``worker_process_
 
 * it wraps ``kombu.Producer._publish``, which receives the body already serialized, and
   records the body size of every task message (no second serialization);
-* ``task_prerun`` / ``task_postrun`` time each run of a processor task (process CPU time and
-  wall time) and attribute the messages it published to that tick;
-* a daemon thread flushes the figures to Redis every 0.2 s under the current *epoch*, the
+* it times every *processor run*: process CPU time, wall time, and the messages published
+  during it. celery-dyrygent's processor is a task (``workflow-processor``), timed by
+  ``task_prerun`` / ``task_postrun``. dyrygent ticks in processor messages
+  (``Processor.run``) but also inside other tasks' ``task_postrun`` and in the client
+  (``Processor.tick_here``), so those methods are wrapped instead; a run may hold several
+  ticks (``Processor._tick`` calls, counted when that method exists);
+* a daemon thread flushes the figures to Redis every 0.1 s under the current *epoch*, the
   value of ``bench:epoch`` that the harness bumps before each measured run.
 
 Per process and epoch a hash ``bench:<epoch>:pub:<pid>`` holds cumulative message counts,
@@ -18,34 +22,60 @@ bytes and maxima; ``bench:<epoch>:ticks`` is a list of one JSON record per proce
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 PROCESSOR_TASKS = frozenset({"dyrygent.processor", "workflow-processor"})
 EPOCH_KEY = "bench:epoch"
-FLUSH_INTERVAL = 0.2
+FLUSH_INTERVAL = 0.1
+
+
+class _Run:
+    """One processor run being measured."""
+
+    __slots__ = ("task", "kind", "cpu0", "wall0", "ts", "msgs", "bytes", "self_bytes", "max",
+                 "ticks")
+
+    def __init__(self, task: str, kind: str) -> None:
+        self.task = task
+        self.kind = kind
+        self.cpu0 = time.process_time()
+        self.wall0 = time.perf_counter()
+        self.ts = time.time()
+        self.msgs = self.bytes = self.self_bytes = self.max = self.ticks = 0
 
 
 class _Recorder:
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.role = "worker"
+        self.profile_dir: str | None = None
+        self.trace_tasks = False
+        self.signal_timed: set[str] = {"workflow-processor"}
+        self._fork_reset()
+
+    def _fork_reset(self) -> None:
         import redis
 
-        self.url = url
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(self.url)  # no connection shared across fork
         self.lock = threading.Lock()
         self.epoch: str | None = None
-        self.tick: list | None = None
+        self.run: _Run | None = None
         self.thread: threading.Thread | None = None
+        self.profiler: Any = None
+        self.profiled = 0
         self._reset()
 
     def _reset(self) -> None:
-        # n/bytes/max: every task message; p*: messages of processor tasks (their own ticks)
+        # n/bytes/max: every task message; p*: messages of processor tasks
         self.stats: dict[str, Any] = {"n": 0, "bytes": 0, "max": 0, "max_task": "",
-                                      "pn": 0, "pbytes": 0, "pmax": 0}
-        self.ticks: list[str] = []
+                                      "pn": 0, "pbytes": 0, "pmax": 0, "ran": 0}
+        self.records: list[str] = []
+        self.done_ts: list[str] = []
         self.dirty = False
 
     # -- hooks -------------------------------------------------------------------------------
@@ -67,32 +97,60 @@ class _Recorder:
                 s["pn"] += 1
                 s["pbytes"] += size
                 s["pmax"] = max(s["pmax"], size)
+            key = f"n:{task}"
+            s[key] = s.get(key, 0) + 1
             self.dirty = True
-        t = self.tick
-        if t is not None:
-            t[2] += 1
-            t[3] += size
+        r = self.run
+        if r is not None:
+            r.msgs += 1
+            r.bytes += size
             if is_proc:
-                t[4] += size
-            t[5] = max(t[5], size)
+                r.self_bytes += size
+            r.max = max(r.max, size)
 
-    def on_prerun(self, task: Any, args: Any) -> None:
-        if getattr(task, "name", None) in PROCESSOR_TASKS:
-            wake = bool(task.name == "dyrygent.processor" and args and len(args) > 1
-                        and args[1] is None)
-            self.tick = [time.process_time(), time.perf_counter(), 0, 0, 0, 0, wake]
+    def begin(self, task: str, kind: str) -> bool:
+        """Start measuring a processor run; False if one is already being measured."""
+        if self.run is not None:
+            return False
+        self.run = _Run(task, kind)
+        if self.profile_dir:
+            if self.profiler is None:
+                import cProfile
 
-    def on_postrun(self, task: Any) -> None:
-        t = self.tick
-        if t is None or getattr(task, "name", None) not in PROCESSOR_TASKS:
+                self.profiler = cProfile.Profile()
+            self.profiler.enable()
+        return True
+
+    def end(self, status: str) -> None:
+        r = self.run
+        if r is None:
             return
-        self.tick = None
-        record = {"task": task.name, "cpu": time.process_time() - t[0],
-                  "wall": time.perf_counter() - t[1], "msgs": t[2], "bytes": t[3],
-                  "self_bytes": t[4], "max": t[5], "wake": t[6]}
+        self.run = None
+        cpu = time.process_time() - r.cpu0
+        wall = time.perf_counter() - r.wall0
+        if self.profiler is not None:
+            self.profiler.disable()
+            self.profiled += 1
+            if self.profiled % 20 == 0:
+                self.dump_profile()
+        record = {"task": r.task, "kind": r.kind, "status": status, "cpu": cpu, "wall": wall,
+                  "msgs": r.msgs, "bytes": r.bytes, "self_bytes": r.self_bytes, "max": r.max,
+                  "ticks": r.ticks, "ts": r.ts, "pid": os.getpid()}
         with self.lock:
-            self.ticks.append(json.dumps(record))
+            self.records.append(json.dumps(record))
             self.dirty = True
+
+    def task_done(self) -> None:
+        with self.lock:
+            self.stats["ran"] += 1  # successful runs of non-processor tasks (duplicates too)
+            if self.trace_tasks:
+                self.done_ts.append(repr(time.time()))
+            self.dirty = True
+
+    def dump_profile(self) -> None:
+        if self.profiler is not None and self.profile_dir:
+            self.profiler.dump_stats(
+                os.path.join(self.profile_dir, f"processor-{os.getpid()}.prof"))
 
     # -- flushing ----------------------------------------------------------------------------
 
@@ -101,20 +159,24 @@ class _Recorder:
             raw = self.client.get(EPOCH_KEY)
         except Exception:
             return
-        epoch = raw.decode() if raw else "0"
+        epoch = raw.decode() if isinstance(raw, bytes) else str(raw or "0")
         with self.lock:
             if self.epoch is None:
                 self.epoch = epoch
             if self.dirty:
                 pipe = self.client.pipeline(transaction=False)
-                pipe.hset(f"bench:{self.epoch}:pub:{os.getpid()}", mapping=self.stats)
-                if self.ticks:
-                    pipe.rpush(f"bench:{self.epoch}:ticks", *self.ticks)
+                pipe.hset(f"bench:{self.epoch}:pub:{os.getpid()}",
+                          mapping=dict(self.stats))  # type: ignore[arg-type]
+                if self.records:
+                    pipe.rpush(f"bench:{self.epoch}:ticks", *self.records)
+                if self.done_ts:
+                    pipe.rpush(f"bench:{self.epoch}:done", *self.done_ts)
                 try:
                     pipe.execute()
                 except Exception:
                     return
-                self.ticks = []
+                self.records = []
+                self.done_ts = []
                 self.dirty = False
             if epoch != self.epoch:
                 self.epoch = epoch
@@ -137,11 +199,69 @@ class _Recorder:
 _recorder: _Recorder | None = None
 
 
-def install(url: str, start: bool = True) -> None:
+def _wrap(cls: Any, name: str, around: Callable[..., Any]) -> bool:
+    original = getattr(cls, name, None)
+    if original is None or getattr(original, "_bench", False):
+        return False
+    wrapper: Any = functools.wraps(original)(around(original))
+    wrapper._bench = True
+    setattr(cls, name, wrapper)
+    return True
+
+
+def _wrap_dyrygent(rec: _Recorder) -> bool:
+    """Time dyrygent's processor runs by wrapping its Processor's entry points."""
+    try:
+        from dyrygent.engine.processor import Processor
+    except ImportError:
+        return False
+
+    def measured(kind: Callable[[tuple, dict], str]) -> Callable[..., Any]:
+        def around(original: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                outer = rec.begin("dyrygent.processor", kind(args, kwargs))
+                status = "raised"
+                try:
+                    result = original(self, *args, **kwargs)
+                    status = str(result)
+                    return result
+                except Exception as exc:  # Retry, mostly
+                    status = type(exc).__name__
+                    raise
+                finally:
+                    if outer:
+                        rec.end(status)
+            return wrapper
+        return around
+
+    def run_kind(args: tuple, kwargs: dict) -> str:  # run(task, wf, gen, ...)
+        gen = args[2] if len(args) > 2 else kwargs.get("gen")
+        return "wake msg" if gen is None else "driver msg"
+
+    ok = _wrap(Processor, "run", measured(run_kind))
+    _wrap(Processor, "tick_here",
+          measured(lambda a, k: "client" if rec.role == "client" else "in node"))
+
+    def count_ticks(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if rec.run is not None:
+                rec.run.ticks += 1
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    _wrap(Processor, "_tick", count_ticks)
+    return ok
+
+
+def install(url: str, start: bool = True, profile_dir: str | None = None,
+            trace_tasks: bool = False, role: str = "worker") -> None:
     """Record in this process, flushing to the Redis at ``url``. Idempotent.
 
     ``start=False`` defers the flusher thread (a prefork parent: threads do not survive fork;
-    the children start theirs in ``worker_process_init``).
+    the children start theirs in ``worker_process_init``). ``profile_dir``: also run every
+    processor run under cProfile, dumping ``processor-<pid>.prof`` there (a diagnostic; it
+    slows the ticks down). ``trace_tasks``: also record when every other task succeeds
+    (``bench:<epoch>:done``), for timelines. ``role``: ``client`` or ``worker``.
     """
     global _recorder
     from celery import signals
@@ -149,6 +269,9 @@ def install(url: str, start: bool = True) -> None:
 
     if _recorder is None:
         _recorder = rec = _Recorder(url)
+        rec.profile_dir = profile_dir
+        rec.trace_tasks = trace_tasks
+        rec.role = role
         original = messaging.Producer._publish
 
         def _publish(self: Any, body: Any, priority: Any, content_type: Any,
@@ -161,26 +284,34 @@ def install(url: str, start: bool = True) -> None:
                             *args, **kwargs)
 
         messaging.Producer._publish = _publish  # type: ignore[method-assign]
+        if not _wrap_dyrygent(rec):
+            rec.signal_timed.add("dyrygent.processor")
 
         def prerun(sender: Any = None, task: Any = None, args: Any = None, **_: Any) -> None:
-            rec.on_prerun(task or sender, args)
+            name = getattr(task or sender, "name", None)
+            if name in rec.signal_timed:
+                rec.begin(name, "task")
 
-        def postrun(sender: Any = None, task: Any = None, **_: Any) -> None:
-            rec.on_postrun(task or sender)
+        def postrun(sender: Any = None, task: Any = None, state: Any = None, **_: Any) -> None:
+            if getattr(task or sender, "name", None) in rec.signal_timed:
+                rec.end(str(state))
+
+        def success(sender: Any = None, **_: Any) -> None:
+            if getattr(sender, "name", None) not in PROCESSOR_TASKS:
+                rec.task_done()
 
         def child_init(**_: Any) -> None:
-            import redis
-
-            rec.client = redis.Redis.from_url(rec.url)  # no connection shared across fork
-            rec.lock = threading.Lock()
-            rec.epoch = None
-            rec._reset()
-            rec.thread = None
+            rec._fork_reset()
             rec.start()
+
+        def child_shutdown(**_: Any) -> None:
+            rec.dump_profile()
 
         signals.task_prerun.connect(prerun, weak=False)
         signals.task_postrun.connect(postrun, weak=False)
+        signals.task_success.connect(success, weak=False)
         signals.worker_process_init.connect(child_init, weak=False)
+        signals.worker_process_shutdown.connect(child_shutdown, weak=False)
     if start:
         _recorder.start()
 
@@ -194,16 +325,23 @@ def flush() -> None:
 def collect(client: Any, epoch: str) -> dict[str, Any]:
     """Sum the figures every process flushed under ``epoch``."""
     out: dict[str, Any] = {"n": 0, "bytes": 0, "max": 0, "max_task": "", "pn": 0,
-                           "pbytes": 0, "pmax": 0}
+                           "pbytes": 0, "pmax": 0, "ran": 0}
     for key in client.scan_iter(match=f"bench:{epoch}:pub:*", count=1000):
         h = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
-        for f in ("n", "bytes", "pn", "pbytes"):
+        for f in ("n", "bytes", "pn", "pbytes", "ran"):
             out[f] += int(h.get(f, 0))
+        for f, v in h.items():
+            if f.startswith("n:"):
+                out.setdefault("by_task", {})
+                out["by_task"][f[2:]] = out["by_task"].get(f[2:], 0) + int(v)
         if int(h.get("max", 0)) > out["max"]:
             out["max"] = int(h["max"])
             out["max_task"] = h.get("max_task", "")
         out["pmax"] = max(out["pmax"], int(h.get("pmax", 0)))
     out["ticks"] = [json.loads(x) for x in client.lrange(f"bench:{epoch}:ticks", 0, -1)]
+    done = client.lrange(f"bench:{epoch}:done", 0, -1)
+    if done:
+        out["done_ts"] = sorted(float(x) for x in done)
     return out
 
 
@@ -252,3 +390,55 @@ class TreeMemorySampler:
         self._stop.set()
         self._thread.join(5)
         return self.peak_sum, self.peak_one
+
+
+class OtherLoad:
+    """CPU used during a run by processes that are not part of the benchmark, in cores.
+
+    The machine's busy time (psutil.cpu_times) over the run, minus the CPU time of our own
+    process trees (``pids``: the worker, redis-server, the harness) and of the client (which
+    reports its own). Anything left is someone else's load: the run's figures are suspect.
+    Hypervisor steal time is reported apart.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = self._machine()
+        self.ours0 = self._ours()
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        import psutil
+
+        ct = psutil.cpu_times()
+        return ct.user + ct.nice + ct.system, getattr(ct, "steal", 0.0)
+
+    def _ours(self) -> float:
+        import psutil
+
+        total = 0.0
+        seen: set[int] = set()
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                if p.pid in seen:
+                    continue
+                seen.add(p.pid)
+                try:
+                    c = p.cpu_times()
+                except psutil.Error:
+                    continue
+                total += c.user + c.system
+        return total
+
+    def stop(self, client_cpu: float = 0.0) -> tuple[float, float]:
+        """(other processes' load, steal), in cores, averaged over the run."""
+        wall = max(1e-6, time.monotonic() - self.t0)
+        busy, steal = self._machine()
+        other = (busy - self.busy0) - (self._ours() - self.ours0) - client_cpu
+        return max(0.0, other) / wall, (steal - self.steal0) / wall

@@ -2,7 +2,7 @@
 
 Each shape builds one canvas, or a list of canvases submitted together (``many``), from a
 factory ``s()`` that returns a new ``bench.noop`` signature. ``tasks`` is the number of task
-calls; :func:`count` checks it against the canvas.
+calls (the harness checks it against the tasks that succeeded).
 """
 
 from __future__ import annotations
@@ -109,19 +109,6 @@ def floor(n: int) -> Shape:
 def floor_group(n: int) -> Shape:
     return Shape(f"floorgroup{n}", f"floor: {n:,} independent noop tasks as one group", n,
                  lambda s: group(*[s() for _ in range(n)]))
-
-
-def count(canvas: Any) -> int:
-    """The number of task calls in a canvas (or a list of canvases)."""
-    from celery.canvas import _chain, _chord
-
-    if isinstance(canvas, list):
-        return sum(count(c) for c in canvas)
-    if isinstance(canvas, _chord):
-        return sum(count(t) for t in canvas.tasks) + count(canvas.body)
-    if isinstance(canvas, (_chain, group)):
-        return sum(count(t) for t in canvas.tasks)
-    return 1
 
 
 _KINDS: dict[str, Callable[..., Shape]] = {
