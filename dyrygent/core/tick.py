@@ -40,10 +40,6 @@ class TickPlan:
     failed: int | None = None
     done: bool = False
 
-    @property
-    def progressed(self) -> bool:
-        return bool(self.changes or self.ready)
-
 
 def find_all(states: bytes | bytearray, state: NodeState) -> list[int]:
     """Indices of the nodes in ``state``, ascending (bytes.find: fast on large graphs)."""

@@ -66,6 +66,7 @@ class Processor:
         self.known_tasks = known_tasks
         self.allow_pickle = allow_pickle
         self.poll_window = poll_window
+        self._turn = 0  # moves the polling window on at every tick
         self.lease = lease
         self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
         self._cache_size = cache_size
@@ -237,7 +238,7 @@ class Processor:
         backend = self.app.backend
         nodes = graph.nodes
         flying = in_flight(states)
-        running = self._window(flying, gen)
+        running = self._window(flying)
         metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
         observations = {i: outcome_of(m) for i, m in metas.items()}
         vanished = [i for i, m in metas.items() if states[i] == NodeState.RUNNING
@@ -294,16 +295,18 @@ class Processor:
             dirty = True  # more in flight than this tick read, and it saw progress: go on
         return "again" if dirty else "running"
 
-    def _window(self, running: list[int], gen: int) -> list[int]:
+    def _window(self, running: list[int]) -> list[int]:
         """The in-flight nodes to read this tick: all of them up to ``poll_window``; beyond,
         the oldest half-window (they end first: queues are FIFO) and a half-window that
-        rotates with the generation over the rest, so every node is read eventually."""
+        moves on at every tick of this process over the rest, so every node is read
+        eventually. (Not by generation: wake-up ticks leave the generation unchanged.)"""
         w = self.poll_window
         if len(running) <= w:
             return running
         half = w // 2
         rest = running[half:]
-        start = (gen * (w - half)) % len(rest)
+        self._turn += 1
+        start = (self._turn * (w - half)) % len(rest)
         rotating = (rest + rest)[start:start + w - half]
         return sorted(set(running[:half]) | set(rotating))
 

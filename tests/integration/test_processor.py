@@ -27,6 +27,7 @@ def test_result_is_the_workflow_id_and_every_node_has_its_own_result(app, t, led
     assert result.get(timeout=20) == 6
     # And every node's own AsyncResult holds its value
     assert [AsyncResult(n.id, app=app).get(timeout=5) for n in wf.nodes] == [0, 2, 4, 6]
+    assert [result.node(n).get(timeout=5) for n in wf.nodes] == [0, 2, 4, 6]
     wait_for(lambda: set(result.states().values()) == {"SUCCEEDED"}, 10, "the final commit")
     assert sorted(ledger.runs()) == sorted(n.id for n in wf.nodes)
 
