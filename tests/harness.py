@@ -117,6 +117,103 @@ class RabbitVhost:
         return shutil.which("rabbitmqctl") is not None
 
 
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+class RabbitServer:
+    """A private rabbitmq-server node on free ports, with its own data directory, cookie
+    and (empty) plugin list, so a test can stop and restart a broker without touching the
+    machine's shared one. Started in its own process group; ended by pid."""
+
+    def __init__(self) -> None:
+        self.port, self.dist_port = free_port(), free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="dyrygent-rabbit-"))
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text("loopback_users = none\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")  # not the machine's NODENAME
+        self.node = f"dyrygent{os.getpid()}x{self.port}@localhost"
+        self.env = {**os.environ, "HOME": str(self.dir), "RABBITMQ_NODENAME": self.node,
+                    "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                    "RABBITMQ_NODE_PORT": str(self.port),
+                    "RABBITMQ_DIST_PORT": str(self.dist_port),
+                    "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+                    "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+                    "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+                    "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+                    "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+                    "ERL_EPMD_ADDRESS": "127.0.0.1"}
+        self.proc: subprocess.Popen | None = None
+        self._start()
+
+    @staticmethod
+    def available() -> bool:
+        return RABBIT_BIN.exists()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def _start(self) -> None:
+        log = open(self.dir / "stdout.log", "ab")
+        self.proc = subprocess.Popen([str(RABBIT_BIN)], env=self.env, cwd=str(self.dir),
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+
+        def accepting() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited: {self.tail()}")
+            import kombu
+
+            with kombu.Connection(self.url, connect_timeout=1) as conn:
+                conn.connect()
+            return True
+        wait_for(accepting, 60, f"rabbitmq-server on port {self.port}", interval=0.2)
+
+    def shutdown(self) -> None:
+        """Stop the node as an operator would (SIGTERM: it closes its connections,
+        keeps durable queues and persistent messages on disk, and exits)."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+        self._wait_group_gone()
+
+    def start_again(self) -> None:
+        """Start the node again on the same ports and data directory."""
+        self._start()
+
+    def _wait_group_gone(self) -> None:
+        assert self.proc is not None
+        pgid = self.proc.pid
+
+        def gone() -> bool:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        wait_for(gone, 30, "the rabbitmq-server processes to exit", interval=0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.shutdown()
+            except (subprocess.TimeoutExpired, TimeoutError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join((self.dir / "stdout.log").read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+
 class Worker:
     """A `celery worker` subprocess running tests/integration/workerapp.py, in its own
     process group so a test can SIGKILL the whole worker or one pool child."""

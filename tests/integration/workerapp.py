@@ -69,12 +69,13 @@ _ledger = None
 
 @after_task_publish.connect
 def _fault_injection(sender=None, headers=None, body=None, **_):
-    """In a worker started with DYRYGENT_TEST_FAULTS=1: SIGKILL mid-tick.
+    """In a worker started with DYRYGENT_TEST_FAULTS=1: a fault mid-tick.
 
     Armed by the test through ledger keys: ``fault:countdown`` (die when it reaches 0 after
     a node publish, i.e. mid-tick after launching some nodes), ``fault:mode`` (``worker``:
     the whole worker's process group; ``child``: only this pool process, as the OOM killer
-    would). See also _die_every_tick.
+    would; ``broker``: hold this publish until the test has stopped the broker, so the
+    tick's next publishes fail mid-launch). See also _die_every_tick.
     """
     if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or not str(sender).startswith("t."):
         return
@@ -82,6 +83,11 @@ def _fault_injection(sender=None, headers=None, body=None, **_):
     if r.exists("fault:countdown") and r.decr("fault:countdown") == 0:
         mode = (r.get("fault:mode") or b"child").decode()
         r.rpush("fault:kills", mode)
+        if mode == "broker":
+            deadline = time.monotonic() + 60
+            while not r.exists("fault:broker-down") and time.monotonic() < deadline:
+                time.sleep(0.05)  # the test stops the broker: a condition in another process
+            return
         if mode == "worker":
             os.killpg(os.getpgid(0), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
