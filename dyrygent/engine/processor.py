@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import states as celery_states
 from celery.canvas import Signature
-from celery.exceptions import ChordError
+from celery.exceptions import ChordError, Reject
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
@@ -130,14 +130,14 @@ class Processor:
                 logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
                 return "dropped"
             logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
-            raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=10_000)
+            raise self._again(task, self._backoff(task), exc)
         if claim.status == "early" or (claim.status == "busy" and not wake):
             # early: the tick that published this driver has not committed yet; busy: a
             # wake-up tick holds the workflow. Either way this is the workflow's driver: it
             # must not be lost, so it comes back shortly.
             countdown = min(self.max_interval,
                             self.min_interval * 2 ** min(task.request.retries, 16))
-            raise task.retry(countdown=countdown, max_retries=None)
+            raise self._again(task, countdown)
         return self._claimed(task, wf, token, claim, driver=not wake)
 
     def tick_here(self, wf: str, token: str, gen: int | None = None,
@@ -227,7 +227,25 @@ class Processor:
             self.store.forgive(wf, token)
         except Exception:  # the store is what is down: the claim will count this one
             pass
-        raise task.retry(exc=exc, countdown=self._backoff(task), max_retries=None)
+        raise self._again(task, self._backoff(task), exc)
+
+    def _again(self, task: Any, countdown: float, exc: Exception | None = None) -> Exception:
+        """The exception that brings this processor message back after ``countdown``.
+
+        Normally Celery's retry (a new message under the same id). But when that message
+        cannot be published (a broker outage, a full Redis), Celery rejects the current one
+        *without* requeueing it, which would drop the workflow's driver; requeue it
+        instead, after a pause so that a broker refusing every publish is not spun on.
+        """
+        try:
+            return task.retry(exc=exc, countdown=countdown, max_retries=None)
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            logger.warning("dyrygent: processor message %s: its retry could not be published "
+                           "(%r); requeueing it", task.request.id, rejected.reason)
+            time.sleep(max(countdown, self.max_interval))
+            return Reject(rejected.reason, requeue=True)
 
     def _backoff(self, task: Any) -> float:
         """Exponential from min_interval, capped at 10 s: outages last seconds to minutes."""
@@ -287,9 +305,15 @@ class Processor:
         # publishes its successor; a wake-up tick leaves the outstanding driver valid.
         next_gen = gen
         if driver:
-            next_gen = gen + 1
             countdown = self.max_interval if launched == len(ready) else self.min_interval
-            self._publish_tick(wf, header, next_gen, countdown)
+            try:
+                self._publish_tick(wf, header, gen + 1, countdown)
+            except Exception:
+                # this message stays the driver (it comes back: see _again), so keep what
+                # was launched under the current generation, and let the error retry it
+                self.store.commit(wf, token, changes, gen, "running")
+                raise
+            next_gen = gen + 1
         dirty = self.store.commit(wf, token, changes, next_gen, "running")
         if len(running) < len(flying) and plan.changes:
             dirty = True  # more in flight than this tick read, and it saw progress: go on
