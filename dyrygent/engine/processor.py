@@ -223,9 +223,9 @@ class Processor:
             return "error"
         logger.warning("dyrygent: workflow %s: tick %d failed (%r); retry %d of %d", wf, gen,
                        exc, errors, self.max_errors, exc_info=True)
-        try:
-            self.store.forgive(wf, token)
-        except Exception:  # the store is what is down: the claim will count this one
+        try:  # give the hold up: the retry claims afresh, so this does not count as a crash
+            self.store.release(wf, token)
+        except Exception:  # the store is what is down: the lease frees the hold
             pass
         raise self._again(task, self._backoff(task), exc)
 

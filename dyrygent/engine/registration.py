@@ -75,13 +75,13 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
 
     @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
     def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           **extra: Any) -> None:
+                           **extra: Any) -> str:
         if not _valid_message(workflow_id, gen, extra):
             logger.error("dyrygent: rejected a processor message with invalid arguments "
                          "(workflow_id=%.80r, gen=%.20r, extra keys=%.80r); nothing was "
                          "launched", workflow_id, gen, sorted(extra))
-            return
-        processor.run(self, workflow_id, gen)
+            return "rejected"
+        return processor.run(self, workflow_id, gen)
 
     def check_at_worker_start(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:

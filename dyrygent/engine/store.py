@@ -10,7 +10,9 @@ Per workflow, three records:
 
 :meth:`Store.claim` and :meth:`Store.commit` implement the fence: a processor message for
 generation ``g`` may tick only while the stored generation is ``g`` and nobody holds it;
-a redelivery of the holder's own message may take over again (``attempts`` counts those).
+a redelivery of the holder's own message, or a driver, may take it over once the hold is
+older than the lease (``attempts`` counts those re-ticks); before that, the holder is alive
+and the newcomer is a duplicate.
 On Redis both are single Lua scripts; :class:`KVStore` serves other key-value backends
 (e.g. the in-memory cache of the demo) under a process-local lock.
 """
@@ -30,8 +32,10 @@ __all__ = ["Claim", "KVStore", "RedisStore", "Store", "store_for"]
 PREFIX = "dyrygent-wf-"
 #: How long a workflow's records outlive its maximum age, for inspection.
 KEEP_AFTER = 24 * 3600
-#: Seconds after which a driver may take over a hold whose holder vanished.
-DEFAULT_LEASE = 30
+#: Seconds after which a hold whose holder stopped renewing it may be taken over: by the
+#: driver, or by another delivery of the holder's own message (a holder ticking longer
+#: renews it every third of this).
+DEFAULT_LEASE = 10
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,11 @@ class Store:
 
     def claim(self, wf: str, gen: int | None, token: str, wake: bool,
               lease: float = DEFAULT_LEASE) -> Claim:
-        """Claim ``wf`` for the message ``token``; a driver (``gen`` given) may take over a
-        hold older than ``lease`` seconds (its holder died with no message to bring it
-        back); that counts as a re-tick."""
+        """Claim ``wf`` for the message ``token``. A hold not renewed for ``lease`` seconds
+        may be taken over, as a re-tick, by the driver (``gen`` given: the holder died with
+        no message to bring it back) or by another delivery of the holder's own message
+        (its worker died). Within the lease the holder is alive: a second delivery of its
+        message is a duplicate and is told ``busy``."""
         raise NotImplementedError
 
     def release(self, wf: str, token: str) -> None:
@@ -114,11 +120,6 @@ class Store:
         finished while we held it (dirty), or None if ``token`` no longer holds it."""
         raise NotImplementedError
 
-    def forgive(self, wf: str, token: str) -> None:
-        """Reset the attempts of ``token``'s hold: its tick failed with an error it handled
-        (and will retry), which must not count as a crash."""
-        raise NotImplementedError
-
     def status(self, wf: str) -> dict[str, Any]:
         """meta fields and the state bytes, for inspection and tests."""
         raise NotImplementedError
@@ -133,10 +134,18 @@ if m[3] ~= 'running' then return {'done', gen} end
 local holder = m[2] or ''
 local wake = ARGV[3] == '1'
 local want = tonumber(ARGV[1])
-local now = tonumber(redis.call('TIME')[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ok = 'ok'
 if now > tonumber(m[4]) then ok = 'expired' end
+local live = holder ~= '' and now - tonumber(m[5] or 0) <= tonumber(ARGV[4])
 if holder ~= '' and holder == ARGV[2] then
+  if live then
+    -- another delivery of this same message is ticking (a redelivery of an ETA message
+    -- past the visibility timeout, or after a connection loss): not a crash, wait
+    redis.call('HSET', KEYS[1], 'dirty', '1')
+    return {'busy', gen}
+  end
   local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'held', now)
   return {ok, gen, a, redis.call('GET', KEYS[2])}
@@ -144,7 +153,7 @@ end
 if not wake then
   if want > gen then return {'early', gen} end
   if want < gen then return {'stale', gen} end
-  if holder ~= '' and now - tonumber(m[5] or now) > tonumber(ARGV[4]) then
+  if holder ~= '' and not live then
     -- the holder has held it past the lease: it died without a message to bring it back
     local a = (tonumber(m[6]) or 0) + 1
     redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', a, 'held', now)
@@ -161,7 +170,8 @@ return {ok, gen, 1, redis.call('GET', KEYS[2])}
 
 _TOUCH = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'held', redis.call('TIME')[1])
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'held', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 end
 return 0
 """
@@ -190,13 +200,6 @@ end
 return hit
 """
 
-_FORGIVE = """
-if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'attempts', 0)
-end
-return 0
-"""
-
 
 class RedisStore(Store):
     """The store on a Redis result backend (``backend.client``), fenced by Lua scripts."""
@@ -206,7 +209,6 @@ class RedisStore(Store):
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
         self._commit = client.register_script(_COMMIT)
-        self._forgive = client.register_script(_FORGIVE)
         self._release = client.register_script(_RELEASE)
         self._touch = client.register_script(_TOUCH)
         self._count = client.register_script(_COUNT)
@@ -271,9 +273,6 @@ class RedisStore(Store):
     def touch(self, wf: str, token: str) -> None:
         self._touch(keys=[self._keys(wf)[0]], args=[token])
 
-    def forgive(self, wf: str, token: str) -> None:
-        self._forgive(keys=[self._keys(wf)[0]], args=[token])
-
     def status(self, wf: str) -> dict[str, Any]:
         m, s, _ = self._keys(wf)
         meta = {k.decode(): v for k, v in self.client.hgetall(m).items()}
@@ -325,14 +324,19 @@ class KVStore(Store):
                 return Claim("done", meta["gen"])
             holder = meta["holder"]
             now = time.time()
+            live = bool(holder) and now - meta.get("held", 0) <= lease
             if holder and holder == token:
+                if live:  # another delivery of this same message is ticking
+                    meta["dirty"] = True
+                    self._set(wf + ":m", meta)
+                    return Claim("busy", meta["gen"])
                 meta["attempts"] += 1
             else:
                 if not wake and gen is not None and gen > meta["gen"]:
                     return Claim("early", meta["gen"])
                 if not wake and (gen is None or gen < meta["gen"]):
                     return Claim("stale", meta["gen"])
-                if holder and not (not wake and now - meta.get("held", now) > lease):
+                if holder and (wake or live):
                     meta["dirty"] = True
                     self._set(wf + ":m", meta)
                     return Claim("busy", meta["gen"])
@@ -382,13 +386,6 @@ class KVStore(Store):
             meta = dict(self._get(wf + ":m") or {})
             if meta.get("holder") == token:
                 meta["held"] = time.time()
-                self._set(wf + ":m", meta)
-
-    def forgive(self, wf: str, token: str) -> None:
-        with self._lock:
-            meta = dict(self._get(wf + ":m") or {})
-            if meta.get("holder") == token:
-                meta["attempts"] = 0
                 self._set(wf + ":m", meta)
 
     def status(self, wf: str) -> dict[str, Any]:
