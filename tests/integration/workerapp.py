@@ -16,25 +16,29 @@ import time
 
 import redis
 from celery import Celery, group
-from celery.signals import after_task_publish
+from celery.signals import after_task_publish, task_postrun
 
 from dyrygent import register_workflow_processor
+from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.signals import tick_claimed
 
 QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
 
 
 def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | None = None,
-             visibility_timeout: float | None = None, acks_late: bool | None = None) -> Celery:
+             visibility_timeout: float | None = None, acks_late: bool | None = None,
+             max_interval: float | None = None) -> Celery:
     """A Celery app with the test tasks and the dyrygent processor registered.
 
     Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
-    _ACKS_LATE), so a worker subprocess and the test's client app agree.
+    _ACKS_LATE, _MAX_INTERVAL), so a worker subprocess and the test's client app agree.
     """
     if visibility_timeout is None:
         visibility_timeout = float(os.environ.get("DYRYGENT_TEST_VISIBILITY", "30"))
     if acks_late is None:
         acks_late = os.environ.get("DYRYGENT_TEST_ACKS_LATE") == "1"
+    if max_interval is None:
+        max_interval = float(os.environ.get("DYRYGENT_TEST_MAX_INTERVAL", "0.5"))
     app = Celery(name, broker=broker, backend=backend)
     app.conf.update(
         task_default_queue=queue or QUEUE,
@@ -57,7 +61,7 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
     if os.environ.get("DYRYGENT_TEST_SIGNING_KEY") and name == "workerapp":
         app.conf.dyrygent_signing_key = os.environ["DYRYGENT_TEST_SIGNING_KEY"]
     # a short lease: tests kill workers mid-tick and should not wait the default 30 s
-    register_workflow_processor(app, min_interval=0.01, max_interval=0.5, lease=2)
+    register_workflow_processor(app, min_interval=0.01, max_interval=max_interval, lease=2)
     for fn in TASKS:
         app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
     app.task(name="t.ping", shared=False)(ping)
@@ -91,6 +95,16 @@ def _fault_injection(sender=None, headers=None, body=None, **_):
         if mode == "worker":
             os.killpg(os.getpgid(0), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task_postrun.connect
+def _record_processor_run(sender=None, task_id=None, args=None, retval=None, **_):
+    """In a fault worker: the ledger list ``processor`` records every processor run as
+    [message id, args, what it did], so a test can count them."""
+    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or sender is None \
+            or sender.name != PROCESSOR_NAME:
+        return
+    _ledger_client().rpush("processor", json.dumps([task_id, list(args or ()), repr(retval)]))
 
 
 @tick_claimed.connect
