@@ -56,7 +56,7 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
     before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
     exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick) and
-    ``lease`` (seconds after which a driver takes over the hold of a tick that vanished).
+    ``lease`` (seconds after which a hold no longer renewed is taken over: its holder died).
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
