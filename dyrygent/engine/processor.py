@@ -180,6 +180,11 @@ class Processor:
         except PayloadError as exc:
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
+        if claim.attempts > 1 and not driver:
+            # a wake-up re-ticking a dead hold: the driver may have died with it (its message
+            # back only after a Redis visibility timeout), so this tick publishes a new one
+            # and advances the generation, which makes any old driver stale
+            driver = True
         tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts,
                           driver=driver)
         try:

@@ -10,9 +10,9 @@ Per workflow, three records:
 
 :meth:`Store.claim` and :meth:`Store.commit` implement the fence: a processor message for
 generation ``g`` may tick only while the stored generation is ``g`` and nobody holds it;
-a redelivery of the holder's own message, or a driver, may take it over once the hold is
-older than the lease (``attempts`` counts those re-ticks); before that, the holder is alive
-and the newcomer is a duplicate.
+a hold not renewed for the lease is taken over by the next claim, as a re-tick (``attempts``
+counts those); before that, the holder is alive and any newcomer, even a second delivery of
+the holder's own message, is a duplicate.
 On Redis both are single Lua scripts; :class:`KVStore` serves other key-value backends
 (e.g. the in-memory cache of the demo) under a process-local lock.
 """
@@ -99,10 +99,10 @@ class Store:
     def claim(self, wf: str, gen: int | None, token: str, wake: bool,
               lease: float = DEFAULT_LEASE) -> Claim:
         """Claim ``wf`` for the message ``token``. A hold not renewed for ``lease`` seconds
-        may be taken over, as a re-tick, by the driver (``gen`` given: the holder died with
-        no message to bring it back) or by another delivery of the holder's own message
-        (its worker died). Within the lease the holder is alive: a second delivery of its
-        message is a duplicate and is told ``busy``."""
+        may be taken over, as a re-tick, by anyone: the holder died, and its message, if
+        any, is not back (a Redis broker brings it back only after its visibility timeout).
+        Within the lease the holder is alive: anyone else, even a second delivery of the
+        holder's own message, is told ``busy``."""
         raise NotImplementedError
 
     def release(self, wf: str, token: str) -> None:
@@ -153,12 +153,12 @@ end
 if not wake then
   if want > gen then return {'early', gen} end
   if want < gen then return {'stale', gen} end
-  if holder ~= '' and not live then
-    -- the holder has held it past the lease: it died without a message to bring it back
-    local a = (tonumber(m[6]) or 0) + 1
-    redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', a, 'held', now)
-    return {ok, gen, math.max(a, 2), redis.call('GET', KEYS[2])}
-  end
+end
+if holder ~= '' and not live then
+  -- held past the lease: the holder died, and its message is not back (yet)
+  local a = (tonumber(m[6]) or 0) + 1
+  redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', a, 'held', now)
+  return {ok, gen, math.max(a, 2), redis.call('GET', KEYS[2])}
 end
 if holder ~= '' then
   redis.call('HSET', KEYS[1], 'dirty', '1')
@@ -336,11 +336,11 @@ class KVStore(Store):
                     return Claim("early", meta["gen"])
                 if not wake and (gen is None or gen < meta["gen"]):
                     return Claim("stale", meta["gen"])
-                if holder and (wake or live):
+                if holder and live:
                     meta["dirty"] = True
                     self._set(wf + ":m", meta)
                     return Claim("busy", meta["gen"])
-                if holder:  # a driver taking over a hold past its lease: a re-tick
+                if holder:  # taking over a hold past its lease: a re-tick
                     meta.update(holder=token, attempts=max(meta["attempts"] + 1, 2))
                 else:
                     meta.update(holder=token, attempts=1, dirty=False)

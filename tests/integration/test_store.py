@@ -116,9 +116,20 @@ def test_a_driver_takes_over_a_hold_past_its_lease_as_a_re_tick(store):
     # past the lease it takes over, as a re-tick (attempts of 2 or more)
     claim = store.claim("wf", 0, "driver", wake=False, lease=-1)
     assert (claim.status, claim.attempts >= 2) == ("ok", True)
-    # the vanished holder cannot commit any more; a wake-up never takes over
+    # the vanished holder cannot commit any more
     assert store.commit("wf", "node-1", {0: 1}, 0, "running") is None
-    assert store.claim("wf", None, "node-2", wake=True, lease=-1).status == "busy"
+
+
+def test_a_wake_up_takes_over_a_hold_past_its_lease_as_a_re_tick(store):
+    make(store)
+    # the driver claimed it, then its worker vanished (on Redis its message comes back only
+    # after the visibility timeout)
+    assert store.claim("wf", 0, "driver", wake=False).status == "ok"
+    # within the lease a node's wake-up is told it is busy; past it, it takes over
+    assert store.claim("wf", None, "node-1", wake=True, lease=60).status == "busy"
+    claim = store.claim("wf", None, "node-1", wake=True, lease=-1)
+    assert (claim.status, claim.attempts >= 2) == ("ok", True)
+    assert store.commit("wf", "driver", {0: 1}, 1, "running") is None
 
 
 def test_release_gives_the_hold_up_for_its_holder_only(store):
