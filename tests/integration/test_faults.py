@@ -144,3 +144,50 @@ def test_a_processor_message_that_kills_its_worker_every_time_ends_in_error(clus
     wf2 = Workflow(app=cluster.app)
     wf2.add_celery_canvas(cluster.t.add.si(2, 2))
     assert wf2.apply_async().get(timeout=30) == 4
+
+
+def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeout(
+        redis_server, ledger):
+    """On a Redis broker with a production visibility timeout (an hour), the message of a
+    driver whose whole worker was SIGKILLed mid-tick comes back only after that hour. The
+    next node to end takes the dead hold over once the lease (2 s here) has passed, and
+    publishes a new driver."""
+    import workerapp
+
+    queue = f"faults-{os.getpid()}-{next(_queues)}"
+    env = {"DYRYGENT_TEST_BROKER": redis_server.url(14),
+           "DYRYGENT_TEST_BACKEND": redis_server.url(15),
+           "DYRYGENT_TEST_LEDGER": redis_server.url(2), "DYRYGENT_TEST_QUEUE": queue,
+           "DYRYGENT_TEST_PROCESSOR_QUEUE": queue + "-processor",
+           "DYRYGENT_TEST_ACKS_LATE": "1", "DYRYGENT_TEST_VISIBILITY": "3600"}
+    app = workerapp.make_app(redis_server.url(14), redis_server.url(15), name=f"c-{queue}",
+                             queue=queue, visibility_timeout=3600, acks_late=True,
+                             processor_queue=queue + "-processor")
+    t = workerapp.Tasks(app)
+    ledger.client.delete("fault:kills", "fault:kill-driver")
+    # Given one worker for nodes, and one for processor messages that dies (whole process
+    # group) at the workflow's first driver tick, while the first node runs for 4 s
+    nodes = Worker(env, name="nodes")
+    drivers = [Worker({**env, "DYRYGENT_TEST_FAULTS": "1"}, name="driver0",
+                      extra=("-Q", queue + "-processor"))]
+    try:
+        nodes.wait_ready(app)
+        wf = Workflow(app=app)
+        wf.add_celery_canvas(chain(t.sleep_then.s(1, 4.0), t.add.s(1),
+                                   group(t.add.s(i) for i in range(3)), t.tsum.s()))
+        ledger.client.set("fault:kill-driver", wf.id)
+        result = wf.apply_async()
+        wait_for(lambda: kills(ledger) == ["driver"], 30, "the driver's worker to be killed")
+        wait_for(lambda: drivers[0].proc.poll() is not None, 10, "the worker to exit")
+        # When a supervisor restarts the processor worker (the old driver message stays
+        # unacked in Redis for an hour)
+        ledger.client.delete("fault:kill-driver")
+        drivers.append(Worker(env, name="driver1", extra=("-Q", queue + "-processor")))
+        # Then the workflow completes well before that, every node once
+        assert result.get(timeout=60) == 3 * 2 + sum(range(3))
+        assert_every_node_ran(wf, ledger, at_most=1)
+    finally:
+        nodes.stop()
+        for w in drivers:
+            w.stop()
+        ledger.client.delete("fault:kills", "fault:kill-driver")

@@ -27,11 +27,12 @@ QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
 
 def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | None = None,
              visibility_timeout: float | None = None, acks_late: bool | None = None,
-             max_interval: float | None = None) -> Celery:
+             max_interval: float | None = None, processor_queue: str | None = None) -> Celery:
     """A Celery app with the test tasks and the dyrygent processor registered.
 
     Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
-    _ACKS_LATE, _MAX_INTERVAL), so a worker subprocess and the test's client app agree.
+    _ACKS_LATE, _MAX_INTERVAL, _PROCESSOR_QUEUE), so a worker subprocess and the test's
+    client app agree.
     """
     if visibility_timeout is None:
         visibility_timeout = float(os.environ.get("DYRYGENT_TEST_VISIBILITY", "30"))
@@ -39,6 +40,8 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         acks_late = os.environ.get("DYRYGENT_TEST_ACKS_LATE") == "1"
     if max_interval is None:
         max_interval = float(os.environ.get("DYRYGENT_TEST_MAX_INTERVAL", "0.5"))
+    if processor_queue is None:
+        processor_queue = os.environ.get("DYRYGENT_TEST_PROCESSOR_QUEUE")
     app = Celery(name, broker=broker, backend=backend)
     app.conf.update(
         task_default_queue=queue or QUEUE,
@@ -58,6 +61,8 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         result_backend_always_retry=True,
         result_backend_max_retries=100,
     )
+    if processor_queue:
+        app.conf.task_routes = {PROCESSOR_NAME: {"queue": processor_queue}}
     if os.environ.get("DYRYGENT_TEST_SIGNING_KEY") and name == "workerapp":
         app.conf.dyrygent_signing_key = os.environ["DYRYGENT_TEST_SIGNING_KEY"]
     # a short lease: tests kill workers mid-tick and should not wait the default 30 s
@@ -108,9 +113,10 @@ def _record_processor_run(sender=None, task_id=None, args=None, retval=None, **_
 
 
 @tick_claimed.connect
-def _die_every_tick(workflow_id=None, **_):
+def _die_every_tick(workflow_id=None, driver=False, **_):
     """In a fault worker: ``fault:always`` names a workflow every tick of which dies (SIGKILL
-    of the pool child) right after claiming it, as a tick that runs out of memory would."""
+    of the pool child) right after claiming it, as a tick that runs out of memory would;
+    ``fault:kill-driver`` names one whose first driver tick kills its whole worker."""
     if os.environ.get("DYRYGENT_TEST_FAULTS") != "1":
         return
     r = _ledger_client()
@@ -118,6 +124,9 @@ def _die_every_tick(workflow_id=None, **_):
     if always is not None and workflow_id == always.decode():
         r.rpush("fault:kills", "child")
         os.kill(os.getpid(), signal.SIGKILL)
+    if driver and r.get("fault:kill-driver") == workflow_id.encode():
+        r.rpush("fault:kills", "driver")
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _ledger_client():
