@@ -279,7 +279,7 @@ class Ledger:
         self.client = client
 
     def clear(self) -> None:
-        self.client.delete("ledger")
+        self.client.delete("ledger", "processor", "publish:tried", "publish:done")
 
     def entries(self) -> list[list]:
         return [json.loads(x) for x in self.client.lrange("ledger", 0, -1)]

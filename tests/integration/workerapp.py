@@ -16,7 +16,7 @@ import time
 
 import redis
 from celery import Celery, group
-from celery.signals import after_task_publish, task_postrun
+from celery.signals import after_task_publish, before_task_publish, task_postrun
 
 from dyrygent import register_workflow_processor
 from dyrygent.engine.wake import PROCESSOR_NAME
@@ -76,6 +76,15 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
 _ledger = None
 
 
+@before_task_publish.connect
+def _record_publish_attempt(sender=None, headers=None, **_):
+    """In a fault worker: the ledger list ``publish:tried`` records each node publish
+    attempted, and ``publish:done`` (below) each that went through: the difference is the
+    publishes that failed."""
+    if os.environ.get("DYRYGENT_TEST_FAULTS") == "1" and str(sender).startswith("t."):
+        _ledger_client().rpush("publish:tried", (headers or {}).get("id", ""))
+
+
 @after_task_publish.connect
 def _fault_injection(sender=None, headers=None, body=None, **_):
     """In a worker started with DYRYGENT_TEST_FAULTS=1: a fault mid-tick.
@@ -89,6 +98,7 @@ def _fault_injection(sender=None, headers=None, body=None, **_):
     if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or not str(sender).startswith("t."):
         return
     r = _ledger_client()
+    r.rpush("publish:done", (headers or {}).get("id", ""))
     if r.exists("fault:countdown") and r.decr("fault:countdown") == 0:
         mode = (r.get("fault:mode") or b"child").decode()
         r.rpush("fault:kills", mode)
