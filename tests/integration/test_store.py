@@ -6,7 +6,8 @@ import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dyrygent.engine.store import KVStore, RedisStore
+from dyrygent.engine.kv_store import KVStore
+from dyrygent.engine.redis_store import RedisStore
 
 
 @pytest.fixture(params=["redis", "kv"])
