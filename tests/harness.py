@@ -214,6 +214,41 @@ class RabbitServer:
             return ""
 
 
+class PostgresDatabase:
+    """A fresh database on the PostgreSQL server at 127.0.0.1:5432 (trust auth)."""
+
+    ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+    def __init__(self) -> None:
+        import sqlalchemy as sa
+
+        self.name = f"dyrygent_{os.getpid()}_{int(time.time() * 1000)}"
+        self._admin = sa.create_engine(self.ADMIN, isolation_level="AUTOCOMMIT")
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.name}"
+
+    def drop(self) -> None:
+        import sqlalchemy as sa
+
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self._admin.dispose()
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+                pass
+            import psycopg2  # noqa: F401
+        except (OSError, ImportError):
+            return False
+        return True
+
+
 class Worker:
     """A `celery worker` subprocess running tests/integration/workerapp.py, in its own
     process group so a test can SIGKILL the whole worker or one pool child."""

@@ -161,6 +161,12 @@ class RedisStore(Store):
 
     def status(self, wf: str) -> dict[str, Any]:
         m, s, _ = self._keys(wf)
-        meta = {k.decode(): v for k, v in self.client.hgetall(m).items()}
+        meta: dict[str, Any] = {k.decode(): v for k, v in self.client.hgetall(m).items()}
+        for k in ("holder", "status"):
+            if k in meta:
+                meta[k] = meta[k].decode()
+        for k in ("gen", "attempts"):
+            if k in meta:
+                meta[k] = int(meta[k])
         meta["states"] = self.client.get(s) or b""
         return meta

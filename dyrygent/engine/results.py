@@ -1,7 +1,8 @@
 """Reading node outcomes from the result backend: the ONLY module that reads task metas.
 
-One batched read per call (MGET on key-value backends such as Redis), one meta per node, so
-a node's state and result always come from the same read (RELIABILITY.md item 4).
+One batched read per call (MGET on key-value backends such as Redis, one SELECT ... IN on the
+database backend), one meta per node, so a node's state and result always come from the same
+read (RELIABILITY.md item 4).
 """
 
 from __future__ import annotations
@@ -32,7 +33,32 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
             values = [values.get(k) for k in keys]
         decode = backend.decode_result
         return [decode(v) if v is not None else _PENDING for v in values]
+    if type(backend).__name__ == "DatabaseBackend":
+        return _database_metas(backend, task_ids)
     return [backend.get_task_meta(t) for t in task_ids]
+
+
+#: Task ids per query on the database backend (SQLite allows 32,766 parameters).
+DB_BATCH = 1000
+
+
+def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
+    """One SELECT ... WHERE task_id IN (...) per DB_BATCH ids, decoded as Celery's
+    DatabaseBackend decodes one row (``_get_task_meta_for``)."""
+    decode_result = getattr(backend, "_decode_stored_result", lambda payload: payload)
+    model = backend.task_cls
+    found: dict[str, dict] = {}
+    session = backend.ResultSession()
+    try:
+        for start in range(0, len(task_ids), DB_BATCH):
+            chunk = list(task_ids[start:start + DB_BATCH])
+            for row in session.query(model).filter(model.task_id.in_(chunk)):
+                data = row.to_dict()
+                data["result"] = decode_result(data["result"])
+                found[row.task_id] = backend.meta_from_decoded(data)
+    finally:
+        session.close()
+    return [found.get(t, _PENDING) for t in task_ids]
 
 
 def outcome_of(meta: dict) -> Outcome:

@@ -18,8 +18,9 @@ counts those); before that, the holder is alive and any newcomer, even a second 
 the holder's own message, is a duplicate. :func:`claim_rule` states the rule once.
 
 Implementations: :class:`~dyrygent.engine.redis_store.RedisStore` (Lua scripts, atomic on
-the server) and :class:`~dyrygent.engine.kv_store.KVStore` (other key-value backends, e.g.
-the in-memory cache of the demo, under a process-local lock).
+the server), :class:`~dyrygent.engine.sql_store.SQLStore` (the database result backend:
+compare-and-set on a version column), and :class:`~dyrygent.engine.kv_store.KVStore` (other
+key-value backends, e.g. the in-memory cache of the demo, under a process-local lock).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class Store:
         raise NotImplementedError
 
     def status(self, wf: str) -> dict[str, Any]:
-        """meta fields and the state bytes, for inspection and tests."""
+        """The meta fields (``gen`` and ``attempts`` ints, ``holder`` and ``status`` str) and
+        the state bytes (``states``), for inspection and tests."""
         raise NotImplementedError
 
 
@@ -170,6 +172,10 @@ def store_for(app: Any) -> Store:
         from dyrygent.engine.redis_store import RedisStore
 
         return RedisStore(backend.client)
+    if type(backend).__name__ == "DatabaseBackend":  # its module needs SQLAlchemy
+        from dyrygent.engine.sql_store import SQLStore
+
+        return SQLStore.for_backend(backend)
     if isinstance(backend, BaseKeyValueStoreBackend):
         from dyrygent.engine.kv_store import KVStore
 
@@ -180,4 +186,5 @@ def store_for(app: Any) -> Store:
             "none: set result_backend (e.g. 'redis://localhost:6379/1')")
     raise ConfigurationError(
         f"dyrygent cannot keep workflow state in a {type(backend).__name__}: use a Redis "
-        f"result backend (result_backend='redis://...') or another key-value backend")
+        f"result backend (result_backend='redis://...'), the database backend "
+        f"('db+postgresql://...') or another key-value backend")

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.harness import Ledger, RabbitVhost, RedisServer, Worker  # noqa: E402
+from tests.harness import Ledger, PostgresDatabase, RabbitVhost, RedisServer, Worker  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +96,39 @@ def rt(rabbit_app):
     import workerapp
 
     return workerapp.Tasks(rabbit_app)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A fresh database on the PostgreSQL server at 127.0.0.1:5432, dropped at the end."""
+    if not PostgresDatabase.available():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    db = PostgresDatabase()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="session")
+def db_app(redis_server, postgres):
+    """An app on the Redis broker with Celery's database result backend on PostgreSQL,
+    and a worker for it."""
+    import workerapp
+
+    backend = "db+" + postgres.url
+    env = {"DYRYGENT_TEST_BROKER": redis_server.url(8), "DYRYGENT_TEST_BACKEND": backend,
+           "DYRYGENT_TEST_LEDGER": redis_server.url(2), "DYRYGENT_TEST_QUEUE": "db"}
+    app = workerapp.make_app(redis_server.url(8), backend, name="db-client", queue="db")
+    w = Worker(env, name="db")
+    try:
+        w.wait_ready(app)
+        yield app
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def dt(db_app):
+    """The test tasks on the database-backed app, with a worker running."""
+    import workerapp
+
+    return workerapp.Tasks(db_app)

@@ -50,9 +50,13 @@ class Cluster:
             w.stop()
 
 
-@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+                        "database"])
 def cluster(request, redis_server, ledger):
+    """Redis broker and backend; RabbitMQ broker; or Redis broker and Celery's database
+    result backend on PostgreSQL."""
     vhost = None
+    backend = redis_server.url(7)
     if request.param == "rabbitmq":
         if not RabbitVhost.available():
             pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
@@ -60,8 +64,10 @@ def cluster(request, redis_server, ledger):
         broker = vhost.url
     else:
         broker = redis_server.url(6)
+    if request.param == "database":
+        backend = "db+" + request.getfixturevalue("postgres").url
     ledger.client.delete("fault:countdown", "fault:mode", "fault:always", "fault:kills")
-    c = Cluster(broker, redis_server.url(7), redis_server.url(2))
+    c = Cluster(broker, backend, redis_server.url(2))
     c.start_worker()
     yield c
     c.stop()

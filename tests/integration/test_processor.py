@@ -71,10 +71,10 @@ def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t):
 def test_state_is_one_byte_per_node_and_ends_succeeded(app, t):
     wf, result = start(app, group(t.noop.si() for _ in range(50)))
     assert result.get(timeout=30) == [None] * 50
-    wait_for(lambda: store_for(app).status(wf.id)["status"] != b"running", 10, "the commit")
+    wait_for(lambda: store_for(app).status(wf.id)["status"] != "running", 10, "the commit")
     status = store_for(app).status(wf.id)
     assert status["states"] == bytes([2]) * 50
-    assert status["status"] == b"succeeded"
+    assert status["status"] == "succeeded"
 
 
 def test_failure_ends_the_workflow_and_nothing_after_it_runs(app, t, ledger):
@@ -162,3 +162,31 @@ def test_outcomes_are_read_in_one_batched_round_trip_on_redis(app, t):
     # Then it took one MGET and no GET (RELIABILITY.md item 4)
     assert (calls("mget") - before[0], calls("get") - before[1]) == (1, 0)
     assert [m["result"] for m in metas] == [2 * i for i in range(50)]
+
+
+def test_outcomes_are_read_in_one_query_on_the_database_backend(db_app, dt):
+    import sqlalchemy as sa
+
+    from dyrygent.engine.results import read_metas
+
+    # Given finished nodes (one failed), and one never run
+    r = group([dt.add.si(i, i) for i in range(50)] + [dt.fail.si()]).apply_async()
+    r.join(timeout=30, propagate=False)
+    ids = [c.id for c in r.results] + ["never-ran"]
+    backend = db_app.backend
+    statements: list[str] = []  # every engine's (the backend makes one per session)
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        # When the processor reads their outcomes
+        metas = read_metas(backend, ids)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    # Then it took one query, and each meta is what Celery itself reads for that task
+    assert len(statements) == 1, statements
+    assert [m["result"] for m in metas[:50]] == [2 * i for i in range(50)]
+    assert metas[50]["status"] == "FAILURE"
+    assert type(metas[50]["result"]) is type(backend.get_task_meta(ids[50])["result"])
+    assert metas[51]["status"] == "PENDING"

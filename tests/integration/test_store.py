@@ -1,4 +1,5 @@
-"""The generation fence, on a real Redis (Lua) and on the in-process key-value store."""
+"""The generation fence, on a real Redis (Lua), SQLite and PostgreSQL (compare-and-set), and
+on the in-process key-value store."""
 
 from __future__ import annotations
 
@@ -6,16 +7,26 @@ import pytest
 import redis as redis_lib
 from celery import Celery
 
+from dyrygent.engine import sql_store
 from dyrygent.engine.kv_store import KVStore
 from dyrygent.engine.redis_store import RedisStore
+from dyrygent.engine.sql_store import SQLStore
 
 
-@pytest.fixture(params=["redis", "kv"])
-def store(request, redis_server):
+@pytest.fixture(params=["redis", "kv", "sqlite", "postgresql"])
+def store(request, redis_server, tmp_path):
     if request.param == "redis":
         client = redis_lib.Redis.from_url(redis_server.url(5))
         client.flushdb()
         return RedisStore(client)
+    if request.param == "sqlite":
+        return SQLStore(f"sqlite:///{tmp_path}/store.db")
+    if request.param == "postgresql":
+        store = SQLStore(request.getfixturevalue("postgres").url)
+        with store.engine.begin() as conn:  # a fresh table for each test
+            conn.execute(sql_store.workflows.delete())
+            conn.execute(sql_store.join_table.delete())
+        return store
     app = Celery("kv", backend="cache+memory://", set_as_current=False)
     return KVStore(app.backend)
 
@@ -148,3 +159,22 @@ def test_join_counters_say_when_a_tick_may_find_something_ready(store):
     assert store.count_down("wf", [3]) is True    # its last parent ended: tick
     assert store.count_down("wf", [-1]) is True   # the only sink ended: tick
     assert store.count_down("wf", [3]) is True    # a duplicate run: a harmless extra tick
+
+
+def test_concurrent_claims_let_exactly_one_driver_in(store):
+    """Eight drivers of the same generation claim at once: one ticks, the rest are busy."""
+    import threading
+
+    make(store)
+    barrier = threading.Barrier(8)
+    answers: list[str] = []
+
+    def claim(i: int) -> None:
+        barrier.wait(5)
+        answers.append(store.claim("wf", 0, f"m{i}", wake=False).status)
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert sorted(answers) == ["busy"] * 7 + ["ok"]
