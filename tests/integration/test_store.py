@@ -1,5 +1,5 @@
-"""The generation fence, on a real Redis (Lua), SQLite and PostgreSQL (compare-and-set), and
-on the in-process key-value store."""
+"""The generation fence, on a real Redis (Lua), SQLite, PostgreSQL and MariaDB
+(compare-and-set), and on the in-process key-value store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,31 @@ from dyrygent.engine.redis_store import RedisStore
 from dyrygent.engine.sql_store import SQLStore
 
 
-@pytest.fixture(params=["redis", "kv", "sqlite", "postgresql"])
+@pytest.fixture(scope="module")
+def mariadb():
+    """A fresh database on the MariaDB/MySQL server at 127.0.0.1:3306 (root, no password)."""
+    import os
+    import socket
+    import time
+
+    try:
+        import pymysql  # noqa: F401
+        socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
+    except (ImportError, OSError):
+        pytest.skip("no MariaDB/MySQL server on 127.0.0.1:3306, or no pymysql")
+    import sqlalchemy as sa
+
+    name = f"dyrygent_{os.getpid()}_{int(time.time() * 1000)}"
+    admin = sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["redis", "kv", "sqlite", "postgresql", "mysql"])
 def store(request, redis_server, tmp_path):
     if request.param == "redis":
         client = redis_lib.Redis.from_url(redis_server.url(5))
@@ -21,8 +45,9 @@ def store(request, redis_server, tmp_path):
         return RedisStore(client)
     if request.param == "sqlite":
         return SQLStore(f"sqlite:///{tmp_path}/store.db")
-    if request.param == "postgresql":
-        store = SQLStore(request.getfixturevalue("postgres").url)
+    if request.param in ("postgresql", "mysql"):
+        store = SQLStore(request.getfixturevalue("postgres").url
+                         if request.param == "postgresql" else request.getfixturevalue("mariadb"))
         with store.engine.begin() as conn:  # a fresh table for each test
             conn.execute(sql_store.workflows.delete())
             conn.execute(sql_store.join_table.delete())
