@@ -16,17 +16,23 @@ from collections import OrderedDict
 from typing import Any
 
 from celery import states as celery_states
-from celery.canvas import Signature
-from celery.exceptions import ChordError, Reject
+from celery.exceptions import Reject
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
 from dyrygent.core.tick import Outcome, in_flight, plan_tick
+from dyrygent.engine.nodes import (
+    Gone,
+    fail_enclosing_chords,
+    fetch_results,
+    launch,
+    not_yet_published,
+)
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
-from dyrygent.engine.spec import decode_header, decode_spec, spec_extras
+from dyrygent.engine.spec import decode_header
 from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
-from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
-from dyrygent.engine.wake import PROCESSOR_NAME, WAKE_HEADER, wake_counters
+from dyrygent.engine.trust import unseal
+from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.errors import PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
 
@@ -44,10 +50,6 @@ class _Everything(frozenset):
 
     def __rsub__(self, other: Any) -> frozenset:
         return frozenset()
-
-
-class _Gone(Exception):
-    """A result needed to build a node's arguments is no longer in the backend."""
 
 
 class Processor:
@@ -249,7 +251,7 @@ class Processor:
                 raise
             logger.warning("dyrygent: processor message %s: its retry could not be published "
                            "(%r); requeueing it", task.request.id, rejected.reason)
-            time.sleep(max(countdown, self.max_interval))
+            time.sleep(self.max_interval)
             return Reject(rejected.reason, requeue=True)
 
     def _backoff(self, task: Any) -> float:
@@ -282,7 +284,7 @@ class Processor:
             i = plan.failed
             meta = metas.get(i) or read_metas(backend, [nodes[i].id])[0]
             exc = exception_of(meta, nodes[i].id)
-            self._fail_enclosing_chords(graph.nodes[i], exc)
+            fail_enclosing_chords(self.app, graph.nodes[i], exc)
             backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
             self.store.commit(wf, token, changes, gen + 1, "failed")
             logger.info("dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id,
@@ -291,18 +293,20 @@ class Processor:
 
         try:
             if plan.done:
-                self._fetch(backend, graph, set(expr_refs(graph.output)), results)
+                fetch_results(backend, graph, set(expr_refs(graph.output)), results)
                 backend.store_result(wf, evaluate(graph.output, results), celery_states.SUCCESS)
                 self.store.commit(wf, token, changes, gen + 1, "succeeded")
                 return "succeeded"
             needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
-            self._fetch(backend, graph, needed, results)
-        except _Gone as exc:
+            fetch_results(backend, graph, needed, results)
+        except Gone as exc:
             self._end_error(wf, token, gen, WorkflowError(str(exc)), changes)
             return "error"
 
-        ready = self._not_yet_published(backend, graph, states, plan.ready, changes, retick)
-        launched = self._launch(wf, token, graph, header, ready, results, changes)
+        ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
+        launched = launch(self.app, wf, token, graph, header, ready, results, changes,
+                          allow_pickle=self.allow_pickle,
+                          renew=lambda: self.store.touch(wf, token), renew_every=self.lease / 3)
         # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
         # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
         # do not import dyrygent, or a publish that failed this tick (then: soon).
@@ -338,88 +342,6 @@ class Processor:
         start = (self._turn * (w - half)) % len(rest)
         rotating = (rest + rest)[start:start + w - half]
         return sorted(set(running[:half]) | set(rotating))
-
-    def _not_yet_published(self, backend: Any, graph: Graph, states: bytes, ready: list[int],
-                           changes: dict[int, int], retick: bool) -> list[int]:
-        """Drop from ``ready`` the nodes an earlier, interrupted attempt already published.
-
-        On a re-tick (this message's earlier attempt died before committing) every ready node
-        may have been sent already; otherwise only the nodes READY at the start of the tick
-        (a publish failed) may. If the backend shows such a node got anywhere (STARTED with
-        task_track_started, RETRY, SUCCESS, ...) it is recorded as LAUNCHED instead of sent
-        again: dyrygent never launches a node twice by itself.
-        """
-        carried = ready if retick else [i for i in ready if states[i] == NodeState.READY]
-        if not carried:
-            return ready
-        metas = read_metas(backend, [graph.nodes[i].id for i in carried])
-        seen = {i for i, m in zip(carried, metas) if m.get("status") != celery_states.PENDING}
-        for i in seen:
-            changes[i] = NodeState.LAUNCHED
-        return [i for i in ready if i not in seen]
-
-    def _fail_enclosing_chords(self, node: Any, exc: BaseException) -> None:
-        """Fail the chords whose header holds ``node`` as Celery does: their bodies' errbacks
-        are called (either style) and the bodies marked FAILURE with a ChordError."""
-        for chord in spec_extras(node.spec).get("chord_errbacks") or ():
-            body = Signature(chord["task"], options={"task_id": chord["id"],
-                                                     "link_error": chord["link_error"]},
-                             app=self.app)
-            try:
-                self.app.backend.chord_error_from_stack(
-                    body, ChordError(f"Dependency {node.id} raised {exc!r}"))
-            except Exception:  # an errback's failure must not stop the workflow's end
-                logger.exception("dyrygent: calling the errbacks of chord body %s failed",
-                                 chord["id"])
-
-    def _fetch(self, backend: Any, graph: Graph, refs: set, results: dict) -> None:
-        missing = sorted(r for r in refs if r not in results)
-        if not missing:
-            return
-        for i, meta in zip(missing, read_metas(backend, [graph.nodes[i].id for i in missing])):
-            if meta.get("status") != celery_states.SUCCESS:
-                node = graph.nodes[i]
-                raise _Gone(
-                    f"the result of node {node.id} ({node.task}) succeeded but is no longer in "
-                    f"the result backend (expired or evicted: raise result_expires above the "
-                    f"workflow's duration)")
-            results[i] = meta.get("result")
-
-    def _launch(self, wf: str, token: str, graph: Graph, header: dict, ready: list[int],
-                results: dict, changes: dict[int, int]) -> int:
-        app = self.app
-        defaults = header.get("node_options") or {}
-        processor_options = header.get("processor_options") or {}
-        launched = 0
-        renew_at = time.monotonic() + self.lease / 3
-        with app.producer_or_acquire() as producer:
-            for i in ready:
-                if time.monotonic() > renew_at:  # a long launch: keep the hold alive
-                    self.store.touch(wf, token)
-                    renew_at = time.monotonic() + self.lease / 3
-                node = graph.nodes[i]
-                args, kwargs, options = decode_spec(node.spec)
-                if node.input is not None:
-                    args.insert(0, evaluate(node.input, results))
-                options = {**defaults, **options}
-                if (not self.allow_pickle
-                        and str(options.get("serializer", "")).lower() in UNSAFE_SERIALIZERS):
-                    raise PayloadError(
-                        f"workflow {wf}: node {node.id} asks for serializer "
-                        f"{options['serializer']!r}; the processor sends no pickle or yaml "
-                        f"unless register_workflow_processor(app, allow_pickle=True)")
-                wake = [wf, processor_options, wake_counters(graph, i)]
-                options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
-                try:
-                    app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
-                                  parent_id=token, producer=producer, **options)
-                except Exception:  # broker errors are many types; the rest stay READY
-                    logger.exception("dyrygent: workflow %s: publishing node %s failed; "
-                                     "it stays READY for the next tick", wf, node.id)
-                    break
-                changes[i] = NodeState.LAUNCHED
-                launched += 1
-        return launched
 
     def _publish_tick(self, wf: str, header: dict, gen: int | None,
                       countdown: float | None) -> None:
