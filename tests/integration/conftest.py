@@ -71,22 +71,30 @@ def ledger(redis_server):
     return led
 
 
-@pytest.fixture(scope="session")
-def rabbit_app(redis_server):
-    if not RabbitVhost.available():
-        pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
-    vhost = RabbitVhost()
-    env = {"DYRYGENT_TEST_BROKER": vhost.url, "DYRYGENT_TEST_BACKEND": redis_server.url(3),
-           "DYRYGENT_TEST_LEDGER": redis_server.url(2)}
+def app_with_worker(broker: str, backend: str, ledger: str, name: str, queue: str = "celery"):
+    """A client app and a running worker on ``broker`` and ``backend``: yields the app."""
     import workerapp
 
-    app = workerapp.make_app(vhost.url, redis_server.url(3), name="rabbit-client")
-    w = Worker(env, name="rabbit")
+    env = {"DYRYGENT_TEST_BROKER": broker, "DYRYGENT_TEST_BACKEND": backend,
+           "DYRYGENT_TEST_LEDGER": ledger, "DYRYGENT_TEST_QUEUE": queue}
+    app = workerapp.make_app(broker, backend, name=f"{name}-client", queue=queue)
+    w = Worker(env, name=name)
     try:
         w.wait_ready(app)
         yield app
     finally:
         w.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbit_app(redis_server):
+    if not RabbitVhost.available():
+        pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
+    vhost = RabbitVhost()
+    try:
+        yield from app_with_worker(vhost.url, redis_server.url(3), redis_server.url(2),
+                                   "rabbit")
+    finally:
         vhost.delete()
 
 
@@ -112,18 +120,8 @@ def postgres():
 def db_app(redis_server, postgres):
     """An app on the Redis broker with Celery's database result backend on PostgreSQL,
     and a worker for it."""
-    import workerapp
-
-    backend = "db+" + postgres.url
-    env = {"DYRYGENT_TEST_BROKER": redis_server.url(8), "DYRYGENT_TEST_BACKEND": backend,
-           "DYRYGENT_TEST_LEDGER": redis_server.url(2), "DYRYGENT_TEST_QUEUE": "db"}
-    app = workerapp.make_app(redis_server.url(8), backend, name="db-client", queue="db")
-    w = Worker(env, name="db")
-    try:
-        w.wait_ready(app)
-        yield app
-    finally:
-        w.stop()
+    yield from app_with_worker(redis_server.url(8), "db+" + postgres.url, redis_server.url(2),
+                               "db", queue="db")
 
 
 @pytest.fixture(scope="session")
