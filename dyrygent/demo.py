@@ -1,7 +1,8 @@
 """``python -m dyrygent demo``: real workflows through the real processor, no server needed.
 
 By default the broker and result backend live in memory and the worker runs in this process
-(threads); ``--broker``/``--backend`` point it at a real Redis instead.
+(threads); ``--broker``/``--backend`` point it at a real Redis, or ``--backend`` at Celery's
+database backend (``db+sqlite:///results.db``, needs SQLAlchemy) instead.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="memory://localhost/",
                         help="broker URL (default: in memory)")
     parser.add_argument("--backend", default="cache+memory://",
-                        help="result backend URL (default: in memory)")
+                        help="result backend URL (default: in memory; redis://..., "
+                             "db+sqlite:///results.db, db+postgresql://...)")
     args = parser.parse_args(argv)
     app = make_app(args.broker, args.backend)
     from celery.contrib.testing.worker import start_worker
