@@ -3,10 +3,10 @@
     python -m benchmarks.client RUNNER SHAPE --timeout S
 
 RUNNER is ``native``, ``celery-dyrygent`` or ``dyrygent``; SHAPE a :func:`benchmarks.shapes.parse`
-spec. The broker, backend and stats Redis come from the environment (see benchapp). Prints one
-JSON line: status (ok, timeout, error), wall time from the first signature built to the result
-seen, and the phases. Run by :mod:`benchmarks.run`, which can kill it by pid when a submission
-itself outlasts the timeout.
+spec. The broker, backend (Redis or Celery's database backend) and stats Redis come from the
+environment (see benchapp). Prints one JSON line: status (ok, timeout, error), wall time from the
+first signature built to the result seen, and the phases. Run by :mod:`benchmarks.run`, which
+can kill it by pid when a submission itself outlasts the timeout.
 
 ``--client-cost`` measures instead the client's build and encode cost without publishing: time
 (plain) and peak traced memory (a second pass under tracemalloc).
@@ -34,27 +34,40 @@ def _leaf_ids(result: Any) -> list[str]:
     return [result.id]
 
 
+def statuses(backend: Any, ids: list[str]) -> list[str | None]:
+    """The stored status of each id (None without a meta): one GET or MGET on Redis, one
+    SELECT ... IN on Celery's database backend."""
+    if type(backend).__name__ == "DatabaseBackend":
+        model = backend.task_cls
+        session = backend.ResultSession()
+        try:
+            found = dict(session.query(model.task_id, model.status)
+                         .filter(model.task_id.in_(ids)).all())
+        finally:
+            session.close()
+        return [found.get(i) for i in ids]
+    keys = [backend.get_key_for_task(i) for i in ids]
+    values = [backend.client.get(keys[0])] if len(keys) == 1 else backend.client.mget(keys)
+    return [backend.decode_result(v)["status"] if v is not None else None for v in values]
+
+
 def wait_ids(app: Any, ids: list[str], deadline: float, interval: float = 0.01) -> str:
-    """Poll the backend until every id has a ready state: the newest id with one GET, the rest
-    with batched MGETs once it is done. Returns ok, timeout or error."""
+    """Poll the backend until every id has a ready state: the newest id with one read, the rest
+    with batched reads once it is done (:func:`statuses`). Returns ok, timeout or error."""
     from celery import states
 
     backend = app.backend
-    client = backend.client
     pending = list(ids)
     while pending:
         if time.perf_counter() > deadline:
             return "timeout"
-        raw = client.get(backend.get_key_for_task(pending[-1]))
-        if raw is None or backend.decode_result(raw)["status"] not in states.READY_STATES:
+        if statuses(backend, pending[-1:])[0] not in states.READY_STATES:
             time.sleep(interval)
             continue
         still = []
         for start in range(0, len(pending), 2000):
             chunk = pending[start:start + 2000]
-            values = client.mget([backend.get_key_for_task(i) for i in chunk])
-            for task_id, v in zip(chunk, values):
-                status = backend.decode_result(v)["status"] if v is not None else None
+            for task_id, status in zip(chunk, statuses(backend, chunk)):
                 if status is None or status not in states.READY_STATES:
                     still.append(task_id)
                 elif status != states.SUCCESS:
@@ -108,6 +121,11 @@ def run(runner: str, spec: str, timeout: float) -> dict[str, Any]:
 
     app = benchapp.app
     shape = shapes.parse(spec)
+    if hasattr(app.backend, "session_manager"):
+        # Celery's database backend opens a new connection for every read in a process that
+        # did not fork (NullPool): one pooled engine instead, or each 10 ms poll below would
+        # cost a PostgreSQL backend start, CPU taken from the worker on a small machine.
+        app.backend.session_manager.forked = True
 
     def s() -> Any:
         return app.signature(benchapp.NOOP)

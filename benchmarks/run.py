@@ -27,6 +27,12 @@ the layered family: a chain of chords with about sqrt(n) layers, see
 :data:`benchmarks.shapes.LAYERS`, plus the floor of as many independent tasks). Ratios are
 reported, never asserted; the exit status is 1 only if a run failed with an error (the harness
 or a runner broke). ``--report-only`` rebuilds results.md and scaling.png from the JSON.
+
+``--backend postgresql`` keeps the private Redis as the broker but stores results in Celery's
+database backend (``db+postgresql+psycopg2://``) on the PostgreSQL server at 127.0.0.1:5432
+(user postgres, trust auth), in a fresh database ``dyrygent_bench_<pid>_<ms>`` dropped at the
+end (:class:`BenchDatabase`). The server's processes count as the benchmark's own in the
+other-load figure (the server is shared: another session's queries on it are not flagged).
 """
 
 from __future__ import annotations
@@ -97,14 +103,79 @@ SCALING_FULL = [10, 100, 1000, 10000]
 SCALING_QUICK = [10, 100]
 
 
-class Env:
-    """The private Redis and the worker; restarts the worker with empty queues on demand."""
+class BenchDatabase:
+    """A fresh database on the PostgreSQL server at 127.0.0.1:5432 (user postgres, trust auth)
+    for Celery's database result backend, and dyrygent's tables next to Celery's."""
+
+    ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    TABLES = ("celery_taskmeta", "celery_tasksetmeta", "dyrygent_workflow", "dyrygent_join")
 
     def __init__(self) -> None:
+        import psutil
+        import sqlalchemy as sa
+
+        self.name = f"dyrygent_bench_{os.getpid()}_{int(time.time() * 1000)}"
+        self.admin = sa.create_engine(self.ADMIN, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+            self.version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+            backend_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        self.server_pid = psutil.Process(backend_pid).ppid()  # the postmaster (local server)
+        self.engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.name}"
+
+    def _tables(self, conn: Any) -> list[str]:
+        import sqlalchemy as sa
+
+        have = set(sa.inspect(conn).get_table_names())  # Celery creates its own on first use
+        return [t for t in self.TABLES if t in have]
+
+    def clear(self) -> None:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            tables = self._tables(conn)
+            if tables:
+                conn.execute(sa.text("SET lock_timeout = '10s'"))
+                conn.execute(sa.text(f"TRUNCATE {', '.join(tables)}"))
+
+    def succeeded(self) -> list[str]:
+        """Task ids with a SUCCESS meta."""
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            if "celery_taskmeta" not in self._tables(conn):
+                return []
+            return list(conn.execute(sa.text(
+                "SELECT task_id FROM celery_taskmeta WHERE status = 'SUCCESS'")).scalars())
+
+    def drop(self) -> None:
+        import sqlalchemy as sa
+
+        self.engine.dispose()
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+class Env:
+    """The private Redis and the worker; restarts the worker with empty queues on demand.
+    Results go to Redis db 1, or with ``backend="postgresql"`` to a :class:`BenchDatabase`."""
+
+    def __init__(self, backend: str = "redis") -> None:
         self.redis = RedisServer()
+        try:
+            self.db = BenchDatabase() if backend == "postgresql" else None
+        except Exception:
+            self.redis.stop()
+            raise
+        self.backend_url = f"db+{self.db.url}" if self.db else self.redis.url(1)
         self.env = {
             "DYRYGENT_TEST_BROKER": self.redis.url(0),
-            "DYRYGENT_TEST_BACKEND": self.redis.url(1),
+            "DYRYGENT_TEST_BACKEND": self.backend_url,
             "DYRYGENT_TEST_LEDGER": self.redis.url(2),
             "BENCH_STATS_URL": self.redis.url(3),
         }
@@ -116,7 +187,7 @@ class Env:
         self.stats = redis.Redis.from_url(self.redis.url(3))
         from benchmarks.benchapp import make_bench_app
 
-        self.app = make_bench_app(self.redis.url(0), self.redis.url(1), name="bench-harness")
+        self.app = make_bench_app(self.redis.url(0), self.backend_url, name="bench-harness")
         self.worker: Worker | None = None
         self.epoch = 0
         self.worker_starts = 0
@@ -133,11 +204,22 @@ class Env:
             self.worker.stop()
             os.unlink(self.worker.log.name)
         self.broker.flushdb()
-        self.backend.flushdb()
+        self.clear_backend()
         self.start_worker()
 
+    def clear_backend(self) -> None:
+        if self.db is not None:
+            self.db.clear()
+        else:
+            self.backend.flushdb()
+
+    def own_pids(self) -> list[int]:
+        """Process trees whose CPU is the benchmark's (for instrument.OtherLoad)."""
+        pids = [self.worker.pid, self.redis.proc.pid, os.getpid()]  # type: ignore[union-attr]
+        return pids + ([self.db.server_pid] if self.db is not None else [])
+
     def reset(self) -> str:
-        self.backend.flushdb()
+        self.clear_backend()
         self.epoch += 1
         self.stats.set(instrument.EPOCH_KEY, str(self.epoch))
         time.sleep(2.5 * instrument.FLUSH_INTERVAL)  # every process sees the new epoch
@@ -159,6 +241,8 @@ class Env:
 
     def count_done(self, exclude: list[str]) -> int:
         """SUCCESS metas in the backend, minus the workflows' own (``exclude``)."""
+        if self.db is not None:
+            return len(set(self.db.succeeded()) - set(exclude))
         done = 0
         ex = {f"celery-task-meta-{i}".encode() for i in exclude}
         keys = [k for k in self.backend.scan_iter(match="celery-task-meta-*", count=5000)
@@ -174,7 +258,11 @@ class Env:
             self.worker.stop()
             os.unlink(self.worker.log.name)
             self.worker = None
-        self.redis.stop()
+        try:
+            self.redis.stop()
+        finally:
+            if self.db is not None:
+                self.db.drop()
 
 
 def _client(args: list[str], timeout: float) -> tuple[dict[str, Any], str]:
@@ -202,8 +290,7 @@ def wait_quiet(env: Env, limit: float) -> float:
     cores over half a second); returns the last load seen."""
     deadline = time.monotonic() + limit
     while True:
-        probe = instrument.OtherLoad([env.worker.pid, env.redis.proc.pid,  # type: ignore[union-attr]
-                                      os.getpid()])
+        probe = instrument.OtherLoad(env.own_pids())
         time.sleep(0.5)
         other, _ = probe.stop()
         if other < DISTURBED or time.monotonic() > deadline:
@@ -219,8 +306,7 @@ def measure(env: Env, spec: str, runner: str, timeout: float, fresh: bool,
         wait_quiet(env, quiet)
     epoch = env.reset()
     sampler = instrument.TreeMemorySampler(env.worker.pid)  # type: ignore[union-attr]
-    load = instrument.OtherLoad([env.worker.pid, env.redis.proc.pid,  # type: ignore[union-attr]
-                                 os.getpid()])
+    load = instrument.OtherLoad(env.own_pids())
     grace = 30 + shape.tasks / 100  # a submission may outlast the timeout: let it report
     res, tail = _client([runner, spec, "--timeout", str(timeout)], timeout + grace)
     peak_sum, peak_one = sampler.stop()
@@ -379,6 +465,9 @@ def report(data: dict[str, Any], out: Path) -> str:
     specs = list(dict.fromkeys(r["spec"] for r in rows))
     floors = {r["tasks"]: r for r in rows if r["spec"].startswith("floor:")}
     m = data["machine"]
+    where = ("broker and result backend" if data.get("backend", "redis") == "redis" else
+             "broker), results in Celery's database backend on PostgreSQL "
+             f"{data.get('backend_server', '?')} (`db+postgresql+psycopg2://`, a fresh database")
     lines = [
         f"# dyrygent benchmark results ({data['mode']} run)", "",
         f"Command: `{data['command']}`; started {data['started']}, took "
@@ -391,8 +480,8 @@ def report(data: dict[str, Any], out: Path) -> str:
         f"{m['redis-server'].split(' sha')[0]}, celery-dyrygent {m['celery-dyrygent']}, "
         f"dyrygent {m['dyrygent']} (git {m['git']}).", "",
         "```", m["free"], "```", "",
-        "One `celery worker -P prefork -c 2` on a private redis-server (broker and result "
-        "backend); tasks are `bench.noop`. dyrygent's processor runs with min_interval="
+        f"One `celery worker -P prefork -c 2` on a private redis-server ({where}); tasks are "
+        "`bench.noop`. dyrygent's processor runs with min_interval="
         f"{data['intervals'][0]}, max_interval={data['intervals'][1]}; celery-dyrygent with "
         "its defaults. Ratios are wall time over native Celery's on the same shape, and over "
         "the floor (as many independent noop tasks, one publish each) where it was measured. "
@@ -582,7 +671,8 @@ def plot(data: dict[str, Any], out: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("tasks in the workflow (layered: chain of ~sqrt(n) chords)")
     ax.set_ylabel("wall time, s")
-    ax.set_title("Wall time against workflow size (2 cores, prefork -c 2, Redis)")
+    backend = "Redis" if data.get("backend", "redis") == "redis" else "Redis + PostgreSQL results"
+    ax.set_title(f"Wall time against workflow size (2 cores, prefork -c 2, {backend})")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left")
@@ -624,6 +714,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated runners")
     p.add_argument("--fresh-worker", action=argparse.BooleanOptionalAction, default=None,
                    help="a new worker for every run (default: full yes, quick no)")
+    p.add_argument("--backend", choices=("redis", "postgresql"), default="redis",
+                   help="result backend: the private Redis (default), or Celery's database "
+                        "backend on the PostgreSQL server at 127.0.0.1:5432 (a fresh database, "
+                        "dropped at the end; the broker stays the private Redis)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--report-only", action="store_true",
                    help="rebuild results.md and scaling.png from results.json")
@@ -662,8 +756,10 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "timeout": timeout, "fresh": fresh,
         "repeat": repeat,
         "intervals": list(dyrygent_intervals()), "machine": machine(), "runs": [],
-        "client": [], "duration": 0.0}
-    env = Env()
+        "client": [], "duration": 0.0, "backend": a.backend}
+    env = Env(a.backend)
+    if env.db is not None:
+        data["backend_server"] = env.db.version
     try:
         for spec, rs in plan:
             for runner in rs:
