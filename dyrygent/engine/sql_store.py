@@ -60,12 +60,13 @@ _engines_lock = threading.Lock()
 
 def _engine(url: str, options: Mapping[str, Any]) -> sa.engine.Engine:
     """One pooled engine per process and URL (a forked worker child gets its own), with the
-    tables created on first use."""
+    tables created on first use. No ping before each use (a round trip per transaction): a
+    connection lost to a database restart fails one tick, which is retried."""
     key = (os.getpid(), url)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = sa.create_engine(url, **{"pool_pre_ping": True, **options})
+            engine = sa.create_engine(url, **options)
             for attempt in range(10):  # workers starting together race to create them
                 try:
                     _metadata.create_all(engine, checkfirst=True)
@@ -135,8 +136,14 @@ class SQLStore(Store):
         if not counters:
             return False
         mine = (join_table.c.wf == wf) & join_table.c.k.in_(counters)
+        update = join_table.update().where(mine).values(n=join_table.c.n - 1)
         with self.engine.begin() as conn:
-            conn.execute(join_table.update().where(mine).values(n=join_table.c.n - 1))
+            if conn.dialect.name == "postgresql":  # only a hint: no need to wait for the disk
+                conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+            if getattr(conn.dialect, "update_returning", False):  # SQLAlchemy 2
+                return any(n <= 0 for n in conn.execute(update.returning(join_table.c.n))
+                           .scalars())
+            conn.execute(update)
             hits = conn.execute(sa.select(sa.func.count()).select_from(join_table)
                                 .where(mine & (join_table.c.n <= 0))).scalar_one()
         return bool(hits)
