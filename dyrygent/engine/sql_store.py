@@ -158,7 +158,8 @@ class SQLStore(Store):
               lease: float = DEFAULT_LEASE) -> Claim:
         for _ in range(_ROUNDS):
             with self.engine.begin() as conn:
-                row = conn.execute(sa.select(*_META, _clock(conn.dialect.name).label("now"))
+                row = conn.execute(sa.select(*_META, workflows.c.states,
+                                             _clock(conn.dialect.name).label("now"))
                                    .where(workflows.c.wf == wf)).first()
                 if row is None:
                     return Claim("gone")
@@ -168,10 +169,8 @@ class SQLStore(Store):
                     continue
                 if status not in ("ok", "expired"):
                     return Claim(status, meta["gen"])
-                states = conn.execute(sa.select(workflows.c.states)
-                                      .where(workflows.c.wf == wf)).scalar_one()
                 attempts = writes.get("attempts", meta["attempts"])
-                return Claim(status, meta["gen"], attempts, bytes(states))
+                return Claim(status, meta["gen"], attempts, bytes(meta["states"]))
         raise RuntimeError(f"workflow {wf}: claim lost {_ROUNDS} compare-and-set rounds")
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
