@@ -58,11 +58,13 @@ class Processor:
     def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
                  max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
                  poll_window: int = 512, cache_size: int = 1024, known_tasks: Any = (),
-                 allow_pickle: bool = False, lease: float = DEFAULT_LEASE) -> None:
+                 allow_pickle: bool = False, lease: float = DEFAULT_LEASE,
+                 idle_interval: float = 10.0) -> None:
         self.app = app
         self.name = name
         self.min_interval = min_interval
         self.max_interval = max_interval
+        self.idle_interval = max(idle_interval, max_interval)
         self.max_attempts = max_attempts
         self.max_errors = max_errors
         self.known_tasks = known_tasks
@@ -116,8 +118,9 @@ class Processor:
 
     # -- the tick --------------------------------------------------------------------------
 
-    def run(self, task: Any, wf: str, gen: int | None) -> str:
+    def run(self, task: Any, wf: str, gen: int | None, idle: int = 0) -> str:
         """One tick for workflow ``wf`` from a processor message; returns what happened.
+        ``idle``: how many driver ticks in a row before this one found nothing to do.
 
         Errors are never final on their own: before the claim they are retried (a driver
         message) or dropped (a wake-up: the driver will come); during a tick they are retried
@@ -140,7 +143,7 @@ class Processor:
             countdown = min(self.max_interval,
                             self.min_interval * 2 ** min(task.request.retries, 16))
             raise self._again(task, countdown)
-        return self._claimed(task, wf, token, claim, driver=not wake)
+        return self._claimed(task, wf, token, claim, driver=not wake, idle=idle)
 
     def tick_here(self, wf: str, token: str, gen: int | None = None,
                   loaded: tuple[Graph, dict] | None = None) -> str:
@@ -163,7 +166,7 @@ class Processor:
         return self._claimed(None, wf, token, claim, driver=False)
 
     def _claimed(self, task: Any | None, wf: str, token: str, claim: Claim,
-                 driver: bool) -> str:
+                 driver: bool, idle: int = 0) -> str:
         if claim.status == "expired":
             self._end_error(wf, token, claim.gen, WorkflowError(
                 f"workflow {wf} passed its maximum age before finishing; raise "
@@ -191,7 +194,7 @@ class Processor:
                           driver=driver)
         try:
             outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
-                                 header, retick=claim.attempts > 1, driver=driver)
+                                 header, retick=claim.attempts > 1, driver=driver, idle=idle)
             for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
                 if outcome != "again":
                     break
@@ -259,7 +262,7 @@ class Processor:
         return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
 
     def _tick(self, task: Any | None, wf: str, gen: int, token: str, states: bytes, graph: Graph,
-              header: dict, retick: bool = False, driver: bool = True) -> str:
+              header: dict, retick: bool = False, driver: bool = True, idle: int = 0) -> str:
         backend = self.app.backend
         nodes = graph.nodes
         flying = in_flight(states)
@@ -312,11 +315,17 @@ class Processor:
         # do not import dyrygent, or a publish that failed this tick (then: soon).
         # Only the driver (the self-re-enqueued message) advances the generation and
         # publishes its successor; a wake-up tick leaves the outstanding driver valid.
+        # A driver that keeps finding nothing to do (the wake-ups do it all) backs off from
+        # max_interval to idle_interval; one that finds work comes back at max_interval.
         next_gen = gen
         if driver:
-            countdown = self.max_interval if launched == len(ready) else self.min_interval
+            finished = any(v == NodeState.SUCCEEDED for v in plan.changes.values())
+            idle = 0 if finished or ready else idle + 1  # a node seen starting is no work
+            countdown = min(self.idle_interval, self.max_interval * 2 ** min(idle, 16))
+            if launched < len(ready):
+                countdown = self.min_interval  # a publish failed: soon
             try:
-                self._publish_tick(wf, header, gen + 1, countdown)
+                self._publish_tick(wf, header, gen + 1, countdown, idle)
             except Exception:
                 # this message stays the driver (it comes back: see _again), so keep what
                 # was launched under the current generation, and let the error retry it
@@ -344,11 +353,11 @@ class Processor:
         return sorted(set(running[:half]) | set(rotating))
 
     def _publish_tick(self, wf: str, header: dict, gen: int | None,
-                      countdown: float | None) -> None:
+                      countdown: float | None, idle: int = 0) -> None:
         options = dict(header.get("processor_options") or {})
         if countdown:
             options["countdown"] = countdown
-        self.app.send_task(self.name, (wf, gen), **options)
+        self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 
     def _end_error(self, wf: str, token: str, gen: int, exc: WorkflowError,
                    changes: dict[int, int] | None = None) -> None:

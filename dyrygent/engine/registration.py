@@ -42,9 +42,10 @@ def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None
             "register_workflow_processor(app, allow_pickle=True) if you trust the broker")
 
 
-def _valid_message(workflow_id: Any, gen: Any, extra: dict) -> bool:
+def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict) -> bool:
     return (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 64
-            and (gen is None or (type(gen) is int and gen >= 0)) and not extra)
+            and (gen is None or (type(gen) is int and gen >= 0))
+            and type(idle) is int and 0 <= idle <= 1_000_000 and not extra)
 
 
 def register_workflow_processor(app: Any, **task_options: Any) -> Any:
@@ -55,14 +56,16 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     ``max_interval`` (seconds until the backup tick; nodes wake the processor when they end),
     ``min_interval`` (the first retry delay), ``max_attempts`` (ticks interrupted by a crash
     before the workflow ends in ERROR), ``max_errors`` (ticks in a row that failed with an
-    exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick) and
-    ``lease`` (seconds after which a hold no longer renewed is taken over: its holder died).
+    exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick),
+    ``lease`` (seconds after which a hold no longer renewed is taken over: its holder died)
+    and ``idle_interval`` (the longest backup-tick countdown: a driver that keeps finding
+    nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it).
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
     settings: dict[str, Any] = {k: task_options.pop(k) for k in
                 ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
-                 "known_tasks", "lease")
+                 "known_tasks", "lease", "idle_interval")
                 if k in task_options}
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     settings["allow_pickle"] = allow_pickle
@@ -75,13 +78,13 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
 
     @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
     def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           **extra: Any) -> str:
-        if not _valid_message(workflow_id, gen, extra):
+                           idle: int = 0, **extra: Any) -> str:
+        if not _valid_message(workflow_id, gen, idle, extra):
             logger.error("dyrygent: rejected a processor message with invalid arguments "
-                         "(workflow_id=%.80r, gen=%.20r, extra keys=%.80r); nothing was "
-                         "launched", workflow_id, gen, sorted(extra))
+                         "(workflow_id=%.80r, gen=%.20r, idle=%.20r, extra keys=%.80r); "
+                         "nothing was launched", workflow_id, gen, idle, sorted(extra))
             return "rejected"
-        return processor.run(self, workflow_id, gen)
+        return processor.run(self, workflow_id, gen, idle)
 
     def check_at_worker_start(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:

@@ -9,6 +9,7 @@ for) and a short Redis visibility timeout so restored messages come back within 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import pytest
@@ -197,3 +198,23 @@ def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeo
         for w in drivers:
             w.stop()
         ledger.client.delete("fault:kills", "fault:kill-driver")
+
+
+def test_an_idle_driver_backs_off(redis_server, ledger):
+    """While the wake-ups do all the work, the backup driver's countdown doubles from
+    max_interval (0.5 s here) up to idle_interval (2 s here) instead of ticking every 0.5 s."""
+    c = Cluster(redis_server.url(4), redis_server.url(9), redis_server.url(2))
+    try:
+        c.start_worker()
+        # Given a workflow whose first node runs for 5 s
+        wf = Workflow(app=c.app)
+        wf.add_celery_canvas(chain(c.t.sleep_then.s(1, 5.0), c.t.add.s(1)))
+        assert wf.apply_async().get(timeout=30) == 2
+    finally:
+        c.stop()
+    # Then its driver ticked a handful of times, each finding nothing, and said so to the next
+    drivers = [json.loads(x)[1] for x in ledger.client.lrange("processor", 0, -1)]
+    drivers = [args for args in drivers if args[0] == wf.id and args[1] is not None]
+    idles = [args[2] if len(args) > 2 else 0 for args in drivers]
+    # (0.5 s, then 1 s, 2 s, 2 s ...: every 0.5 s, it would have been 10 ticks)
+    assert 3 <= len(drivers) <= 5 and idles == list(range(len(idles))), drivers

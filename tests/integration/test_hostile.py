@@ -24,7 +24,9 @@ def good_workflow_still_runs(app, t):
     (("x" * 500, 0), {}),                   # oversized id
     (("wf", "0"), {}),                      # generation of the wrong type
     (("wf", -3), {}),
-    (("wf", 0), {"idle": 10**9}),
+    (("wf", 0), {"idle": 10**9}),          # an idle count out of range, or not an int
+    (("wf", 0, -1), {}),
+    (("wf", 0, "1"), {}),
     (("wf", 0), {"serializer": "pickle"}),  # options smuggled in as arguments
 ])
 def test_malformed_processor_messages_are_rejected(app, t, ledger, args, kwargs):

@@ -65,8 +65,10 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         app.conf.task_routes = {PROCESSOR_NAME: {"queue": processor_queue}}
     if os.environ.get("DYRYGENT_TEST_SIGNING_KEY") and name == "workerapp":
         app.conf.dyrygent_signing_key = os.environ["DYRYGENT_TEST_SIGNING_KEY"]
-    # a short lease: tests kill workers mid-tick and should not wait the default 30 s
-    register_workflow_processor(app, min_interval=0.01, max_interval=max_interval, lease=2)
+    # a short lease and backup-tick backoff: tests kill workers mid-tick and should not wait
+    # the defaults (10 s each)
+    register_workflow_processor(app, min_interval=0.01, max_interval=max_interval, lease=2,
+                                idle_interval=2)
     for fn in TASKS:
         app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
     app.task(name="t.ping", shared=False)(ping)
