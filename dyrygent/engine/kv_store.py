@@ -52,10 +52,14 @@ class KVStore(Store):
             if meta is None:
                 return Claim("gone")
             meta = dict(meta)
-            status, writes = claim_rule(meta, gen, token, wake, lease, time.time())
+            now = time.time()
+            age = now - float(meta.get("held") or now)
+            status, writes = claim_rule(meta, gen, token, wake, lease, now)
             if writes:
                 meta.update(writes)
                 self._set(wf + ":m", meta)
+            if status == "busy":
+                return Claim(status, meta["gen"], age=age)
             if status not in ("ok", "expired"):
                 return Claim(status, meta["gen"])
             return Claim(status, meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))

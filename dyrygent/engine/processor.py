@@ -167,6 +167,8 @@ class Processor:
 
     def _claimed(self, task: Any | None, wf: str, token: str, claim: Claim,
                  driver: bool, idle: int = 0) -> str:
+        if claim.status == "busy" and not driver and claim.age > self.lease / 4:
+            self._watch(wf, claim)
         if claim.status == "expired":
             self._end_error(wf, token, claim.gen, WorkflowError(
                 f"workflow {wf} passed its maximum age before finishing; raise "
@@ -180,19 +182,17 @@ class Processor:
                 f"{claim.attempts - 1} times (worker killed, or an error each time: see the "
                 f"worker log); giving up after max_attempts={self.max_attempts}"))
             return "error"
+        takeover = claim.attempts > 1 and not driver
         try:
             graph, header = self._load(wf)
-        except PayloadError as exc:
-            self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
-            return "error"
-        if claim.attempts > 1 and not driver:
-            # a wake-up re-ticking a dead hold: the driver may have died with it (its message
-            # back only after a Redis visibility timeout), so this tick publishes a new one
-            # and advances the generation, which makes any old driver stale
-            driver = True
-        tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts,
-                          driver=driver)
-        try:
+            if takeover:
+                # a wake-up taking a dead hold over: the driver may have died holding it
+                # (its message back only after a Redis visibility timeout), so re-arm one
+                # for this generation; if the old one is alive too, the later one is stale
+                self._publish_tick(wf, header, claim.gen, self.max_interval)
+                takeover = False
+            tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen,
+                              attempts=claim.attempts, driver=driver)
             outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
                                  header, retick=claim.attempts > 1, driver=driver, idle=idle)
             for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
@@ -207,37 +207,63 @@ class Processor:
                 self._publish_tick(wf, header, None, None)
                 outcome = "running"
             return outcome
-        except PayloadError as exc:  # untrusted content found mid-tick: final, not transient
+        except PayloadError as exc:  # untrusted content found: final, not transient
             self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
             return "error"
         except Exception as exc:
             if task is not None:
-                return self._tick_failed(task, wf, token, claim.gen, exc)
+                return self._tick_failed(task, wf, token, claim.gen, exc, keep=takeover)
             logger.warning("dyrygent: workflow %s: a tick in this process failed (%r); the "
                            "driver carries on", wf, exc, exc_info=True)
-            try:
-                self.store.release(wf, token)
-            except Exception:  # the store is down: the lease frees it
-                pass
+            if not takeover:  # (a takeover that could not re-arm the driver keeps the
+                try:          # dead hold, so the next claim after the lease retries it)
+                    self.store.release(wf, token)
+                except Exception:  # the store is down: the lease frees it
+                    pass
             return "deferred"
 
-    def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception) -> str:
+    def _watch(self, wf: str, claim: Claim) -> None:
+        """A wake-up found the workflow held by a tick that has not renewed its hold for a
+        while: if that holder is dead and nothing else comes (no node left running, the
+        driver's message back only after a visibility timeout), nobody would claim it after
+        the lease. So come back then: a wake-up message just past the lease."""
+        try:
+            _, header = self._load(wf)
+            self._publish_tick(wf, header, None, max(self.lease - claim.age, 0) + 0.5)
+        except Exception as exc:  # the driver, when it comes, still covers this
+            logger.warning("dyrygent: workflow %s: could not schedule a wake-up past a stale "
+                           "hold (%r)", wf, exc)
+
+    def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception,
+                     keep: bool = False) -> str:
         """An error inside a tick (a backend or broker outage, most often) is retried under
         the same message id; it does not count as a crash. After ``max_errors`` retries the
         workflow ends in ERROR with the last error."""
         errors = task.request.retries + 1
-        if errors > self.max_errors:
+        if errors > self.max_errors and self._holds(wf, gen, token):
             self._end_error(wf, token, gen, WorkflowError(
                 f"workflow {wf}: the processor's tick failed {errors} times in a row; last "
                 f"error: {exc!r}"))
             return "error"
         logger.warning("dyrygent: workflow %s: tick %d failed (%r); retry %d of %d", wf, gen,
                        exc, errors, self.max_errors, exc_info=True)
-        try:  # give the hold up: the retry claims afresh, so this does not count as a crash
-            self.store.release(wf, token)
-        except Exception:  # the store is what is down: the lease frees the hold
-            pass
+        if not keep:
+            try:  # give the hold up: the retry claims afresh, so this is no crash
+                self.store.release(wf, token)
+            except Exception:  # the store is what is down: the lease frees the hold
+                pass
         raise self._again(task, self._backoff(task), exc)
+
+    def _holds(self, wf: str, gen: int, token: str) -> bool:
+        """Whether ``token`` holds ``wf`` now, claiming it again if it let it go (a failed
+        successor publish commits and releases): only a holder may end a workflow."""
+        try:
+            if self.store.status(wf).get("holder") == token:
+                return True
+            return self.store.claim(wf, gen, token, False, self.lease).status in ("ok",
+                                                                                 "expired")
+        except Exception:
+            return False
 
     def _again(self, task: Any, countdown: float, exc: Exception | None = None) -> Exception:
         """The exception that brings this processor message back after ``countdown``.

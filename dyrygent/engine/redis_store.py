@@ -30,14 +30,15 @@ if holder ~= '' and holder == ARGV[2] then
     -- another delivery of this same message is ticking (a redelivery of an ETA message
     -- past the visibility timeout, or after a connection loss): not a crash, wait
     redis.call('HSET', KEYS[1], 'dirty', '1')
-    return {'busy', gen}
+    return {'busy', gen, 0, '', tostring(now - tonumber(m[5] or now))}
   end
   local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'held', now)
   return {ok, gen, a, redis.call('GET', KEYS[2])}
 end
 if not wake then
-  if want > gen then return {'early', gen} end
+  -- early: wait for the predecessor's commit, unless it died holding the workflow
+  if want > gen and not (holder ~= '' and not live) then return {'early', gen} end
   if want < gen then return {'stale', gen} end
 end
 if holder ~= '' and not live then
@@ -48,7 +49,7 @@ if holder ~= '' and not live then
 end
 if holder ~= '' then
   redis.call('HSET', KEYS[1], 'dirty', '1')
-  return {'busy', gen}
+  return {'busy', gen, 0, '', tostring(now - tonumber(m[5] or now))}
 end
 redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'attempts', 1, 'dirty', '0', 'held', now)
 return {ok, gen, 1, redis.call('GET', KEYS[2])}
@@ -140,6 +141,8 @@ class RedisStore(Store):
         r = self._claim(keys=[m, s], args=[-1 if gen is None else gen, token,
                                            "1" if wake else "0", lease])
         status = r[0].decode() if isinstance(r[0], bytes) else r[0]
+        if status == "busy":
+            return Claim(status, int(r[1]), age=float(r[4]))
         if status not in ("ok", "expired"):
             return Claim(status, int(r[1]))
         return Claim(status, int(r[1]), int(r[2]), r[3] or b"")

@@ -164,9 +164,12 @@ class SQLStore(Store):
                 if row is None:
                     return Claim("gone")
                 meta = row._asdict()
-                status, writes = claim_rule(meta, gen, token, wake, lease, float(meta["now"]))
+                now = float(meta["now"])
+                status, writes = claim_rule(meta, gen, token, wake, lease, now)
                 if writes and not self._cas(conn, wf, meta["version"], **writes):
                     continue
+                if status == "busy":
+                    return Claim(status, meta["gen"], age=now - float(meta["held"] or now))
                 if status not in ("ok", "expired"):
                     return Claim(status, meta["gen"])
                 attempts = writes.get("attempts", meta["attempts"])

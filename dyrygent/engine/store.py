@@ -48,9 +48,10 @@ class Claim:
 
     ``status``: ``ok`` (tick now), ``expired`` (held like ``ok``, but past its maximum age:
     end it), ``stale`` (a driver of an older generation: exit), ``busy`` (another processor
-    is ticking: a wake-up exits, as that tick sees its node; a driver comes back shortly),
-    ``early`` (the driver's predecessor has not committed yet: come back shortly), ``done``
-    (the workflow is over), ``gone`` (no such workflow).
+    is ticking: a wake-up exits, as that tick sees its node; a driver comes back shortly;
+    ``age`` says how long ago the hold was last renewed), ``early`` (the driver's
+    predecessor has not committed yet: come back shortly), ``done`` (the workflow is over),
+    ``gone`` (no such workflow).
 
     There are two kinds of ticks: the *driver*'s (``gen`` given), exactly one valid driver
     message per workflow, which re-enqueues itself and advances the generation; and
@@ -61,6 +62,7 @@ class Claim:
     gen: int = 0
     attempts: int = 0
     states: bytes = b""
+    age: float = 0.0
 
 
 def _runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
@@ -130,6 +132,11 @@ class Store:
         raise NotImplementedError
 
 
+def _dirty(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Mark the workflow dirty (a node ended while someone held it), writing only if needed."""
+    return {} if meta.get("dirty") in (True, 1, "1", b"1") else {"dirty": True}
+
+
 def claim_rule(meta: Mapping[str, Any], gen: int | None, token: str, wake: bool,
                lease: float, now: float) -> tuple[str, dict[str, Any]]:
     """The fence's claim rule: (status, meta fields to write) for a claim of ``meta``.
@@ -144,10 +151,11 @@ def claim_rule(meta: Mapping[str, Any], gen: int | None, token: str, wake: bool,
     ok = "expired" if now > float(meta["deadline"]) else "ok"
     if holder and holder == token:
         if live:  # another delivery of this same message is ticking: not a crash, wait
-            return "busy", {"dirty": True}
+            return "busy", _dirty(meta)
         return ok, {"attempts": int(meta["attempts"]) + 1, "held": now}
     if not wake and gen is not None:
-        if gen > int(meta["gen"]):
+        # early: wait for the predecessor's commit, unless it died holding the workflow
+        if gen > int(meta["gen"]) and not (holder and not live):
             return "early", {}
         if gen < int(meta["gen"]):
             return "stale", {}
@@ -155,7 +163,7 @@ def claim_rule(meta: Mapping[str, Any], gen: int | None, token: str, wake: bool,
         return ok, {"holder": token, "attempts": max(int(meta["attempts"]) + 1, 2),
                     "held": now}
     if holder:
-        return "busy", {"dirty": True}
+        return "busy", _dirty(meta)
     return ok, {"holder": token, "attempts": 1, "dirty": False, "held": now}
 
 

@@ -153,12 +153,13 @@ def test_a_processor_message_that_kills_its_worker_every_time_ends_in_error(clus
     assert wf2.apply_async().get(timeout=30) == 4
 
 
+@pytest.mark.parametrize("first_node_runs", [4.0, 1.0])
 def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeout(
-        redis_server, ledger):
+        redis_server, ledger, first_node_runs):
     """On a Redis broker with a production visibility timeout (an hour), the message of a
-    driver whose whole worker was SIGKILLed mid-tick comes back only after that hour. The
-    next node to end takes the dead hold over once the lease (2 s here) has passed, and
-    publishes a new driver."""
+    driver whose whole worker was SIGKILLed mid-tick comes back only after that hour. A node
+    ending after the lease (2 s here) takes the dead hold over and re-arms the driver; one
+    ending before it finds the hold busy and schedules a wake-up for just past the lease."""
     import workerapp
 
     queue = f"faults-{os.getpid()}-{next(_queues)}"
@@ -173,14 +174,14 @@ def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeo
     t = workerapp.Tasks(app)
     ledger.client.delete("fault:kills", "fault:kill-driver")
     # Given one worker for nodes, and one for processor messages that dies (whole process
-    # group) at the workflow's first driver tick, while the first node runs for 4 s
+    # group) at the workflow's first driver tick, while the first node runs
     nodes = Worker(env, name="nodes")
     drivers = [Worker({**env, "DYRYGENT_TEST_FAULTS": "1"}, name="driver0",
                       extra=("-Q", queue + "-processor"))]
     try:
         nodes.wait_ready(app)
         wf = Workflow(app=app)
-        wf.add_celery_canvas(chain(t.sleep_then.s(1, 4.0), t.add.s(1),
+        wf.add_celery_canvas(chain(t.sleep_then.s(1, first_node_runs), t.add.s(1),
                                    group(t.add.s(i) for i in range(3)), t.tsum.s()))
         ledger.client.set("fault:kill-driver", wf.id)
         result = wf.apply_async()

@@ -203,3 +203,17 @@ def test_concurrent_claims_let_exactly_one_driver_in(store):
     for th in threads:
         th.join(10)
     assert sorted(answers) == ["busy"] * 7 + ["ok"]
+
+
+def test_a_successor_driver_takes_over_when_its_predecessor_died_holding(store):
+    make(store)
+    # the driver of generation 0 published its successor (generation 1), then died holding
+    assert store.claim("wf", 0, "m0", wake=False).status == "ok"
+    # its successor waits while the hold is alive, and says how long it has not been renewed
+    early = store.claim("wf", 1, "m1", wake=False, lease=60)
+    assert early.status == "early"
+    busy = store.claim("wf", None, "node-1", wake=True, lease=60)
+    assert busy.status == "busy" and 0 <= busy.age < 60
+    # past the lease the successor takes over, as a re-tick at the stored generation
+    claim = store.claim("wf", 1, "m1", wake=False, lease=-1)
+    assert (claim.status, claim.gen, claim.attempts >= 2) == ("ok", 0, True)
