@@ -60,13 +60,14 @@ _engines_lock = threading.Lock()
 
 def _engine(url: str, options: Mapping[str, Any]) -> sa.engine.Engine:
     """One pooled engine per process and URL (a forked worker child gets its own), with the
-    tables created on first use. No ping before each use (a round trip per transaction): a
-    connection lost to a database restart fails one tick, which is retried."""
+    tables created on first use. No ping before each use (Celery's default engine options
+    ask for one: a round trip per transaction); a connection lost to a database restart
+    fails one tick, which is retried."""
     key = (os.getpid(), url)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = sa.create_engine(url, **options)
+            engine = sa.create_engine(url, **{**options, "pool_pre_ping": False})
             for attempt in range(10):  # workers starting together race to create them
                 try:
                     _metadata.create_all(engine, checkfirst=True)
@@ -83,8 +84,9 @@ def _clock(dialect: str) -> Any:
     """The database server's clock in seconds since the epoch, as a SQL expression."""
     if dialect == "postgresql":
         return sa.func.extract("epoch", sa.func.clock_timestamp())
-    if dialect in ("mysql", "mariadb"):
-        return sa.func.unix_timestamp(sa.func.now(6))
+    if dialect in ("mysql", "mariadb"):  # UTC: the session time zone may have DST
+        return sa.func.timestampdiff(sa.text("MICROSECOND"), "1970-01-01 00:00:00",
+                                     sa.func.utc_timestamp(6)) / 1000000.0
     if dialect == "sqlite":  # one file, one host
         return (sa.func.julianday("now") - 2440587.5) * 86400.0
     return sa.literal(time.time())  # an unknown dialect: this host's clock
@@ -117,20 +119,41 @@ class SQLStore(Store):
 
     def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
                joins: Mapping[int, int] | None = None) -> None:
-        with self.engine.begin() as conn:
-            now = self._now(conn)
-            expired = sa.select(workflows.c.wf).where(workflows.c.expires < now)
-            conn.execute(join_table.delete().where(join_table.c.wf.in_(expired)))
-            conn.execute(workflows.delete().where(workflows.c.expires < now))
-            conn.execute(join_table.delete().where(join_table.c.wf == wf))
-            conn.execute(workflows.delete().where(workflows.c.wf == wf))
-            conn.execute(workflows.insert().values(
-                wf=wf, version=0, gen=0, holder="", held=None, attempts=0, dirty=False,
-                status="running", deadline=now + max_age, expires=now + max_age + KEEP_AFTER,
-                header=header, graph=graph, states=bytes(size)))
-            if joins:
-                conn.execute(join_table.insert(),
-                             [{"wf": wf, "k": k, "n": n} for k, n in joins.items()])
+        self._forget_expired()
+        for attempt in range(_ROUNDS):
+            try:
+                with self.engine.begin() as conn:
+                    now = self._now(conn)
+                    conn.execute(workflows.insert().values(
+                        wf=wf, version=0, gen=0, holder="", held=None, attempts=0,
+                        dirty=False, status="running", deadline=now + max_age,
+                        expires=now + max_age + KEEP_AFTER, header=header, graph=graph,
+                        states=bytes(size)))
+                    if joins:
+                        conn.execute(join_table.insert(),
+                                     [{"wf": wf, "k": k, "n": n} for k, n in joins.items()])
+                return
+            except sa.exc.IntegrityError:  # the id was used before: the new one replaces it
+                with self.engine.begin() as conn:
+                    conn.execute(join_table.delete().where(join_table.c.wf == wf))
+                    conn.execute(workflows.delete().where(workflows.c.wf == wf))
+            except sa.exc.OperationalError:  # a deadlock (MySQL's gap locks): again
+                if attempt >= 10:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+    def _forget_expired(self) -> None:
+        """Delete the rows of workflows past their maximum age and KEEP_AFTER, best effort
+        and in a transaction of its own (Redis lets them expire)."""
+        try:
+            with self.engine.begin() as conn:
+                expired = sa.select(workflows.c.wf).where(workflows.c.expires < _clock(
+                    conn.dialect.name))
+                conn.execute(join_table.delete().where(join_table.c.wf.in_(expired)))
+                conn.execute(workflows.delete().where(workflows.c.expires < _clock(
+                    conn.dialect.name)))
+        except sa.exc.DBAPIError:  # contention: the next workflow tries again
+            pass
 
     def count_down(self, wf: str, counters: list[int]) -> bool:
         if not counters:
