@@ -96,12 +96,14 @@ class KVStore(Store):
                 meta.update(holder="", attempts=0)
                 self._set(wf + ":m", meta)
 
-    def touch(self, wf: str, token: str) -> None:
+    def touch(self, wf: str, token: str) -> bool:
         with self._lock:
             meta = dict(self._get(wf + ":m") or {})
-            if meta.get("holder") == token:
-                meta["held"] = time.time()
-                self._set(wf + ":m", meta)
+            if meta.get("holder") != token:
+                return False
+            meta["held"] = time.time()
+            self._set(wf + ":m", meta)
+            return True
 
     def status(self, wf: str) -> dict[str, Any]:
         meta = dict(self._get(wf + ":m") or {})

@@ -19,9 +19,14 @@ from dyrygent.engine.trust import UNSAFE_SERIALIZERS
 from dyrygent.engine.wake import WAKE_HEADER, wake_counters
 from dyrygent.errors import PayloadError
 
-__all__ = ["Gone", "fail_enclosing_chords", "fetch_results", "launch", "not_yet_published"]
+__all__ = ["Gone", "HoldLost", "fail_enclosing_chords", "fetch_results", "launch",
+           "not_yet_published"]
 
 logger = logging.getLogger("dyrygent.processor")
+
+
+class HoldLost(Exception):
+    """The tick's hold lapsed and was taken over mid-launch: stop publishing."""
 
 
 class Gone(Exception):
@@ -30,19 +35,20 @@ class Gone(Exception):
 
 def launch(app: Any, wf: str, token: str, graph: Graph, header: dict, ready: list[int],
            results: dict, changes: dict[int, int], *, allow_pickle: bool,
-           renew: Callable[[], None], renew_every: float) -> int:
+           renew: Callable[[], bool], renew_at: float, renew_every: float) -> int:
     """Publish the ``ready`` nodes in order, their parents' results injected; mark each
     LAUNCHED in ``changes``; return how many went out. A publish that fails stops the
-    launch: that node and the rest stay READY for the next tick. ``renew`` is called every
-    ``renew_every`` seconds of a long launch (the hold's lease)."""
+    launch: that node and the rest stay READY for the next tick. ``renew`` is called at
+    ``renew_at`` (time.monotonic) and every ``renew_every`` seconds after (the hold's
+    lease); if it says the hold was taken over, the launch stops (HoldLost)."""
     defaults = header.get("node_options") or {}
     processor_options = header.get("processor_options") or {}
     launched = 0
-    renew_at = time.monotonic() + renew_every
     with app.producer_or_acquire() as producer:
         for i in ready:
             if time.monotonic() > renew_at:  # a long launch: keep the hold alive
-                renew()
+                if not renew():
+                    raise HoldLost(f"workflow {wf}: this tick's hold was taken over")
                 renew_at = time.monotonic() + renew_every
             node = graph.nodes[i]
             args, kwargs, options = decode_spec(node.spec)

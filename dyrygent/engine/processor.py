@@ -151,10 +151,10 @@ class Processor:
         tick (``gen`` 0, ``token`` an id of its own) or a wake-up tick in the worker that
         just ran a node (``token`` the node's id).
 
-        If this process dies mid-tick, a node's message comes back under acks_late and finds
-        itself the holder (a re-tick); otherwise the driver takes the hold over after
-        ``lease`` seconds, also as a re-tick. Errors release the hold and are logged, not
-        raised: the driver carries on.
+        If this process dies mid-tick, the hold lapses after ``lease`` seconds and the next
+        claim takes it over as a re-tick: the driver, the node's own message if it comes
+        back under acks_late, or another node's wake-up (which re-arms the driver). Errors
+        release the hold and are logged, not raised: the driver carries on.
         """
         try:
             claim = self.store.claim(wf, gen, token, gen is None, self.lease)
@@ -170,9 +170,7 @@ class Processor:
         if claim.status == "busy" and not driver and claim.age > self.lease / 4:
             self._watch(wf, claim)
         if claim.status == "expired":
-            self._end_error(wf, token, claim.gen, WorkflowError(
-                f"workflow {wf} passed its maximum age before finishing; raise "
-                f"Workflow(max_age=...) for workflows that run longer"))
+            self._end_expired(wf, token, claim.gen)
             return "error"
         if claim.status != "ok":
             return claim.status
@@ -183,6 +181,7 @@ class Processor:
                 f"worker log); giving up after max_attempts={self.max_attempts}"))
             return "error"
         takeover = claim.attempts > 1 and not driver
+        claimed_at = time.monotonic()
         try:
             graph, header = self._load(wf)
             if takeover:
@@ -194,15 +193,19 @@ class Processor:
             tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen,
                               attempts=claim.attempts, driver=driver)
             outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
-                                 header, retick=claim.attempts > 1, driver=driver, idle=idle)
+                                 header, retick=claim.attempts > 1, driver=driver, idle=idle,
+                                 claimed_at=claimed_at)
             for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
                 if outcome != "again":
                     break
                 claim = self.store.claim(wf, None, token, True, self.lease)
+                if claim.status == "expired":
+                    self._end_expired(wf, token, claim.gen)
+                    return "error"
                 if claim.status != "ok":
                     return claim.status
                 outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
-                                     header, driver=False)
+                                     header, driver=False, claimed_at=time.monotonic())
             if outcome == "again":
                 self._publish_tick(wf, header, None, None)
                 outcome = "running"
@@ -288,7 +291,8 @@ class Processor:
         return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
 
     def _tick(self, task: Any | None, wf: str, gen: int, token: str, states: bytes, graph: Graph,
-              header: dict, retick: bool = False, driver: bool = True, idle: int = 0) -> str:
+              header: dict, retick: bool = False, driver: bool = True, idle: int = 0,
+              claimed_at: float | None = None) -> str:
         backend = self.app.backend
         nodes = graph.nodes
         flying = in_flight(states)
@@ -335,7 +339,9 @@ class Processor:
         ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
         launched = launch(self.app, wf, token, graph, header, ready, results, changes,
                           allow_pickle=self.allow_pickle,
-                          renew=lambda: self.store.touch(wf, token), renew_every=self.lease / 3)
+                          renew=lambda: self.store.touch(wf, token),
+                          renew_at=(claimed_at or time.monotonic()) + self.lease / 3,
+                          renew_every=self.lease / 3)
         # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
         # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
         # do not import dyrygent, or a publish that failed this tick (then: soon).
@@ -384,6 +390,11 @@ class Processor:
         if countdown:
             options["countdown"] = countdown
         self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
+
+    def _end_expired(self, wf: str, token: str, gen: int) -> None:
+        self._end_error(wf, token, gen, WorkflowError(
+            f"workflow {wf} passed its maximum age before finishing; raise "
+            f"Workflow(max_age=...) for workflows that run longer"))
 
     def _end_error(self, wf: str, token: str, gen: int, exc: WorkflowError,
                    changes: dict[int, int] | None = None) -> None:

@@ -59,6 +59,7 @@ _TOUCH = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'held', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+  return 1
 end
 return 0
 """
@@ -159,8 +160,8 @@ class RedisStore(Store):
     def release(self, wf: str, token: str) -> None:
         self._release(keys=[self._keys(wf)[0]], args=[token])
 
-    def touch(self, wf: str, token: str) -> None:
-        self._touch(keys=[self._keys(wf)[0]], args=[token])
+    def touch(self, wf: str, token: str) -> bool:
+        return bool(self._touch(keys=[self._keys(wf)[0]], args=[token]))
 
     def status(self, wf: str) -> dict[str, Any]:
         m, s, _ = self._keys(wf)

@@ -45,7 +45,13 @@ DB_BATCH = 1000
 def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
     """One SELECT ... WHERE task_id IN (...) per DB_BATCH ids, decoded as Celery's
     DatabaseBackend decodes one row (``_get_task_meta_for``)."""
-    decode_result = getattr(backend, "_decode_stored_result", lambda payload: payload)
+    def decode_result(payload: Any) -> Any:
+        # bytes in the result serializer; never the pickle fallback Celery keeps for rows of
+        # its old versions (the processor never unpickles). An old Celery's PickleType
+        # column hands over the value itself.
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return backend.decode(bytes(payload))
+        return payload
     model = backend.task_cls
     found: dict[str, dict] = {}
     session = backend.ResultSession()

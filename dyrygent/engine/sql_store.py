@@ -216,19 +216,20 @@ class SQLStore(Store):
                     return bool(row.dirty)
         raise RuntimeError(f"workflow {wf}: commit lost {_ROUNDS} compare-and-set rounds")
 
-    def _if_holder(self, wf: str, token: str, **values: Any) -> None:
+    def _if_holder(self, wf: str, token: str, **values: Any) -> bool:
         with self.engine.begin() as conn:
             if "held" in values:
                 values["held"] = _clock(conn.dialect.name)
-            conn.execute(workflows.update()
-                         .where(workflows.c.wf == wf, workflows.c.holder == token)
-                         .values(version=workflows.c.version + 1, **values))
+            done = conn.execute(workflows.update()
+                                .where(workflows.c.wf == wf, workflows.c.holder == token)
+                                .values(version=workflows.c.version + 1, **values))
+            return done.rowcount == 1
 
     def release(self, wf: str, token: str) -> None:
         self._if_holder(wf, token, holder="", attempts=0)
 
-    def touch(self, wf: str, token: str) -> None:
-        self._if_holder(wf, token, held=None)
+    def touch(self, wf: str, token: str) -> bool:
+        return self._if_holder(wf, token, held=None)
 
     def status(self, wf: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

@@ -116,8 +116,9 @@ class Store:
         retried under that id)."""
         raise NotImplementedError
 
-    def touch(self, wf: str, token: str) -> None:
-        """Renew ``token``'s hold (a long tick says it is alive, so no driver takes over)."""
+    def touch(self, wf: str, token: str) -> bool:
+        """Renew ``token``'s hold (a long tick says it is alive, so nobody takes over);
+        false if ``token`` no longer holds it (it was taken over: stop)."""
         raise NotImplementedError
 
     def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,

@@ -153,7 +153,9 @@ def test_a_driver_takes_over_a_hold_past_its_lease_as_a_re_tick(store):
     # past the lease it takes over, as a re-tick (attempts of 2 or more)
     claim = store.claim("wf", 0, "driver", wake=False, lease=-1)
     assert (claim.status, claim.attempts >= 2) == ("ok", True)
-    # the vanished holder cannot commit any more
+    # the vanished holder cannot renew or commit any more (a slow one learns it must stop)
+    assert store.touch("wf", "node-1") is False
+    assert store.touch("wf", "driver") is True
     assert store.commit("wf", "node-1", {0: 1}, 0, "running") is None
 
 
