@@ -47,7 +47,13 @@ def launch(app: Any, wf: str, token: str, graph: Graph, header: dict, ready: lis
     with app.producer_or_acquire() as producer:
         for i in ready:
             if time.monotonic() > renew_at:  # a long launch: keep the hold alive
-                if not renew():
+                try:
+                    held = renew()
+                except Exception:  # a store blip: go on, the lease has slack for one miss
+                    logger.warning("dyrygent: workflow %s: could not renew the hold", wf,
+                                   exc_info=True)
+                    held = True
+                if not held:
                     raise HoldLost(f"workflow {wf}: this tick's hold was taken over")
                 renew_at = time.monotonic() + renew_every
             node = graph.nodes[i]
