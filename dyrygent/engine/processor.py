@@ -167,6 +167,7 @@ class Processor:
 
     def _claimed(self, task: Any | None, wf: str, token: str, claim: Claim,
                  driver: bool, idle: int = 0) -> str:
+        # a live holder renews every lease/5: a hold older than lease/4 may be dead
         if claim.status == "busy" and not driver and claim.age > self.lease / 4:
             self._watch(wf, claim)
         if claim.status == "expired":
@@ -340,8 +341,8 @@ class Processor:
         launched = launch(self.app, wf, token, graph, header, ready, results, changes,
                           allow_pickle=self.allow_pickle,
                           renew=lambda: self.store.touch(wf, token),
-                          renew_at=(claimed_at or time.monotonic()) + self.lease / 3,
-                          renew_every=self.lease / 3)
+                          renew_at=(claimed_at or time.monotonic()) + self.lease / 5,
+                          renew_every=self.lease / 5)
         # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
         # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
         # do not import dyrygent, or a publish that failed this tick (then: soon).

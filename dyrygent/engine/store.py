@@ -36,9 +36,8 @@ __all__ = ["Claim", "Store", "claim_rule", "store_for"]
 PREFIX = "dyrygent-wf-"
 #: How long a workflow's records outlive its maximum age, for inspection.
 KEEP_AFTER = 24 * 3600
-#: Seconds after which a hold whose holder stopped renewing it may be taken over: by the
-#: driver, or by another delivery of the holder's own message (a holder ticking longer
-#: renews it every third of this).
+#: Seconds after which a hold whose holder stopped renewing it is taken over by the next
+#: claim (a holder ticking longer renews it every fifth of this).
 DEFAULT_LEASE = 10
 
 

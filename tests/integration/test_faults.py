@@ -153,7 +153,7 @@ def test_a_processor_message_that_kills_its_worker_every_time_ends_in_error(clus
     assert wf2.apply_async().get(timeout=30) == 4
 
 
-@pytest.mark.parametrize("first_node_runs", [4.0, 1.0])
+@pytest.mark.parametrize("first_node_runs", [4.0, 1.5])
 def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeout(
         redis_server, ledger, first_node_runs):
     """On a Redis broker with a production visibility timeout (an hour), the message of a
