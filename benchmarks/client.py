@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-import tracemalloc
 from typing import Any, Callable
 
 RUNNERS = ("native", "celery-dyrygent", "dyrygent")
@@ -211,17 +210,11 @@ def client_cost(runner: str, spec: str) -> dict[str, Any]:
     size = payload(cs)
     t2 = time.perf_counter()
     del cs
-    gc.collect()
-    tracemalloc.start()
-    cs = canvas()
-    canvas_mb = tracemalloc.get_traced_memory()[0] / 2**20
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    payload(cs)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
+    from benchmarks.instrument import traced_memory
+
+    canvas_mb, peak_mb = traced_memory(canvas, payload)
     return {"status": "ok", "canvas_s": t1 - t0, "seconds": t2 - t1, "canvas_mb": canvas_mb,
-            "peak_mb": peak / 2**20, "payload": size}
+            "peak_mb": peak_mb, "payload": size}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,12 @@ bytes and maxima; ``bench:<epoch>:ticks`` is a list of one JSON record per proce
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import threading
 import time
+import tracemalloc
 from typing import Any, Callable
 
 PROCESSOR_TASKS = frozenset({"dyrygent.processor", "workflow-processor"})
@@ -445,3 +447,19 @@ class OtherLoad:
         busy, steal = self._machine()
         other = (busy - self.busy0) - (self._ours() - self.ours0) - client_cpu
         return max(0.0, other) / wall, (steal - self.steal0) / wall
+
+
+def traced_memory(make: Callable[[], Any], work: Callable[[Any], Any]) -> tuple[float, float]:
+    """(MiB held by what ``make()`` builds, peak MiB above that while ``work`` runs on it),
+    measured with tracemalloc."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        built = make()
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        work(built)
+        peak = tracemalloc.get_traced_memory()[1] - held
+    finally:
+        tracemalloc.stop()
+    return held / 2**20, peak / 2**20

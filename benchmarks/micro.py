@@ -31,7 +31,6 @@ import argparse
 import gc
 import statistics
 import time
-import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -219,15 +218,9 @@ def workflow_row(n: int = 10_000) -> dict[str, Any]:
         r["canvas"] = t_canvas
         runs.append(r)
     best_run = min(runs, key=lambda r: r["convert"] + r["freeze"] + r["encode"])
-    gc.collect()
-    tracemalloc.start()
-    c = canvas()
-    canvas_mb = tracemalloc.get_traced_memory()[0] / 2**20
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    stages(c)
-    peak_mb = (tracemalloc.get_traced_memory()[1] - base) / 2**20
-    tracemalloc.stop()
+    from benchmarks.instrument import traced_memory
+
+    canvas_mb, peak_mb = traced_memory(canvas, stages)
     total = best_run["convert"] + best_run["freeze"] + best_run["encode"]
     print(f"workflow {n:,}: canvas {best_run['canvas']:.3f} s, add_celery_canvas "
           f"{best_run['convert']:.3f} s, freeze {best_run['freeze']:.3f} s, encode "
