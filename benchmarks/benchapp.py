@@ -73,11 +73,16 @@ def make_bench_app(broker: str, backend: str, name: str = "benchapp") -> Celery:
     return app
 
 
-app = make_bench_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
-                     os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))
+app = make_bench_app(
+    os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
+    os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"),
+)
 
 if os.environ.get("BENCH_STATS_URL"):
     # In the worker's main process the flusher thread waits for worker_process_init.
-    instrument.install(os.environ["BENCH_STATS_URL"], start=False,
-                       profile_dir=os.environ.get("BENCH_PROFILE_DIR") or None,
-                       trace_tasks=os.environ.get("BENCH_TRACE_TASKS") == "1")
+    instrument.install(
+        os.environ["BENCH_STATS_URL"],
+        start=False,
+        profile_dir=os.environ.get("BENCH_PROFILE_DIR") or None,
+        trace_tasks=os.environ.get("BENCH_TRACE_TASKS") == "1",
+    )

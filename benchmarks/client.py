@@ -40,8 +40,9 @@ def statuses(backend: Any, ids: list[str]) -> list[str | None]:
         model = backend.task_cls
         session = backend.ResultSession()
         try:
-            found = dict(session.query(model.task_id, model.status)
-                         .filter(model.task_id.in_(ids)).all())
+            found = dict(
+                session.query(model.task_id, model.status).filter(model.task_id.in_(ids)).all()
+            )
         finally:
             session.close()
         return [found.get(i) for i in ids]
@@ -65,7 +66,7 @@ def wait_ids(app: Any, ids: list[str], deadline: float, interval: float = 0.01) 
             continue
         still = []
         for start in range(0, len(pending), 2000):
-            chunk = pending[start:start + 2000]
+            chunk = pending[start : start + 2000]
             for task_id, status in zip(chunk, statuses(backend, chunk)):
                 if status is None or status not in states.READY_STATES:
                     still.append(task_id)
@@ -81,8 +82,11 @@ def wait_one(result: Any, deadline: float) -> str:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     try:
-        result.get(timeout=max(0.01, deadline - time.perf_counter()), interval=0.01,
-                   disable_sync_subtasks=False)
+        result.get(
+            timeout=max(0.01, deadline - time.perf_counter()),
+            interval=0.01,
+            disable_sync_subtasks=False,
+        )
     except CeleryTimeout:
         return "timeout"
     return "ok"
@@ -91,8 +95,10 @@ def wait_one(result: Any, deadline: float) -> str:
 def submitter(runner: str, app: Any) -> Callable[[Any], tuple[list[Any], list[str]]]:
     """The runner's submit: canvas -> (results to wait on, workflow ids that are not nodes)."""
     if runner == "native":
+
         def native(canvas: Any) -> tuple[list[Any], list[str]]:
             return [canvas.apply_async()], []
+
         return native
     if runner == "celery-dyrygent":
         from celery_dyrygent.workflows import Workflow as CDWorkflow
@@ -102,6 +108,7 @@ def submitter(runner: str, app: Any) -> Callable[[Any], tuple[list[Any], list[st
             wf.add_celery_canvas(canvas)
             r = wf.apply_async()
             return [r], [r.id]
+
         return cd
     if runner == "dyrygent":
         from dyrygent import Workflow
@@ -111,6 +118,7 @@ def submitter(runner: str, app: Any) -> Callable[[Any], tuple[list[Any], list[st
             wf.add_celery_canvas(canvas)
             r = wf.apply_async()
             return [r], [r.id]
+
         return dy
     raise SystemExit(f"unknown runner {runner!r}: one of {', '.join(RUNNERS)}")
 
@@ -142,7 +150,7 @@ def run(runner: str, spec: str, timeout: float) -> dict[str, Any]:
             raise SystemExit("the floor shapes are plain tasks: run them with 'native'")
         results = [sig.apply_async() for sig in canvas]
     else:
-        for c in (canvas if shape.many else [canvas]):
+        for c in canvas if shape.many else [canvas]:
             r, w = submit(c)
             results += r
             wf_ids += w
@@ -153,9 +161,15 @@ def run(runner: str, spec: str, timeout: float) -> dict[str, Any]:
     else:
         status = wait_ids(app, ids, deadline)
     t_done = time.perf_counter()
-    return {"status": status, "wall": t_done - t0, "build": t_built - t0,
-            "submit": t_sub - t_built, "wf_ids": wf_ids, "tasks": shape.tasks,
-            "cpu": time.process_time()}
+    return {
+        "status": status,
+        "wall": t_done - t0,
+        "build": t_built - t0,
+        "submit": t_sub - t_built,
+        "wf_ids": wf_ids,
+        "tasks": shape.tasks,
+        "cpu": time.process_time(),
+    }
 
 
 def client_cost(runner: str, spec: str) -> dict[str, Any]:
@@ -213,8 +227,14 @@ def client_cost(runner: str, spec: str) -> dict[str, Any]:
     from benchmarks.instrument import traced_memory
 
     canvas_mb, peak_mb = traced_memory(canvas, payload)
-    return {"status": "ok", "canvas_s": t1 - t0, "seconds": t2 - t1, "canvas_mb": canvas_mb,
-            "peak_mb": peak_mb, "payload": size}
+    return {
+        "status": "ok",
+        "canvas_s": t1 - t0,
+        "seconds": t2 - t1,
+        "canvas_mb": canvas_mb,
+        "peak_mb": peak_mb,
+        "payload": size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

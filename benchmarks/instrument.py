@@ -42,8 +42,18 @@ FLUSH_INTERVAL = 0.1
 class _Run:
     """One processor run being measured."""
 
-    __slots__ = ("task", "kind", "cpu0", "wall0", "ts", "msgs", "bytes", "self_bytes", "max",
-                 "ticks")
+    __slots__ = (
+        "task",
+        "kind",
+        "cpu0",
+        "wall0",
+        "ts",
+        "msgs",
+        "bytes",
+        "self_bytes",
+        "max",
+        "ticks",
+    )
 
     def __init__(self, task: str, kind: str) -> None:
         self.task = task
@@ -77,8 +87,16 @@ class _Recorder:
 
     def _reset(self) -> None:
         # n/bytes/max: every task message; p*: messages of processor tasks
-        self.stats: dict[str, Any] = {"n": 0, "bytes": 0, "max": 0, "max_task": "",
-                                      "pn": 0, "pbytes": 0, "pmax": 0, "ran": 0}
+        self.stats: dict[str, Any] = {
+            "n": 0,
+            "bytes": 0,
+            "max": 0,
+            "max_task": "",
+            "pn": 0,
+            "pbytes": 0,
+            "pmax": 0,
+            "ran": 0,
+        }
         self.records: list[str] = []
         self.done_ts: list[str] = []
         self.dirty = False
@@ -138,9 +156,20 @@ class _Recorder:
             self.profiled += 1
             if self.profiled % 20 == 0:
                 self.dump_profile()
-        record = {"task": r.task, "kind": r.kind, "status": status, "cpu": cpu, "wall": wall,
-                  "msgs": r.msgs, "bytes": r.bytes, "self_bytes": r.self_bytes, "max": r.max,
-                  "ticks": r.ticks, "ts": r.ts, "pid": os.getpid()}
+        record = {
+            "task": r.task,
+            "kind": r.kind,
+            "status": status,
+            "cpu": cpu,
+            "wall": wall,
+            "msgs": r.msgs,
+            "bytes": r.bytes,
+            "self_bytes": r.self_bytes,
+            "max": r.max,
+            "ticks": r.ticks,
+            "ts": r.ts,
+            "pid": os.getpid(),
+        }
         with self.lock:
             self.records.append(json.dumps(record))
             self.dirty = True
@@ -155,7 +184,8 @@ class _Recorder:
     def dump_profile(self) -> None:
         if self.profiler is not None and self.profile_dir:
             self.profiler.dump_stats(
-                os.path.join(self.profile_dir, f"processor-{os.getpid()}.prof"))
+                os.path.join(self.profile_dir, f"processor-{os.getpid()}.prof")
+            )
 
     # -- flushing ----------------------------------------------------------------------------
 
@@ -170,8 +200,7 @@ class _Recorder:
                 self.epoch = epoch
             if self.dirty:
                 pipe = self.client.pipeline(transaction=False)
-                pipe.hset(f"bench:{self.epoch}:pub:{os.getpid()}",
-                          mapping=dict(self.stats))  # type: ignore[arg-type]
+                pipe.hset(f"bench:{self.epoch}:pub:{os.getpid()}", mapping=dict(self.stats))  # type: ignore[arg-type]
                 if self.records:
                     pipe.rpush(f"bench:{self.epoch}:ticks", *self.records)
                 if self.done_ts:
@@ -236,7 +265,9 @@ def _wrap_dyrygent(rec: _Recorder) -> bool:
                 finally:
                     if outer:
                         rec.end(status)
+
             return wrapper
+
         return around
 
     def run_kind(args: tuple, kwargs: dict) -> str:  # run(task, wf, gen, ...)
@@ -244,22 +275,31 @@ def _wrap_dyrygent(rec: _Recorder) -> bool:
         return "wake msg" if gen is None else "driver msg"
 
     ok = _wrap(Processor, "run", measured(run_kind))
-    _wrap(Processor, "tick_here",
-          measured(lambda a, k: "client" if rec.role == "client" else "in node"))
+    _wrap(
+        Processor,
+        "tick_here",
+        measured(lambda a, k: "client" if rec.role == "client" else "in node"),
+    )
 
     def count_ticks(original: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             if rec.run is not None:
                 rec.run.ticks += 1
             return original(self, *args, **kwargs)
+
         return wrapper
 
     _wrap(Processor, "_tick", count_ticks)
     return ok
 
 
-def install(url: str, start: bool = True, profile_dir: str | None = None,
-            trace_tasks: bool = False, role: str = "worker") -> None:
+def install(
+    url: str,
+    start: bool = True,
+    profile_dir: str | None = None,
+    trace_tasks: bool = False,
+    role: str = "worker",
+) -> None:
     """Record in this process, flushing to the Redis at ``url``. Idempotent.
 
     ``start=False`` defers the flusher thread (a prefork parent: threads do not survive fork;
@@ -279,14 +319,23 @@ def install(url: str, start: bool = True, profile_dir: str | None = None,
         rec.role = role
         original = messaging.Producer._publish
 
-        def _publish(self: Any, body: Any, priority: Any, content_type: Any,
-                     content_encoding: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+        def _publish(
+            self: Any,
+            body: Any,
+            priority: Any,
+            content_type: Any,
+            content_encoding: Any,
+            headers: Any,
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
             try:
                 rec.on_publish(headers, body)
             except Exception:  # measuring must never break a publish
                 pass
-            return original(self, body, priority, content_type, content_encoding, headers,
-                            *args, **kwargs)
+            return original(
+                self, body, priority, content_type, content_encoding, headers, *args, **kwargs
+            )
 
         messaging.Producer._publish = _publish  # type: ignore[method-assign]
         if not _wrap_dyrygent(rec):
@@ -329,8 +378,16 @@ def flush() -> None:
 
 def collect(client: Any, epoch: str) -> dict[str, Any]:
     """Sum the figures every process flushed under ``epoch``."""
-    out: dict[str, Any] = {"n": 0, "bytes": 0, "max": 0, "max_task": "", "pn": 0,
-                           "pbytes": 0, "pmax": 0, "ran": 0}
+    out: dict[str, Any] = {
+        "n": 0,
+        "bytes": 0,
+        "max": 0,
+        "max_task": "",
+        "pn": 0,
+        "pbytes": 0,
+        "pmax": 0,
+        "ran": 0,
+    }
     for key in client.scan_iter(match=f"bench:{epoch}:pub:*", count=1000):
         h = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
         for f in ("n", "bytes", "pn", "pbytes", "ran"):

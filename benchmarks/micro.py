@@ -63,7 +63,7 @@ def layered_ids(n: int) -> list[tuple[str, list[str], Any]]:
     out: list[tuple[str, list[str], Any]] = []
     prev_body: str | None = None
     for start in range(0, n, WIDTH):
-        layer = ids[start:start + WIDTH]
+        layer = ids[start : start + WIDTH]
         headers, body = layer[:-1], layer[-1]
         for h in headers:
             out.append((h, [prev_body] if prev_body else [], prev_body))
@@ -91,7 +91,7 @@ def states_layered(n: int) -> tuple[bytes, dict[int, Outcome]]:
     layers = n // WIDTH
     cur = layers // 2
     st = bytearray(n)
-    st[:cur * WIDTH] = bytes([NodeState.SUCCEEDED]) * (cur * WIDTH)
+    st[: cur * WIDTH] = bytes([NodeState.SUCCEEDED]) * (cur * WIDTH)
     first = cur * WIDTH
     obs = {}
     for i in range(first, first + WIDTH - 1):
@@ -153,6 +153,7 @@ def core_row(n: int) -> dict[str, Any]:
     def children() -> Any:
         graph._children = None
         return graph.children
+
     t_children, _ = best(children, rep)
     st, obs = states_layered(n)
     t_plan, plan = best(lambda: plan_tick(graph, st, obs), 20)
@@ -165,15 +166,28 @@ def core_row(n: int) -> dict[str, Any]:
     t_plan_wide, wplan = best(lambda: plan_tick(wg, wst, wobs), 5)
     assert sum(1 for s in wplan.changes.values() if s == NodeState.SUCCEEDED) == CHANGED
     t_metas, t_outcome = meta_decode_cost(n)
-    print(f"core {n:>7,}: build {t_add + t_freeze:.3f} s, encode {t_enc:.3f} s, "
-          f"decode {t_dec:.3f} s, {len(data):,} B, plan_tick {t_plan * 1e3:.3f} ms "
-          f"(wide {t_plan_wide * 1e3:.2f} ms), read_metas {t_metas * 1e3:.1f} ms", flush=True)
+    print(
+        f"core {n:>7,}: build {t_add + t_freeze:.3f} s, encode {t_enc:.3f} s, "
+        f"decode {t_dec:.3f} s, {len(data):,} B, plan_tick {t_plan * 1e3:.3f} ms "
+        f"(wide {t_plan_wide * 1e3:.2f} ms), read_metas {t_metas * 1e3:.1f} ms",
+        flush=True,
+    )
     return {
-        "n": n, "add": t_add, "freeze": t_freeze, "encode": t_enc, "decode": t_dec,
-        "bytes": len(data), "children": t_children, "plan": t_plan,
-        "plan_wide": t_plan_wide, "find": t_find, "state_bytes": len(st),
-        "runs": t_runs, "commit_bytes": sum(len(b) + len(str(o)) for o, b in runs),
-        "metas": t_metas, "outcome": t_outcome,
+        "n": n,
+        "add": t_add,
+        "freeze": t_freeze,
+        "encode": t_enc,
+        "decode": t_dec,
+        "bytes": len(data),
+        "children": t_children,
+        "plan": t_plan,
+        "plan_wide": t_plan_wide,
+        "find": t_find,
+        "state_bytes": len(st),
+        "runs": t_runs,
+        "commit_bytes": sum(len(b) + len(str(o)) for o, b in runs),
+        "metas": t_metas,
+        "outcome": t_outcome,
     }
 
 
@@ -185,6 +199,7 @@ def workflow_row(n: int = 10_000) -> dict[str, Any]:
 
     app = Celery("micro", broker="memory://", backend="cache+memory://")
     register_workflow_processor(app)
+
     def noop_fn(*a: Any, **k: Any) -> None:
         return None
 
@@ -192,8 +207,9 @@ def workflow_row(n: int = 10_000) -> dict[str, Any]:
     layers = n // WIDTH
 
     def canvas() -> Any:
-        return chain(*[chord([noop.s() for _ in range(WIDTH - 1)], noop.s())
-                       for _ in range(layers)])
+        return chain(
+            *[chord([noop.s() for _ in range(WIDTH - 1)], noop.s()) for _ in range(layers)]
+        )
 
     def stages(c: Any) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -222,18 +238,22 @@ def workflow_row(n: int = 10_000) -> dict[str, Any]:
 
     canvas_mb, peak_mb = traced_memory(canvas, stages)
     total = best_run["convert"] + best_run["freeze"] + best_run["encode"]
-    print(f"workflow {n:,}: canvas {best_run['canvas']:.3f} s, add_celery_canvas "
-          f"{best_run['convert']:.3f} s, freeze {best_run['freeze']:.3f} s, encode "
-          f"{best_run['encode']:.3f} s (total {total:.3f} s, median of totals "
-          f"{statistics.median(r['convert'] + r['freeze'] + r['encode'] for r in runs):.3f} s), "
-          f"peak {peak_mb:.1f} MB above the canvas ({canvas_mb:.1f} MB)", flush=True)
+    print(
+        f"workflow {n:,}: canvas {best_run['canvas']:.3f} s, add_celery_canvas "
+        f"{best_run['convert']:.3f} s, freeze {best_run['freeze']:.3f} s, encode "
+        f"{best_run['encode']:.3f} s (total {total:.3f} s, median of totals "
+        f"{statistics.median(r['convert'] + r['freeze'] + r['encode'] for r in runs):.3f} s), "
+        f"peak {peak_mb:.1f} MB above the canvas ({canvas_mb:.1f} MB)",
+        flush=True,
+    )
     return {"n": n, **best_run, "total": total, "peak_mb": peak_mb, "canvas_mb": canvas_mb}
 
 
 def report(rows: list[dict[str, Any]], wf: dict[str, Any]) -> str:
     ms = 1e3
     lines = [
-        "# dyrygent micro-benchmarks (pure core, no broker)", "",
+        "# dyrygent micro-benchmarks (pure core, no broker)",
+        "",
         f"Layered graph: layers of {WIDTH - 1} headers + 1 body; best of several runs. "
         f"plan_tick: {CHANGED} changed nodes. Command: `.venv/bin/python -m benchmarks.micro`.",
         "",
@@ -242,22 +262,29 @@ def report(rows: list[dict[str, Any]], wf: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['add'] * ms:.1f} | {r['freeze'] * ms:.1f} | "
-                     f"{r['encode'] * ms:.1f} | {r['decode'] * ms:.1f} | {r['bytes']:,} | "
-                     f"{r['bytes'] / r['n']:.0f} | {r['children'] * ms:.1f} |")
+        lines.append(
+            f"| {r['n']:,} | {r['add'] * ms:.1f} | {r['freeze'] * ms:.1f} | "
+            f"{r['encode'] * ms:.1f} | {r['decode'] * ms:.1f} | {r['bytes']:,} | "
+            f"{r['bytes'] / r['n']:.0f} | {r['children'] * ms:.1f} |"
+        )
     lines += [
-        "", "Per tick, with 100 changed nodes:", "",
+        "",
+        "Per tick, with 100 changed nodes:",
+        "",
         "| nodes | plan_tick layered ms | plan_tick wide (all LAUNCHED) ms | state bytes "
         "| find_all LAUNCHED ms | commit runs ms | commit payload bytes "
         "| read_metas decode (all nodes LAUNCHED, half done) ms | outcome_of ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['plan'] * ms:.3f} | {r['plan_wide'] * ms:.2f} | "
-                     f"{r['state_bytes']:,} | {r['find'] * ms:.3f} | {r['runs'] * ms:.3f} | "
-                     f"{r['commit_bytes']:,} | {r['metas'] * ms:.1f} | {r['outcome'] * ms:.1f} |")
+        lines.append(
+            f"| {r['n']:,} | {r['plan'] * ms:.3f} | {r['plan_wide'] * ms:.2f} | "
+            f"{r['state_bytes']:,} | {r['find'] * ms:.3f} | {r['runs'] * ms:.3f} | "
+            f"{r['commit_bytes']:,} | {r['metas'] * ms:.1f} | {r['outcome'] * ms:.1f} |"
+        )
     lines += [
-        "", f"Building a {wf['n']:,}-node workflow through the public API "
+        "",
+        f"Building a {wf['n']:,}-node workflow through the public API "
         "(`Workflow.add_celery_canvas`, `freeze`, `encode_graph`; Celery app on `memory://`):",
         "",
         "| canvas s | add_celery_canvas s | freeze s | encode_graph s | total (canvas excluded) s "

@@ -149,8 +149,11 @@ class BenchDatabase:
         with self.engine.connect() as conn:
             if "celery_taskmeta" not in self._tables(conn):
                 return []
-            return list(conn.execute(sa.text(
-                "SELECT task_id FROM celery_taskmeta WHERE status = 'SUCCESS'")).scalars())
+            return list(
+                conn.execute(
+                    sa.text("SELECT task_id FROM celery_taskmeta WHERE status = 'SUCCESS'")
+                ).scalars()
+            )
 
     def drop(self) -> None:
         import sqlalchemy as sa
@@ -193,8 +196,9 @@ class Env:
         self.worker_starts = 0
 
     def start_worker(self) -> None:
-        self.worker = Worker(self.env, concurrency=2, pool="prefork", app="benchmarks.benchapp",
-                             name="bench")
+        self.worker = Worker(
+            self.env, concurrency=2, pool="prefork", app="benchmarks.benchapp", name="bench"
+        )
         self.worker.wait_ready(self.app)
         self.worker_starts += 1
 
@@ -245,10 +249,11 @@ class Env:
             return len(set(self.db.succeeded()) - set(exclude))
         done = 0
         ex = {f"celery-task-meta-{i}".encode() for i in exclude}
-        keys = [k for k in self.backend.scan_iter(match="celery-task-meta-*", count=5000)
-                if k not in ex]
+        keys = [
+            k for k in self.backend.scan_iter(match="celery-task-meta-*", count=5000) if k not in ex
+        ]
         for start in range(0, len(keys), 5000):
-            for v in self.backend.mget(keys[start:start + 5000]):
+            for v in self.backend.mget(keys[start : start + 5000]):
                 if v is not None and json.loads(v).get("status") == "SUCCESS":
                     done += 1
         return done
@@ -268,9 +273,13 @@ class Env:
 def _client(args: list[str], timeout: float) -> tuple[dict[str, Any], str]:
     """Run benchmarks.client in a child process; kill it (by pid) past ``timeout``."""
     err = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.client", *args],
-                            stdout=subprocess.PIPE, stderr=err, cwd=str(ROOT),
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.client", *args],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -297,8 +306,9 @@ def wait_quiet(env: Env, limit: float) -> float:
             return other
 
 
-def measure(env: Env, spec: str, runner: str, timeout: float, fresh: bool,
-            quiet: float = 0.0) -> dict[str, Any]:
+def measure(
+    env: Env, spec: str, runner: str, timeout: float, fresh: bool, quiet: float = 0.0
+) -> dict[str, Any]:
     shape = parse(spec)
     if fresh or env.worker is None:
         env.restart_worker()
@@ -315,11 +325,23 @@ def measure(env: Env, spec: str, runner: str, timeout: float, fresh: bool,
     time.sleep(2.5 * instrument.FLUSH_INTERVAL)
     stats = instrument.collect(env.stats, epoch)
     done = env.count_done(res.get("wf_ids") or [])
-    row = {"spec": spec, "key": shape.key, "label": shape.label, "tasks": shape.tasks,
-           "runner": runner, "timeout": timeout, **res, "done": done,
-           "worker_rss_start": sampler.start_sum, "worker_rss_peak": peak_sum,
-           "worker_rss_peak_one": peak_one, "stats": stats, "idle_after": idle,
-           "other_load": other, "steal": steal}
+    row = {
+        "spec": spec,
+        "key": shape.key,
+        "label": shape.label,
+        "tasks": shape.tasks,
+        "runner": runner,
+        "timeout": timeout,
+        **res,
+        "done": done,
+        "worker_rss_start": sampler.start_sum,
+        "worker_rss_peak": peak_sum,
+        "worker_rss_peak_one": peak_one,
+        "stats": stats,
+        "idle_after": idle,
+        "other_load": other,
+        "steal": steal,
+    }
     if res.get("status") in ("timeout", "killed"):
         row["wall"] = None
     if res.get("status") != "ok" and tail:
@@ -335,6 +357,7 @@ def client_cost(spec: str, runner: str) -> dict[str, Any]:
 
 
 # -- reporting ---------------------------------------------------------------------------------
+
 
 def _fmt_s(x: float | None) -> str:
     if x is None:
@@ -357,8 +380,9 @@ def _wall(row: dict | None, spread: bool = False) -> str:
         return f"{_fmt_s(row['wall'])} s{mark}"
     if row.get("status") in ("timeout", "killed"):
         how = "" if row["status"] == "timeout" else " (submission unfinished)"
-        return (f"did not finish in {row['timeout']:.0f} s{how}: "
-                f"{row['done']:,}/{row['tasks']:,} done")
+        return (
+            f"did not finish in {row['timeout']:.0f} s{how}: {row['done']:,}/{row['tasks']:,} done"
+        )
     return f"error: {row.get('error', '?')[:80]}"
 
 
@@ -394,13 +418,20 @@ def _ticks(row: dict) -> dict[str, Any]:
     kinds = {k: 0 for k in KINDS}
     for t in ticks:
         kinds[_kind(t)] = kinds.get(_kind(t), 0) + 1
-    return {"n": len(ticks), "kinds": kinds, "noop": sum(1 for t in ticks if _noop(t)),
-            "inner": sum(t.get("ticks", 1) for t in ticks),
-            "cpu_mean": statistics.fmean(cpu), "cpu_p95": cpu[int(0.95 * (len(cpu) - 1))],
-            "cpu_max": cpu[-1], "cpu_total": sum(cpu) / 1000,
-            "bytes_mean": statistics.fmean(by), "bytes_max": max(by),
-            "self_max": max(t["self_bytes"] for t in ticks),
-            "launch_max": max(t["msgs"] for t in ticks)}
+    return {
+        "n": len(ticks),
+        "kinds": kinds,
+        "noop": sum(1 for t in ticks if _noop(t)),
+        "inner": sum(t.get("ticks", 1) for t in ticks),
+        "cpu_mean": statistics.fmean(cpu),
+        "cpu_p95": cpu[int(0.95 * (len(cpu) - 1))],
+        "cpu_max": cpu[-1],
+        "cpu_total": sum(cpu) / 1000,
+        "bytes_mean": statistics.fmean(by),
+        "bytes_max": max(by),
+        "self_max": max(t["self_bytes"] for t in ticks),
+        "launch_max": max(t["msgs"] for t in ticks),
+    }
 
 
 def _tick_bins(row: dict) -> list[tuple[str, int, float, float, float]]:
@@ -412,9 +443,15 @@ def _tick_bins(row: dict) -> list[tuple[str, int, float, float, float]]:
         ts = [t for t in row["stats"]["ticks"] if lo <= t["msgs"] <= hi]
         if ts:
             name = f"{lo}" if lo == hi else f"{lo}-{hi}" if hi < 10**9 else f">{lo - 1}"
-            out.append((name, len(ts), statistics.fmean(t["cpu"] for t in ts) * 1000,
-                        statistics.fmean(t["bytes"] for t in ts),
-                        statistics.fmean(t["self_bytes"] for t in ts)))
+            out.append(
+                (
+                    name,
+                    len(ts),
+                    statistics.fmean(t["cpu"] for t in ts) * 1000,
+                    statistics.fmean(t["bytes"] for t in ts),
+                    statistics.fmean(t["self_bytes"] for t in ts),
+                )
+            )
     return out
 
 
@@ -422,8 +459,11 @@ def _runs_col(row: dict) -> str:
     """Successful runs of the workflow's tasks, and how many ran more than once (runs beyond
     the distinct tasks that succeeded)."""
     ran = row["stats"].get("ran")
-    short = (f"; only {row['done']:,} of {row['tasks']:,} tasks succeeded"
-             if row.get("status") == "ok" and row["done"] != row["tasks"] else "")
+    short = (
+        f"; only {row['done']:,} of {row['tasks']:,} tasks succeeded"
+        if row.get("status") == "ok" and row["done"] != row["tasks"]
+        else ""
+    )
     if ran is None:
         return "—" + short
     dupes = max(0, ran - row["done"])
@@ -445,13 +485,21 @@ def machine() -> dict[str, str]:
 
     return {
         "nproc": sh(["nproc"]),
-        "cpu": next((ln.split(":", 1)[1].strip() for ln in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name")), "?"),
+        "cpu": next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "?",
+        ),
         "free": sh(["free", "-h"]),
         "python": platform.python_version(),
-        "celery": version("celery"), "kombu": version("kombu"), "redis-py": version("redis"),
-        "celery-dyrygent": version("celery-dyrygent"), "dyrygent": version("dyrygent"),
+        "celery": version("celery"),
+        "kombu": version("kombu"),
+        "redis-py": version("redis"),
+        "celery-dyrygent": version("celery-dyrygent"),
+        "dyrygent": version("dyrygent"),
         "redis-server": sh(["redis-server", "--version"]),
         "git": os.environ.get("BENCH_SOURCE")
         or sh(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
@@ -465,21 +513,32 @@ def report(data: dict[str, Any], out: Path) -> str:
     specs = list(dict.fromkeys(r["spec"] for r in rows))
     floors = {r["tasks"]: r for r in rows if r["spec"].startswith("floor:")}
     m = data["machine"]
-    where = ("broker and result backend" if data.get("backend", "redis") == "redis" else
-             "broker), results in Celery's database backend on PostgreSQL "
-             f"{data.get('backend_server', '?')} (`db+postgresql+psycopg2://`, a fresh database")
+    where = (
+        "broker and result backend"
+        if data.get("backend", "redis") == "redis"
+        else "broker), results in Celery's database backend on PostgreSQL "
+        f"{data.get('backend_server', '?')} (`db+postgresql+psycopg2://`, a fresh database"
+    )
     lines = [
-        f"# dyrygent benchmark results ({data['mode']} run)", "",
+        f"# dyrygent benchmark results ({data['mode']} run)",
+        "",
         f"Command: `{data['command']}`; started {data['started']}, took "
         f"{data['duration']:.0f} s; timeout per run {data['timeout']:.0f} s; "
-        + ("a fresh worker for every run." if data["fresh"] else
-           "one worker, restarted after a run that did not finish."),
+        + (
+            "a fresh worker for every run."
+            if data["fresh"]
+            else "one worker, restarted after a run that did not finish."
+        ),
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, Python {m['python']}, "
         f"celery {m['celery']}, kombu {m['kombu']}, redis-py {m['redis-py']}, "
         f"{m['redis-server'].split(' sha')[0]}, celery-dyrygent {m['celery-dyrygent']}, "
-        f"dyrygent {m['dyrygent']} (git {m['git']}).", "",
-        "```", m["free"], "```", "",
+        f"dyrygent {m['dyrygent']} (git {m['git']}).",
+        "",
+        "```",
+        m["free"],
+        "```",
+        "",
         f"One `celery worker -P prefork -c 2` on a private redis-server ({where}); tasks are "
         "`bench.noop`. dyrygent's processor runs with min_interval="
         f"{data['intervals'][0]}, max_interval={data['intervals'][1]}; celery-dyrygent with "
@@ -489,7 +548,8 @@ def report(data: dict[str, Any], out: Path) -> str:
         "a core (CPU time not accounted for by the worker, redis-server, the harness and the "
         "client): its time is suspect.",
         "",
-        "## Wall time", "",
+        "## Wall time",
+        "",
         "| shape | tasks | native Celery | celery-dyrygent 0.8.0 | dyrygent | dyrygent / native "
         "| dyrygent / floor | celery-dyrygent / native |",
         "|---|---:|---|---|---|---:|---:|---:|",
@@ -499,10 +559,14 @@ def report(data: dict[str, Any], out: Path) -> str:
         first = nat or cd or dy
         assert first is not None
         fl = floors.get(first["tasks"]) if not spec.startswith("floor") else None
-        lines.append(f"| {first['label']} | {first['tasks']:,} | {_wall(nat)} | {_wall(cd)} | "
-                     f"{_wall(dy)} | {_ratio(dy, nat)} | {_ratio(dy, fl)} | {_ratio(cd, nat)} |")
+        lines.append(
+            f"| {first['label']} | {first['tasks']:,} | {_wall(nat)} | {_wall(cd)} | "
+            f"{_wall(dy)} | {_ratio(dy, nat)} | {_ratio(dy, fl)} | {_ratio(cd, nat)} |"
+        )
     lines += [
-        "", "## Messages, ticks, memory", "",
+        "",
+        "## Messages, ticks, memory",
+        "",
         "Task runs: successful runs of the workflow's own tasks counted in the worker "
         "(task_success), against the distinct tasks that succeeded (SUCCESS metas): more runs "
         "than tasks means some ran twice. "
@@ -517,7 +581,8 @@ def report(data: dict[str, Any], out: Path) -> str:
         "own messages); own msg is the largest message a processor sent to itself. Worker "
         "RSS: main process + pool, peak during the run (start in parentheses). Runs under "
         f"{REPEAT_BELOW:.0f} s were made {data.get('repeat', 1)} times: the median run is shown, "
-        "with the range of wall times.", "",
+        "with the range of wall times.",
+        "",
         "| shape | runner | wall | submit s | task runs (duplicates) | msgs | largest msg B "
         "(task) | processor runs "
         "(driver msg / wake msg / in node / client) | no-op runs | CPU ms per run mean / p95 / "
@@ -528,43 +593,63 @@ def report(data: dict[str, Any], out: Path) -> str:
     for r in rows:
         st = r["stats"]
         t = _ticks(r)
-        tick_cols = (f"{t['n']:,} ({' / '.join(str(t['kinds'][k]) for k in KINDS)}) | "
-                     f"{t['noop']:,} | {t['cpu_mean']:.2f} / {t['cpu_p95']:.2f} / "
-                     f"{t['cpu_max']:.1f} | {t['cpu_total']:.2f} | {t['bytes_mean']:,.0f} / "
-                     f"{t['bytes_max']:,} | {t['self_max']:,}") if t else "— | — | — | — | — | —"
+        tick_cols = (
+            (
+                f"{t['n']:,} ({' / '.join(str(t['kinds'][k]) for k in KINDS)}) | "
+                f"{t['noop']:,} | {t['cpu_mean']:.2f} / {t['cpu_p95']:.2f} / "
+                f"{t['cpu_max']:.1f} | {t['cpu_total']:.2f} | {t['bytes_mean']:,.0f} / "
+                f"{t['bytes_max']:,} | {t['self_max']:,}"
+            )
+            if t
+            else "— | — | — | — | — | —"
+        )
         lines.append(
             f"| {r['label']} | {r['runner']} | {_wall(r, True)} | {_fmt_s(r.get('submit'))} | "
             f"{_runs_col(r)} | {st['n']:,} | {st['max']:,} ({st['max_task']}) | {tick_cols} | "
             f"{_mb(r['worker_rss_peak'])} ({_mb(r['worker_rss_start'])}) | "
-            f"{r['other_load']:.2f} |" if "other_load" in r else
-            f"{_mb(r['worker_rss_peak'])} ({_mb(r['worker_rss_start'])}) | — |")
+            f"{r['other_load']:.2f} |"
+            if "other_load" in r
+            else f"{_mb(r['worker_rss_peak'])} ({_mb(r['worker_rss_start'])}) | — |"
+        )
     big = [r for r in rows if r["runner"] == "dyrygent" and r["stats"]["ticks"]]
     if big:
         r = max(big, key=lambda r: r["tasks"])
-        lines += ["", f"## dyrygent processor runs by messages published ({r['label']})", "",
-                  "| messages in run | runs | CPU ms mean | bytes mean | own msg bytes mean |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## dyrygent processor runs by messages published ({r['label']})",
+            "",
+            "| messages in run | runs | CPU ms mean | bytes mean | own msg bytes mean |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, n, cpu, b, own in _tick_bins(r):
             lines.append(f"| {name} | {n} | {cpu:.2f} | {b:,.0f} | {own:,.0f} |")
     if data.get("client"):
-        lines += ["", "## Client build + encode (no publish)", "",
-                  "Building the canvas objects (the same for every runner), then the runner's "
-                  "payload from them: dyrygent `add_celery_canvas` + `freeze` + `encode_graph`; "
-                  "celery-dyrygent `add_celery_canvas` + `freeze` + JSON of the processor's "
-                  "kwargs; native `freeze()`. Times from a plain pass; memory from a second pass "
-                  "under tracemalloc: the canvas's size, and the peak of the payload step above "
-                  "it.", "",
-                  "| shape | runner | canvas s | payload s | canvas MB | payload peak MB "
-                  "| payload bytes |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Client build + encode (no publish)",
+            "",
+            "Building the canvas objects (the same for every runner), then the runner's "
+            "payload from them: dyrygent `add_celery_canvas` + `freeze` + `encode_graph`; "
+            "celery-dyrygent `add_celery_canvas` + `freeze` + JSON of the processor's "
+            "kwargs; native `freeze()`. Times from a plain pass; memory from a second pass "
+            "under tracemalloc: the canvas's size, and the peak of the payload step above "
+            "it.",
+            "",
+            "| shape | runner | canvas s | payload s | canvas MB | payload peak MB "
+            "| payload bytes |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for c in data["client"]:
             if c.get("status") != "ok":
-                lines.append(f"| {parse(c['spec']).label} | {c['runner']} | {c.get('status')} "
-                             f"| | | | |")
+                lines.append(
+                    f"| {parse(c['spec']).label} | {c['runner']} | {c.get('status')} | | | | |"
+                )
                 continue
-            lines.append(f"| {parse(c['spec']).label} | {c['runner']} | {c['canvas_s']:.3f} | "
-                         f"{c['seconds']:.3f} | {c['canvas_mb']:.1f} | {c['peak_mb']:.1f} | "
-                         f"{c['payload']:,} |")
+            lines.append(
+                f"| {parse(c['spec']).label} | {c['runner']} | {c['canvas_s']:.3f} | "
+                f"{c['seconds']:.3f} | {c['canvas_mb']:.1f} | {c['peak_mb']:.1f} | "
+                f"{c['payload']:,} |"
+            )
     lines += ["", "## Goals (reported, not asserted)", ""] + goals(data)
     lines += ["", "![wall time against size](scaling.png)", ""]
     text = "\n".join(lines) + "\n"
@@ -605,37 +690,70 @@ def goals(data: dict[str, Any]) -> list[str]:
         extra = {r["label"]: max(0, r["stats"].get("ran", 0) - r["done"]) for r in dy}
         dupes = sum(extra.values())
         where = f" (most: {max(extra, key=lambda k: extra[k])})" if dupes else ""
-        out.append(f"| no task run twice by dyrygent (all shapes) | {dupes:,} extra runs{where} "
-                   f"| {'yes' if dupes == 0 else 'no'} |")
+        out.append(
+            f"| no task run twice by dyrygent (all shapes) | {dupes:,} extra runs{where} "
+            f"| {'yes' if dupes == 0 else 'no'} |"
+        )
     biggest = max((r["stats"]["max"] for r in dy), default=None)
-    add("no dyrygent-run broker message over 64 KiB (largest body)",
-        None if biggest is None else biggest / 1024, 64, " KiB")
+    add(
+        "no dyrygent-run broker message over 64 KiB (largest body)",
+        None if biggest is None else biggest / 1024,
+        64,
+        " KiB",
+    )
     ten = [r for r in dy if r["tasks"] >= 10000 and r["stats"]["ticks"]]
     for r in ten:
         ts = [t for t in r["stats"]["ticks"] if 50 <= t["msgs"] <= 150]
         if ts:
-            add(f"tick CPU, {r['label']}, ticks launching 50-150 nodes (mean)",
-                statistics.fmean(t["cpu"] for t in ts) * 1000, 5, " ms")
-        add(f"largest own (processor) message, {r['label']}, bytes",
-            max(t["self_bytes"] for t in r["stats"]["ticks"]), 1024, " B")
+            add(
+                f"tick CPU, {r['label']}, ticks launching 50-150 nodes (mean)",
+                statistics.fmean(t["cpu"] for t in ts) * 1000,
+                5,
+                " ms",
+            )
+        add(
+            f"largest own (processor) message, {r['label']}, bytes",
+            max(t["self_bytes"] for t in r["stats"]["ticks"]),
+            1024,
+            " B",
+        )
     for c in data.get("client") or []:
         if c["runner"] == "dyrygent" and c.get("status") == "ok" and "10000" in c["spec"]:
-            add("client build+encode of 10k nodes (canvas excluded), seconds", c["seconds"],
-                0.3, " s")
-            add("client build+encode of 10k nodes, seconds, canvas included",
-                c["seconds"] + c["canvas_s"], 0.3, " s")
-            add("client build+encode of 10k nodes, tracemalloc peak, canvas included",
-                c["peak_mb"] + c["canvas_mb"], 30, " MB")
-    refs = [("native flat group of 10,000", next((r for r in rows
-                                                   if r["spec"] == "floorgroup:10000"), None)),
-            ("dyrygent on a flat group of 10,000", by.get(("group:10000", "dyrygent")))]
+            add(
+                "client build+encode of 10k nodes (canvas excluded), seconds",
+                c["seconds"],
+                0.3,
+                " s",
+            )
+            add(
+                "client build+encode of 10k nodes, seconds, canvas included",
+                c["seconds"] + c["canvas_s"],
+                0.3,
+                " s",
+            )
+            add(
+                "client build+encode of 10k nodes, tracemalloc peak, canvas included",
+                c["peak_mb"] + c["canvas_mb"],
+                30,
+                " MB",
+            )
+    refs = [
+        (
+            "native flat group of 10,000",
+            next((r for r in rows if r["spec"] == "floorgroup:10000"), None),
+        ),
+        ("dyrygent on a flat group of 10,000", by.get(("group:10000", "dyrygent"))),
+    ]
     for r in ten:
         if not r["spec"].startswith("layered:"):
             continue
         for name, ref in refs:
             if ref and ref.get("worker_rss_peak"):
-                add(f"worker peak RSS on the 10k layered workflow vs {name}",
-                    r["worker_rss_peak"] / ref["worker_rss_peak"], 1.2)
+                add(
+                    f"worker peak RSS on the 10k layered workflow vs {name}",
+                    r["worker_rss_peak"] / ref["worker_rss_peak"],
+                    1.2,
+                )
     return out
 
 
@@ -647,24 +765,40 @@ def plot(data: dict[str, Any], out: Path) -> None:
 
     rows = data["runs"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    series = [("native", "native Celery", "o-"), ("celery-dyrygent", "celery-dyrygent 0.8.0",
-                                                     "s-"), ("dyrygent", "dyrygent", "D-")]
+    series = [
+        ("native", "native Celery", "o-"),
+        ("celery-dyrygent", "celery-dyrygent 0.8.0", "s-"),
+        ("dyrygent", "dyrygent", "D-"),
+    ]
     for runner, label, style in series:
-        pts = sorted((r["tasks"], r) for r in rows
-                     if r["spec"].startswith("layered:") and r["runner"] == runner)
+        pts = sorted(
+            (r["tasks"], r)
+            for r in rows
+            if r["spec"].startswith("layered:") and r["runner"] == runner
+        )
         ok = [(n, r["wall"]) for n, r in pts if r.get("status") == "ok"]
         shift = {"native": 0.92, "celery-dyrygent": 1.0, "dyrygent": 1.08}[runner]
-        dnf = [(n * shift, r["timeout"]) for n, r in pts
-               if r.get("status") in ("timeout", "killed")]
+        dnf = [
+            (n * shift, r["timeout"]) for n, r in pts if r.get("status") in ("timeout", "killed")
+        ]
         if not ok and not dnf:
             continue
         line = ax.plot([p[0] for p in ok], [p[1] for p in ok], style, label=label)[0]
         if dnf:
-            ax.plot([p[0] for p in dnf], [p[1] for p in dnf], "^", mfc="none",
-                    color=line.get_color(), ms=10,
-                    label=f"{label}: did not finish (at timeout)")
-    fl = sorted((r["tasks"], r["wall"]) for r in rows
-                if r["spec"].startswith("floor:") and r.get("status") == "ok")
+            ax.plot(
+                [p[0] for p in dnf],
+                [p[1] for p in dnf],
+                "^",
+                mfc="none",
+                color=line.get_color(),
+                ms=10,
+                label=f"{label}: did not finish (at timeout)",
+            )
+    fl = sorted(
+        (r["tasks"], r["wall"])
+        for r in rows
+        if r["spec"].startswith("floor:") and r.get("status") == "ok"
+    )
     if fl:
         ax.plot([p[0] for p in fl], [p[1] for p in fl], "k--", label="floor: independent tasks")
     ax.set_xscale("log")
@@ -686,17 +820,30 @@ def _from_snapshot(argv: list[str], out: Path) -> int:
     snap = Path(tempfile.mkdtemp(prefix="dyrygent-bench-src-"))
     try:
         for d in ("dyrygent", "tests", "benchmarks"):
-            shutil.copytree(ROOT / d, snap / d,
-                            ignore=shutil.ignore_patterns("__pycache__", "out", "*.pyc"))
-        rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True).stdout.strip() or "?"
+            shutil.copytree(
+                ROOT / d, snap / d, ignore=shutil.ignore_patterns("__pycache__", "out", "*.pyc")
+            )
+        rev = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or "?"
+        )
         print(f"running from a snapshot of {ROOT} at {rev}: {snap}", flush=True)
         args = [a for a in argv if a not in ("--snapshot", "--no-snapshot")]
-        env = {**os.environ, "PYTHONPATH": str(snap),
-               "BENCH_SOURCE": f"{rev}, copied at start",
-               "BENCH_COMMAND": " ".join([".venv/bin/python -m benchmarks.run", *argv])}
-        return subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--no-snapshot",
-                               "--out", str(out)], cwd=str(snap), env=env).returncode
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(snap),
+            "BENCH_SOURCE": f"{rev}, copied at start",
+            "BENCH_COMMAND": " ".join([".venv/bin/python -m benchmarks.run", *argv]),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks.run", *args, "--no-snapshot", "--out", str(out)],
+            cwd=str(snap),
+            env=env,
+        ).returncode
     finally:
         shutil.rmtree(snap, ignore_errors=True)
 
@@ -705,26 +852,53 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for CI (under a minute)")
     p.add_argument("--timeout", type=float, help="seconds per run (full 300, quick 5)")
-    p.add_argument("--repeat", type=int, help=f"runs of each shape that takes under "
-                   f"{REPEAT_BELOW:.0f} s; the median is reported (full 3, quick 1)")
-    p.add_argument("--quiet-wait", type=float, help="before each run, wait up to this many "
-                   "seconds for other processes to leave the CPU (full 60, quick 0)")
-    p.add_argument("--only", action="append", metavar="SPEC",
-                   help="run only these shape specs (e.g. layered:10000); repeatable")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        help=f"runs of each shape that takes under "
+        f"{REPEAT_BELOW:.0f} s; the median is reported (full 3, quick 1)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each run, wait up to this many "
+        "seconds for other processes to leave the CPU (full 60, quick 0)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="SPEC",
+        help="run only these shape specs (e.g. layered:10000); repeatable",
+    )
     p.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated runners")
-    p.add_argument("--fresh-worker", action=argparse.BooleanOptionalAction, default=None,
-                   help="a new worker for every run (default: full yes, quick no)")
-    p.add_argument("--backend", choices=("redis", "postgresql"), default="redis",
-                   help="result backend: the private Redis (default), or Celery's database "
-                        "backend on the PostgreSQL server at 127.0.0.1:5432 (a fresh database, "
-                        "dropped at the end; the broker stays the private Redis)")
+    p.add_argument(
+        "--fresh-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a new worker for every run (default: full yes, quick no)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("redis", "postgresql"),
+        default="redis",
+        help="result backend: the private Redis (default), or Celery's database "
+        "backend on the PostgreSQL server at 127.0.0.1:5432 (a fresh database, "
+        "dropped at the end; the broker stays the private Redis)",
+    )
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild results.md and scaling.png from results.json")
-    p.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
-                   help="run from a copy of dyrygent/, tests/ and benchmarks/ taken at start, "
-                        "so edits made meanwhile cannot mix versions (default: full yes, "
-                        "quick no)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild results.md and scaling.png from results.json",
+    )
+    p.add_argument(
+        "--snapshot",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run from a copy of dyrygent/, tests/ and benchmarks/ taken at start, "
+        "so edits made meanwhile cannot mix versions (default: full yes, "
+        "quick no)",
+    )
     a = p.parse_args(argv)
     a.out = a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -741,22 +915,38 @@ def main(argv: list[str] | None = None) -> int:
     quiet = a.quiet_wait if a.quiet_wait is not None else (0.0 if a.quick else 60.0)
     fresh = (not a.quick) if a.fresh_worker is None else a.fresh_worker
     runners = [r.strip() for r in a.runners.split(",") if r.strip()]
-    plan = [(spec, [r for r in rs if r in runners]) for spec, rs in (QUICK if a.quick else FULL)
-            if not a.only or spec in a.only]
+    plan = [
+        (spec, [r for r in rs if r in runners])
+        for spec, rs in (QUICK if a.quick else FULL)
+        if not a.only or spec in a.only
+    ]
     if a.only:
         known = {spec for spec, _ in plan}
-        plan += [(spec, [r for r in runners if not spec.startswith("floor") or r == "native"])
-                 for spec in a.only if spec not in known]
+        plan += [
+            (spec, [r for r in runners if not spec.startswith("floor") or r == "native"])
+            for spec in a.only
+            if spec not in known
+        ]
     from benchmarks.benchapp import dyrygent_intervals
 
     started = time.time()
     data: dict[str, Any] = {
-        "mode": mode, "command": os.environ.get("BENCH_COMMAND") or " ".join(
-            [".venv/bin/python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "timeout": timeout, "fresh": fresh,
+        "mode": mode,
+        "command": os.environ.get("BENCH_COMMAND")
+        or " ".join(
+            [".venv/bin/python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "timeout": timeout,
+        "fresh": fresh,
         "repeat": repeat,
-        "intervals": list(dyrygent_intervals()), "machine": machine(), "runs": [],
-        "client": [], "duration": 0.0, "backend": a.backend}
+        "intervals": list(dyrygent_intervals()),
+        "machine": machine(),
+        "runs": [],
+        "client": [],
+        "duration": 0.0,
+        "backend": a.backend,
+    }
     env = Env(a.backend)
     if env.db is not None:
         data["backend_server"] = env.db.version
@@ -766,8 +956,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.time()
                 row = measure(env, spec, runner, timeout, fresh, quiet)
                 if row.get("status") == "ok" and row["wall"] < REPEAT_BELOW and repeat > 1:
-                    rows = [row] + [measure(env, spec, runner, timeout, fresh, quiet)
-                                    for _ in range(repeat - 1)]
+                    rows = [row] + [
+                        measure(env, spec, runner, timeout, fresh, quiet) for _ in range(repeat - 1)
+                    ]
                     rows = [r for r in rows if r.get("status") == "ok"]
                     walls = sorted(r["wall"] for r in rows)
                     row = sorted(rows, key=lambda r: r["wall"])[(len(rows) - 1) // 2]
@@ -775,8 +966,11 @@ def main(argv: list[str] | None = None) -> int:
                 data["runs"].append(row)
                 data["duration"] = time.time() - started
                 (a.out / "results.json").write_text(json.dumps(data, indent=1))
-                print(f"[{time.time() - started:6.0f}s] {row['label']:<60} {runner:<16} "
-                      f"{_wall(row)}  ({time.time() - t:.1f}s)", flush=True)
+                print(
+                    f"[{time.time() - started:6.0f}s] {row['label']:<60} {runner:<16} "
+                    f"{_wall(row)}  ({time.time() - t:.1f}s)",
+                    flush=True,
+                )
         sizes = SCALING_QUICK if a.quick else SCALING_FULL
         for n in sizes:
             spec = f"layered:{n}"
@@ -785,8 +979,11 @@ def main(argv: list[str] | None = None) -> int:
             for runner in runners:
                 c = client_cost(spec, runner)
                 data["client"].append(c)
-                print(f"[{time.time() - started:6.0f}s] client cost {spec} {runner}: "
-                      f"{c.get('seconds', 0):.3f} s, {c.get('peak_mb', 0):.1f} MB", flush=True)
+                print(
+                    f"[{time.time() - started:6.0f}s] client cost {spec} {runner}: "
+                    f"{c.get('seconds', 0):.3f} s, {c.get('peak_mb', 0):.1f} MB",
+                    flush=True,
+                )
     finally:
         env.stop()
     data["duration"] = time.time() - started
@@ -794,12 +991,15 @@ def main(argv: list[str] | None = None) -> int:
     text = report(data, a.out)
     plot(data, a.out)
     print(text)
-    print(f"wrote {a.out / 'results.md'} and {a.out / 'scaling.png'} in "
-          f"{data['duration']:.0f} s ({env.worker_starts} worker starts)")
+    print(
+        f"wrote {a.out / 'results.md'} and {a.out / 'scaling.png'} in "
+        f"{data['duration']:.0f} s ({env.worker_starts} worker starts)"
+    )
     broken = [r for r in data["runs"] if r.get("status") == "error"]
     for r in broken:  # the harness or a runner broke (not a slow run): fail, e.g. in CI
-        print(f"FAILED: {r['label']} / {r['runner']}: {r.get('error', r['status'])}",
-              file=sys.stderr)
+        print(
+            f"FAILED: {r['label']} / {r['runner']}: {r.get('error', r['status'])}", file=sys.stderr
+        )
     return 1 if broken else 0
 
 

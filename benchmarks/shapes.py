@@ -35,25 +35,28 @@ def group_of(n: int) -> Shape:
 
 
 def chord_of(n: int) -> Shape:
-    return Shape(f"chord{n}", f"chord of {n:,} + body", n + 1,
-                 lambda s: chord([s() for _ in range(n)], s()))
+    return Shape(
+        f"chord{n}", f"chord of {n:,} + body", n + 1, lambda s: chord([s() for _ in range(n)], s())
+    )
 
 
 def chain_chords_between(k: int, width: int) -> Shape:
     """chain(task, k x chord(width, body), task)."""
     n = 2 + k * (width + 1)
-    return Shape(f"chain_t_{k}chords{width}_t",
-                 f"chain(task, {k} x chord({width}, body), task), {n} tasks", n,
-                 lambda s: chain(s(), *[chord([s() for _ in range(width)], s())
-                                        for _ in range(k)], s()))
+    return Shape(
+        f"chain_t_{k}chords{width}_t",
+        f"chain(task, {k} x chord({width}, body), task), {n} tasks",
+        n,
+        lambda s: chain(s(), *[chord([s() for _ in range(width)], s()) for _ in range(k)], s()),
+    )
 
 
 def _nested23(s: Sig) -> Any:
     return chain(
         s(),
-        group(chain(s(), s(), s()),
-              chain(s(), group(s(), s(), s()), s()),
-              group(s(), chain(s(), s()))),
+        group(
+            chain(s(), s(), s()), chain(s(), group(s(), s(), s()), s()), group(s(), chain(s(), s()))
+        ),
         s(),
         group(chain(s(), group(s(), s()), s()), s(), s()),
         chain(s(), s()),
@@ -67,18 +70,28 @@ NESTED23 = Shape("nested23", "23-task nested group/chain graph", 23, _nested23)
 def chain_of_chords(k: int, width: int) -> Shape:
     """A chain of ``k`` chords of ``width`` header tasks + body: ``k`` layers of ``width + 1``."""
     n = k * (width + 1)
-    return Shape(f"chain{k}chords{width}", f"chain of {k} chords of {width}", n,
-                 lambda s: chain(*[chord([s() for _ in range(width)], s()) for _ in range(k)]))
+    return Shape(
+        f"chain{k}chords{width}",
+        f"chain of {k} chords of {width}",
+        n,
+        lambda s: chain(*[chord([s() for _ in range(width)], s()) for _ in range(k)]),
+    )
 
 
 def nested_groups(depth: int) -> Shape:
     """chain(group(2), chain(group(2), ...)), ``depth`` groups."""
+
     def build(s: Sig, d: int = depth) -> Any:
         if d == 1:
             return group(s(), s())
         return chain(group(s(), s()), build(s, d - 1))
-    return Shape(f"nested_depth{depth}", f"nested chain(group(2), chain(group(2), ...)) "
-                 f"depth {depth}", 2 * depth, build)
+
+    return Shape(
+        f"nested_depth{depth}",
+        f"nested chain(group(2), chain(group(2), ...)) depth {depth}",
+        2 * depth,
+        build,
+    )
 
 
 #: Layered sizes: (layers, width incl. body). Wall time against size uses this family.
@@ -87,28 +100,48 @@ LAYERS = {10: (2, 5), 100: (10, 10), 1000: (25, 40), 10000: (100, 100)}
 
 def layered(n: int) -> Shape:
     """A chain of chords with about sqrt(n) layers, each ``width - 1`` header tasks + body."""
-    layers, width = LAYERS.get(n) or (max(1, round(math.sqrt(n))),
-                                      max(2, round(n / max(1, round(math.sqrt(n))))))
+    layers, width = LAYERS.get(n) or (
+        max(1, round(math.sqrt(n))),
+        max(2, round(n / max(1, round(math.sqrt(n))))),
+    )
     sh = chain_of_chords(layers, width - 1)
-    return Shape(f"layered{sh.tasks}", f"layered: chain of {layers} chords of "
-                 f"({width - 1} + body), {sh.tasks:,} tasks", sh.tasks, sh.build)
+    return Shape(
+        f"layered{sh.tasks}",
+        f"layered: chain of {layers} chords of ({width - 1} + body), {sh.tasks:,} tasks",
+        sh.tasks,
+        sh.build,
+    )
 
 
 def many_layered(count: int, n: int) -> Shape:
     one = layered(n)
-    return Shape(f"many{count}x{n}", f"{count} workflows of {n} tasks (each "
-                 f"{one.label.split(': ')[1].rsplit(',', 1)[0]}) submitted together",
-                 count * one.tasks, lambda s: [one.build(s) for _ in range(count)], many=True)
+    return Shape(
+        f"many{count}x{n}",
+        f"{count} workflows of {n} tasks (each "
+        f"{one.label.split(': ')[1].rsplit(',', 1)[0]}) submitted together",
+        count * one.tasks,
+        lambda s: [one.build(s) for _ in range(count)],
+        many=True,
+    )
 
 
 def floor(n: int) -> Shape:
-    return Shape(f"floor{n}", f"floor: {n:,} independent noop tasks, one publish each", n,
-                 lambda s: [s() for _ in range(n)], independent=True)
+    return Shape(
+        f"floor{n}",
+        f"floor: {n:,} independent noop tasks, one publish each",
+        n,
+        lambda s: [s() for _ in range(n)],
+        independent=True,
+    )
 
 
 def floor_group(n: int) -> Shape:
-    return Shape(f"floorgroup{n}", f"floor: {n:,} independent noop tasks as one group", n,
-                 lambda s: group(*[s() for _ in range(n)]))
+    return Shape(
+        f"floorgroup{n}",
+        f"floor: {n:,} independent noop tasks as one group",
+        n,
+        lambda s: group(*[s() for _ in range(n)]),
+    )
 
 
 _KINDS: dict[str, Callable[..., Shape]] = {

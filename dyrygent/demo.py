@@ -103,25 +103,37 @@ def run(app: Celery, out: Any = sys.stdout, timeout: float = 60) -> list:
     started = time.monotonic()
     r = wf.apply_async()
     value = watch(r, labels, out, timeout)
-    print(f"  result: {value!r} ({len(wf.nodes)} tasks in {time.monotonic() - started:.2f}s)",
-          file=out)
+    print(
+        f"  result: {value!r} ({len(wf.nodes)} tasks in {time.monotonic() - started:.2f}s)",
+        file=out,
+    )
     results.append(value)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dyrygent demo", description=__doc__)
-    parser.add_argument("--broker", default="memory://localhost/",
-                        help="broker URL (default: in memory)")
-    parser.add_argument("--backend", default="cache+memory://",
-                        help="result backend URL (default: in memory; redis://..., "
-                             "db+sqlite:///results.db, db+postgresql://...)")
+    parser.add_argument(
+        "--broker", default="memory://localhost/", help="broker URL (default: in memory)"
+    )
+    parser.add_argument(
+        "--backend",
+        default="cache+memory://",
+        help="result backend URL (default: in memory; redis://..., "
+        "db+sqlite:///results.db, db+postgresql://...)",
+    )
     args = parser.parse_args(argv)
     app = make_app(args.broker, args.backend)
     from celery.contrib.testing.worker import start_worker
 
     print(f"dyrygent demo: broker {args.broker}, backend {args.backend}, in-process worker\n")
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=10):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=10,
+    ):
         run(app)
     return 0

@@ -12,5 +12,6 @@ from celery.utils.dispatch import Signal
 
 __all__ = ["tick_claimed"]
 
-tick_claimed = Signal(name="dyrygent_tick_claimed",
-                      providing_args={"workflow_id", "gen", "attempts", "driver"})
+tick_claimed = Signal(
+    name="dyrygent_tick_claimed", providing_args={"workflow_id", "gen", "attempts", "driver"}
+)

@@ -56,8 +56,10 @@ class WorkflowResult(AsyncResult):
         """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
         SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
         raw = store_for(self.app).status(self.id).get("states") or b""
-        return {n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
-                for i, n in enumerate(self.nodes)}
+        return {
+            n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
+            for i, n in enumerate(self.nodes)
+        }
 
 
 class Workflow:
@@ -69,9 +71,15 @@ class Workflow:
     workflow still running after it in ERROR.
     """
 
-    def __init__(self, options: dict | None = None, *, app: Any = None,
-                 max_nodes: int = DEFAULT_MAX_NODES, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_age: int = DEFAULT_MAX_AGE) -> None:
+    def __init__(
+        self,
+        options: dict | None = None,
+        *,
+        app: Any = None,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age: int = DEFAULT_MAX_AGE,
+    ) -> None:
         self.options = dict(options or {})
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
@@ -110,8 +118,12 @@ class Workflow:
             dependencies = [dependencies]
         return tuple(d.id if isinstance(d, WorkflowNode) else str(d) for d in dependencies)
 
-    def _add(self, canvas: Any, dependencies: Iterable[Dependency] | Dependency | None,
-             args: Sequence[Any] = ()) -> list[WorkflowNode]:
+    def _add(
+        self,
+        canvas: Any,
+        dependencies: Iterable[Dependency] | Dependency | None,
+        args: Sequence[Any] = (),
+    ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
         if len(deps) == 1:
@@ -119,8 +131,7 @@ class Workflow:
         elif deps:
             incoming = list(deps)
         before = len(self._builder)
-        output, ends = self._converter(canvas).convert(canvas, incoming, deps,
-                                                       pre_args=tuple(args))
+        output, ends = self._converter(canvas).convert(canvas, incoming, deps, pre_args=tuple(args))
         self._output = output
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
@@ -134,11 +145,16 @@ class Workflow:
         if len(self._builder) > self.max_nodes:
             raise LimitExceededError(
                 f"the workflow has {len(self._builder)} nodes, over max_nodes={self.max_nodes}: "
-                f"split it, or raise Workflow(max_nodes=...)", limit="max_nodes")
+                f"split it, or raise Workflow(max_nodes=...)",
+                limit="max_nodes",
+            )
 
-    def add_celery_canvas(self, canvas: Any,
-                          dependencies: Iterable[Dependency] | Dependency | None = None,
-                          args: Sequence[Any] = ()) -> list[WorkflowNode]:
+    def add_celery_canvas(
+        self,
+        canvas: Any,
+        dependencies: Iterable[Dependency] | Dependency | None = None,
+        args: Sequence[Any] = (),
+    ) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
         Its first tasks wait for ``dependencies`` and receive their results (one dependency:
@@ -149,9 +165,9 @@ class Workflow:
         """
         return self._add(canvas, dependencies, args)
 
-    def add_signature(self, signature: Signature,
-                      dependencies: Iterable[Dependency] | Dependency | None = None
-                      ) -> WorkflowNode:
+    def add_signature(
+        self, signature: Signature, dependencies: Iterable[Dependency] | Dependency | None = None
+    ) -> WorkflowNode:
         """Add one task call that runs after ``dependencies``; returns its node."""
         return self._add(signature, dependencies)[0]
 
@@ -167,22 +183,35 @@ class Workflow:
         if registered is None:
             raise ConfigurationError(
                 f"no dyrygent processor is registered on app {app.main!r}: call "
-                f"dyrygent.register_workflow_processor(app) in a module the workers import")
+                f"dyrygent.register_workflow_processor(app) in a module the workers import"
+            )
         processor = registered._dyrygent
-        header = {"version": 1, "node_options": dict(options or {}),
-                  "processor_options": self.options}
+        header = {
+            "version": 1,
+            "node_options": dict(options or {}),
+            "processor_options": self.options,
+        }
         data = encode_graph(graph)
         if len(data) > self.max_bytes:
             raise LimitExceededError(
                 f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
                 f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
-                f"the workflow, or raise Workflow(max_bytes=...)", limit="max_bytes")
-        processor.store.create(self.id, data, seal(app, data, encode_header(header)),
-                               len(graph), self.max_age, joins=join_counters(graph))
+                f"the workflow, or raise Workflow(max_bytes=...)",
+                limit="max_bytes",
+            )
+        processor.store.create(
+            self.id,
+            data,
+            seal(app, data, encode_header(header)),
+            len(graph),
+            self.max_age,
+            joins=join_counters(graph),
+        )
         # The driver goes first, as the backup; then this client launches the roots itself,
         # holding the workflow under an id of its own (if it dies, the driver takes over
         # after the lease; under the driver's id, a slow first tick would look like a crash).
-        app.send_task(PROCESSOR_NAME, (self.id, 0), {}, countdown=processor.max_interval,
-                      **self.options)
+        app.send_task(
+            PROCESSOR_NAME, (self.id, 0), {}, countdown=processor.max_interval, **self.options
+        )
         processor.tick_here(self.id, f"client-{uuid()}", gen=0, loaded=(graph, header))
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

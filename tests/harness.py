@@ -28,8 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """Call ``condition`` until it returns a truthy value; raise TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -50,17 +51,28 @@ class RedisServer:
     def __init__(self, persist: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="dyrygent-redis-")
-        self.args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--dir", self.dir, "--save", "",
-                     "--appendonly", "yes" if persist else "no", "--appendfsync", "always"]
+        self.args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if persist else "no",
+            "--appendfsync",
+            "always",
+        ]
         import redis
 
         self.client = redis.Redis(port=self.port)
         self._start()
 
     def _start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for(self.client.ping, 10, f"redis-server on port {self.port}")
 
     def shutdown(self) -> None:
@@ -94,18 +106,22 @@ class RabbitVhost:
 
     def __init__(self) -> None:
         self.name = f"dyrygent-test-{os.getpid()}-{int(time.time() * 1000)}"
-        subprocess.run(["rabbitmqctl", "add_vhost", self.name], check=True,
-                       capture_output=True, timeout=60)
-        subprocess.run(["rabbitmqctl", "set_permissions", "-p", self.name, "guest",
-                        ".*", ".*", ".*"], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "add_vhost", self.name], check=True, capture_output=True, timeout=60
+        )
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
 
     def delete(self) -> None:
-        subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True,
-                       timeout=60)
+        subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True, timeout=60)
 
     @staticmethod
     def available() -> bool:
@@ -132,17 +148,21 @@ class RabbitServer:
         (self.dir / "rabbitmq.conf").write_text("loopback_users = none\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not the machine's NODENAME
         self.node = f"dyrygent{os.getpid()}x{self.port}@localhost"
-        self.env = {**os.environ, "HOME": str(self.dir), "RABBITMQ_NODENAME": self.node,
-                    "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-                    "RABBITMQ_NODE_PORT": str(self.port),
-                    "RABBITMQ_DIST_PORT": str(self.dist_port),
-                    "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
-                    "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
-                    "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
-                    "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
-                    "RABBITMQ_PID_FILE": str(self.dir / "pid"),
-                    "ERL_EPMD_ADDRESS": "127.0.0.1"}
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
         self.proc: subprocess.Popen | None = None
         self._start()
 
@@ -156,9 +176,14 @@ class RabbitServer:
 
     def _start(self) -> None:
         log = open(self.dir / "stdout.log", "ab")
-        self.proc = subprocess.Popen([str(RABBIT_BIN)], env=self.env, cwd=str(self.dir),
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(RABBIT_BIN)],
+            env=self.env,
+            cwd=str(self.dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
         def accepting() -> bool:
@@ -169,6 +194,7 @@ class RabbitServer:
             with kombu.Connection(self.url, connect_timeout=1) as conn:
                 conn.connect()
             return True
+
         wait_for(accepting, 60, f"rabbitmq-server on port {self.port}", interval=0.2)
 
     def shutdown(self) -> None:
@@ -196,6 +222,7 @@ class RabbitServer:
             except ProcessLookupError:
                 return True
             return False
+
         wait_for(gone, 30, "the rabbitmq-server processes to exit", interval=0.1)
 
     def stop(self) -> None:
@@ -253,18 +280,51 @@ class Worker:
     """A `celery worker` subprocess running tests/integration/workerapp.py, in its own
     process group so a test can SIGKILL the whole worker or one pool child."""
 
-    def __init__(self, env: dict[str, str], concurrency: int = 2, pool: str = "prefork",
-                 app: str = "workerapp", extra: tuple[str, ...] = (), name: str = "w1") -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix=f"dyrygent-{name}-", suffix=".log",
-                                               delete=False)
-        full_env = {**os.environ, **env,
-                    "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)])}
-        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool,
-               "-c", str(concurrency), "-l", "info", "-n", f"{name}-{os.getpid()}@%h",
-               "--without-heartbeat", "--without-gossip", "--without-mingle", *extra]
-        self.proc = subprocess.Popen(cmd, env=full_env, cwd=str(WORKER_APP_DIR),
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+    def __init__(
+        self,
+        env: dict[str, str],
+        concurrency: int = 2,
+        pool: str = "prefork",
+        app: str = "workerapp",
+        extra: tuple[str, ...] = (),
+        name: str = "w1",
+    ) -> None:
+        self.log = tempfile.NamedTemporaryFile(
+            prefix=f"dyrygent-{name}-", suffix=".log", delete=False
+        )
+        full_env = {
+            **os.environ,
+            **env,
+            "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)]),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-l",
+            "info",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            env=full_env,
+            cwd=str(WORKER_APP_DIR),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -279,6 +339,7 @@ class Worker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.tail()}")
             return app.send_task("t.ping").get(timeout=2) == "pong"
+
         wait_for(answered, timeout, "the worker to answer a ping task", interval=0.2)
 
     def kill(self) -> None:

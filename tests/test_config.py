@@ -14,13 +14,19 @@ def app_with(**conf):
     return app
 
 
-@pytest.mark.parametrize("conf", [
-    {"accept_content": ["json", "pickle"]},
-    {"accept_content": ["application/x-python-serialize"]},
-])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"accept_content": ["json", "pickle"]},
+        {"accept_content": ["application/x-python-serialize"]},
+    ],
+)
 def test_a_processor_that_would_accept_pickle_is_refused(conf):
-    with pytest.raises(ConfigurationError, match=r"refuses to run while the app accepts pickle"
-                                                 r".*allow_pickle=True"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"refuses to run while the app accepts pickle"
+        r".*allow_pickle=True",
+    ):
         register_workflow_processor(app_with(**conf))
 
 
@@ -30,8 +36,9 @@ def test_pickle_as_the_processor_serializer_is_refused():
 
 
 def test_pickle_can_be_allowed_explicitly():
-    task = register_workflow_processor(app_with(accept_content=["pickle", "json"]),
-                                       allow_pickle=True)
+    task = register_workflow_processor(
+        app_with(accept_content=["pickle", "json"]), allow_pickle=True
+    )
     assert task.name == "dyrygent.processor"
 
 

@@ -8,8 +8,9 @@ import sys
 
 def test_demo_runs_on_the_embedded_default():
     # When the demo runs with no server
-    out = subprocess.run([sys.executable, "-m", "dyrygent", "demo"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dyrygent", "demo"], capture_output=True, text=True, timeout=120
+    )
     # Then both workflows finish with their results, every node having succeeded
     assert out.returncode == 0, out.stderr[-2000:]
     assert "result: 'loaded 3 rows: Oslo 5.0C, Rome 20.0C, Lima 25.0C'" in out.stdout
@@ -20,8 +21,12 @@ def test_demo_runs_on_the_embedded_default():
 def test_demo_runs_on_a_sqlite_database_backend(tmp_path):
     # When the demo keeps results and workflow state in Celery's database backend (SQLite)
     db = tmp_path / "results.db"
-    out = subprocess.run([sys.executable, "-m", "dyrygent", "demo", "--backend",
-                          f"db+sqlite:///{db}"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dyrygent", "demo", "--backend", f"db+sqlite:///{db}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # Then both workflows finish, and their state is in dyrygent's table of that database
     assert out.returncode == 0, out.stderr[-2000:]
     assert "result: 'finished with 599995' (57 tasks in" in out.stdout
@@ -33,7 +38,8 @@ def test_demo_runs_on_a_sqlite_database_backend(tmp_path):
 
 
 def test_unknown_command_prints_usage():
-    out = subprocess.run([sys.executable, "-m", "dyrygent"], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "dyrygent"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert "usage: python -m dyrygent demo" in out.stderr

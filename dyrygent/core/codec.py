@@ -74,15 +74,19 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
     if len(data) > max_bytes:
         raise _fail(f"{len(data)} bytes is over the limit of {max_bytes}", bytes(data))
     try:
-        payload = msgpack.unpackb(data, raw=False, strict_map_key=True,
-                                  max_bin_len=max_bytes, max_str_len=max_bytes)
+        payload = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_bin_len=max_bytes, max_str_len=max_bytes
+        )
     except Exception as exc:  # msgpack raises several unrelated types
         raise _fail(f"not msgpack ({exc})", bytes(data), exc) from exc
     if not (isinstance(payload, list) and len(payload) >= 2 and payload[0] == MAGIC):
         raise _fail("not a dyrygent graph", bytes(data))
     if payload[1] != FORMAT:
-        raise _fail(f"unknown format version {payload[1]!r} (this dyrygent reads {FORMAT}); "
-                    f"run the same dyrygent version on clients and workers", bytes(data))
+        raise _fail(
+            f"unknown format version {payload[1]!r} (this dyrygent reads {FORMAT}); "
+            f"run the same dyrygent version on clients and workers",
+            bytes(data),
+        )
     if len(payload) != 9:
         raise _fail(f"format {FORMAT} has 9 fields, got {len(payload)}", bytes(data))
     _, _, ids, names, task_of, specs, parents, inputs, output = payload
@@ -117,6 +121,7 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
     try:
         check_acyclic(range(n), [node.parents for node in nodes])
     except CycleError as exc:
-        raise _fail(f"the dependencies form a cycle through {len(exc.cycle) - 1} nodes",
-                    bytes(data), exc) from None
+        raise _fail(
+            f"the dependencies form a cycle through {len(exc.cycle) - 1} nodes", bytes(data), exc
+        ) from None
     return Graph(nodes, output)

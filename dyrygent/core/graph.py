@@ -156,8 +156,9 @@ class GraphBuilder:
         """(id, task) of the nodes added since the ``start``-th, in order."""
         return list(zip(self._ids[start:], self._tasks[start:]))
 
-    def add(self, node_id: str, task: str, spec: bytes, parents: Iterable[str] = (),
-            input: Expr = None) -> None:
+    def add(
+        self, node_id: str, task: str, spec: bytes, parents: Iterable[str] = (), input: Expr = None
+    ) -> None:
         """Add a node; raises DuplicateNodeError if ``node_id`` was added before."""
         if node_id in self._seen:
             raise DuplicateNodeError(
@@ -206,7 +207,8 @@ class GraphBuilder:
         nodes = [
             Node(node_id, task, spec, tuple(index[p] for p in parents), _map_expr(inp, index))
             for node_id, task, spec, parents, inp in zip(
-                self._ids, self._tasks, self._specs, self._parents, self._inputs)
+                self._ids, self._tasks, self._specs, self._parents, self._inputs
+            )
         ]
         return Graph(nodes, _map_expr(output, index))
 

@@ -58,16 +58,18 @@ def in_flight(states: bytes | bytearray) -> list[int]:
     return sorted(find_all(states, NodeState.LAUNCHED) + find_all(states, NodeState.RUNNING))
 
 
-def _record(changes: dict[int, NodeState], states: bytes | bytearray, i: int,
-            new: NodeState) -> None:
+def _record(
+    changes: dict[int, NodeState], states: bytes | bytearray, i: int, new: NodeState
+) -> None:
     old = NodeState(changes.get(i, states[i]))
     if new not in TRANSITIONS[old]:
         raise ValueError(f"node {i}: illegal transition {old.name} -> {new.name}")
     changes[i] = new
 
 
-def plan_tick(graph: Graph, states: bytes | bytearray,
-              observations: Mapping[int, Outcome]) -> TickPlan:
+def plan_tick(
+    graph: Graph, states: bytes | bytearray, observations: Mapping[int, Outcome]
+) -> TickPlan:
     """Plan a tick.
 
     ``states`` has one byte (a NodeState) per node. ``observations`` maps in-flight node
@@ -104,10 +106,12 @@ def plan_tick(graph: Graph, states: bytes | bytearray,
     SUCCEEDED = NodeState.SUCCEEDED
     for c in candidates:
         if states[c] == NodeState.WAITING and all(
-                changes.get(p, states[p]) == SUCCEEDED for p in nodes[c].parents):
+            changes.get(p, states[p]) == SUCCEEDED for p in nodes[c].parents
+        ):
             _record(changes, states, c, NodeState.READY)
-    plan.ready = sorted(find_all(states, NodeState.READY)
-                        + [i for i, s in changes.items() if s is NodeState.READY])
+    plan.ready = sorted(
+        find_all(states, NodeState.READY) + [i for i, s in changes.items() if s is NodeState.READY]
+    )
     if not plan.ready:
         remaining = len(states) - states.count(SUCCEEDED)
         plan.done = remaining == len(succeeded_now)

@@ -26,10 +26,21 @@ from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 __all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
 
 #: Options Celery uses to wire its own canvas; dyrygent does that wiring itself.
-STRUCTURAL_OPTIONS = frozenset({
-    "task_id", "group_id", "group_index", "chord", "chain", "root_id", "parent_id",
-    "reply_to", "link", "link_error", "subtask_type",
-})
+STRUCTURAL_OPTIONS = frozenset(
+    {
+        "task_id",
+        "group_id",
+        "group_index",
+        "chord",
+        "chain",
+        "root_id",
+        "parent_id",
+        "reply_to",
+        "link",
+        "link_error",
+        "subtask_type",
+    }
+)
 
 SpecEncoder = Callable[..., bytes]
 
@@ -47,8 +58,13 @@ class CanvasConverter:
     """Adds canvases to ``builder``; ``encode`` turns (id, task, args, kwargs, options) into
     the node's opaque spec; ``app`` resolves dict signatures."""
 
-    def __init__(self, builder: GraphBuilder, encode: SpecEncoder, app: Any = None,
-                 is_ignored: Callable[[str], bool] = lambda name: False) -> None:
+    def __init__(
+        self,
+        builder: GraphBuilder,
+        encode: SpecEncoder,
+        app: Any = None,
+        is_ignored: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         self.builder = builder
         self.encode = encode
         self.app = app
@@ -65,11 +81,17 @@ class CanvasConverter:
                 return sig
         raise UnsupportedCanvasError(
             f"add_celery_canvas() cannot convert {type(obj).__name__} {obj!r:.80}: pass a "
-            f"Celery signature, chain, group, chord or chunks (e.g. add.s(1, 2))")
+            f"Celery signature, chain, group, chord or chunks (e.g. add.s(1, 2))"
+        )
 
-    def convert(self, canvas: Any, incoming: Expr, deps: tuple[str, ...],
-                inherited: dict | None = None,
-                pre_args: tuple = ()) -> tuple[Expr, tuple[str, ...]]:
+    def convert(
+        self,
+        canvas: Any,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict | None = None,
+        pre_args: tuple = (),
+    ) -> tuple[Expr, tuple[str, ...]]:
         sig = self._sig(canvas)
         inherited = inherited or {}
         if isinstance(sig, chunks):
@@ -86,8 +108,9 @@ class CanvasConverter:
             return self._group(list(sig.tasks), incoming, deps, inherited, pre_args)
         return self._task(sig, incoming, deps, inherited, pre_args)
 
-    def _chain(self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict,
-               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+    def _chain(
+        self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+    ) -> tuple[Expr, tuple[str, ...]]:
         link, link_error = _links(sig)
         if link or link_error:
             # chain.link/link_error live on the chain; Celery pushes them onto its tasks
@@ -111,8 +134,14 @@ class CanvasConverter:
             out, ends = self.convert(step, out, ends, inherited, pre_args if k == 0 else ())
         return out, ends
 
-    def _members(self, members: Iterable[Any], incoming: Expr, deps: tuple[str, ...],
-                 inherited: dict, pre_args: tuple) -> tuple[list, tuple[str, ...]]:
+    def _members(
+        self,
+        members: Iterable[Any],
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict,
+        pre_args: tuple,
+    ) -> tuple[list, tuple[str, ...]]:
         outs: list = []
         ends: list[str] = []
         any_member = False
@@ -129,19 +158,22 @@ class CanvasConverter:
             return [], deps
         return outs, tuple(dict.fromkeys(ends))
 
-    def _group(self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict,
-               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+    def _group(
+        self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+    ) -> tuple[Expr, tuple[str, ...]]:
         return self._members(members, incoming, deps, inherited, pre_args)
 
-    def _chord(self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict,
-               pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+    def _chord(
+        self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+    ) -> tuple[Expr, tuple[str, ...]]:
         header = sig.tasks
         if isinstance(header, (group, Signature)) and not isinstance(header, (list, tuple)):
             header = list(header.tasks) if _is_group(header) else [header]
         body = sig.body
         if body is None:
             raise UnsupportedCanvasError(
-                f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())")
+                f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())"
+            )
         body = self._sig(body)
         errbacks = list(body.options.get("link_error") or [])
         if errbacks:
@@ -149,8 +181,9 @@ class CanvasConverter:
             # errbacks (chord_error_from_stack) although the body never runs: keep what
             # that call needs on every header node.
             self._freeze_leaves(body)
-            self._chord_errbacks.append({"task": body.task, "id": body.options.get("task_id"),
-                                         "link_error": errbacks})
+            self._chord_errbacks.append(
+                {"task": body.task, "id": body.options.get("task_id"), "link_error": errbacks}
+            )
         try:
             out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
         finally:
@@ -158,13 +191,21 @@ class CanvasConverter:
                 self._chord_errbacks.pop()
         return self.convert(body, out, ends, inherited)
 
-    def _task(self, sig: Signature, incoming: Expr, deps: tuple[str, ...], inherited: dict,
-              pre_args: tuple) -> tuple[Expr, tuple[str, ...]]:
+    def _task(
+        self,
+        sig: Signature,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict,
+        pre_args: tuple,
+    ) -> tuple[Expr, tuple[str, ...]]:
         if not sig.options.get("task_id"):
             sig.freeze()
         node_id = sig.options["task_id"]
-        options = {**inherited, **{k: v for k, v in sig.options.items()
-                                   if k not in STRUCTURAL_OPTIONS}}
+        options = {
+            **inherited,
+            **{k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS},
+        }
         link, link_error = _links(sig)
         if link:
             options["link"] = link
@@ -174,14 +215,16 @@ class CanvasConverter:
             raise InvalidNodeError(
                 f"node {node_id!r} ({sig.task}) ignores its result, so dyrygent could never "
                 f"see it finish: drop ignore_result=True from that signature or task",
-                node=node_id)
+                node=node_id,
+            )
         args = list(sig.args or ())
         if pre_args and not sig.immutable:
             args = [*pre_args, *args]
         extras = {"chord_errbacks": list(self._chord_errbacks)} if self._chord_errbacks else None
         spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options, extras)
-        self.builder.add(node_id, sig.task, spec, parents=deps,
-                         input=None if sig.immutable else incoming)
+        self.builder.add(
+            node_id, sig.task, spec, parents=deps, input=None if sig.immutable else incoming
+        )
         return node_id, (node_id,)
 
     def _freeze_leaves(self, sig: Any) -> None:
@@ -192,7 +235,7 @@ class CanvasConverter:
             for t in sig.tasks:
                 self._freeze_leaves(t)
         elif isinstance(sig, _chord):
-            for t in (sig.tasks if isinstance(sig.tasks, (list, tuple)) else [sig.tasks]):
+            for t in sig.tasks if isinstance(sig.tasks, (list, tuple)) else [sig.tasks]:
                 self._freeze_leaves(t)
             self._freeze_leaves(sig.body)
         elif isinstance(sig, group):

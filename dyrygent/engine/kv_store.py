@@ -31,22 +31,39 @@ class KVStore(Store):
     def _set(self, key: str, value: Any) -> None:
         self.backend.set(self.prefix + key, value)
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
-               joins: Mapping[int, int] | None = None) -> None:
+    def create(
+        self,
+        wf: str,
+        graph: bytes,
+        header: bytes,
+        size: int,
+        max_age: int,
+        joins: Mapping[int, int] | None = None,
+    ) -> None:
         with self._lock:
             self._set(wf + ":c", dict(joins or {}))
             self._set(wf + ":g", graph)
             self._set(wf + ":s", bytes(size))
-            self._set(wf + ":m", {"gen": 0, "holder": "", "attempts": 0, "dirty": False,
-                                  "status": "running", "header": header,
-                                  "deadline": time.time() + max_age})
+            self._set(
+                wf + ":m",
+                {
+                    "gen": 0,
+                    "holder": "",
+                    "attempts": 0,
+                    "dirty": False,
+                    "status": "running",
+                    "header": header,
+                    "deadline": time.time() + max_age,
+                },
+            )
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         meta = self._get(wf + ":m")
         return self._get(wf + ":g"), (meta or {}).get("header")
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
-              lease: float = DEFAULT_LEASE) -> Claim:
+    def claim(
+        self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
+    ) -> Claim:
         with self._lock:
             meta = self._get(wf + ":m")
             if meta is None:
@@ -64,8 +81,9 @@ class KVStore(Store):
                 return Claim(status, meta["gen"])
             return Claim(status, meta["gen"], meta["attempts"], bytes(self._get(wf + ":s")))
 
-    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
-               status: str) -> bool | None:
+    def commit(
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: str
+    ) -> bool | None:
         with self._lock:
             meta = dict(self._get(wf + ":m"))
             if meta["holder"] != token:

@@ -19,8 +19,14 @@ from dyrygent.engine.trust import UNSAFE_SERIALIZERS
 from dyrygent.engine.wake import WAKE_HEADER, wake_counters
 from dyrygent.errors import PayloadError
 
-__all__ = ["Gone", "HoldLost", "fail_enclosing_chords", "fetch_results", "launch",
-           "not_yet_published"]
+__all__ = [
+    "Gone",
+    "HoldLost",
+    "fail_enclosing_chords",
+    "fetch_results",
+    "launch",
+    "not_yet_published",
+]
 
 logger = logging.getLogger("dyrygent.processor")
 
@@ -33,9 +39,21 @@ class Gone(Exception):
     """A result needed to build a node's arguments is no longer in the backend."""
 
 
-def launch(app: Any, wf: str, token: str, graph: Graph, header: dict, ready: list[int],
-           results: dict, changes: dict[int, int], *, allow_pickle: bool,
-           renew: Callable[[], bool], renew_at: float, renew_every: float) -> int:
+def launch(
+    app: Any,
+    wf: str,
+    token: str,
+    graph: Graph,
+    header: dict,
+    ready: list[int],
+    results: dict,
+    changes: dict[int, int],
+    *,
+    allow_pickle: bool,
+    renew: Callable[[], bool],
+    renew_at: float,
+    renew_every: float,
+) -> int:
     """Publish the ``ready`` nodes in order, their parents' results injected; mark each
     LAUNCHED in ``changes``; return how many went out. A publish that fails stops the
     launch: that node and the rest stay READY for the next tick. ``renew`` is called at
@@ -50,8 +68,9 @@ def launch(app: Any, wf: str, token: str, graph: Graph, header: dict, ready: lis
                 try:
                     held = renew()
                 except Exception:  # a store blip: go on, the lease has slack for one miss
-                    logger.warning("dyrygent: workflow %s: could not renew the hold", wf,
-                                   exc_info=True)
+                    logger.warning(
+                        "dyrygent: workflow %s: could not renew the hold", wf, exc_info=True
+                    )
                     held = True
                 if not held:
                     raise HoldLost(f"workflow {wf}: this tick's hold was taken over")
@@ -61,28 +80,49 @@ def launch(app: Any, wf: str, token: str, graph: Graph, header: dict, ready: lis
             if node.input is not None:
                 args.insert(0, evaluate(node.input, results))
             options = {**defaults, **options}
-            if (not allow_pickle
-                    and str(options.get("serializer", "")).lower() in UNSAFE_SERIALIZERS):
+            if (
+                not allow_pickle
+                and str(options.get("serializer", "")).lower() in UNSAFE_SERIALIZERS
+            ):
                 raise PayloadError(
                     f"workflow {wf}: node {node.id} asks for serializer "
                     f"{options['serializer']!r}; the processor sends no pickle or yaml "
-                    f"unless register_workflow_processor(app, allow_pickle=True)")
+                    f"unless register_workflow_processor(app, allow_pickle=True)"
+                )
             wake = [wf, processor_options, wake_counters(graph, i)]
             options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
             try:
-                app.send_task(node.task, args, kwargs, task_id=node.id, root_id=wf,
-                              parent_id=token, producer=producer, **options)
+                app.send_task(
+                    node.task,
+                    args,
+                    kwargs,
+                    task_id=node.id,
+                    root_id=wf,
+                    parent_id=token,
+                    producer=producer,
+                    **options,
+                )
             except Exception:  # broker errors are many types; the rest stay READY
-                logger.exception("dyrygent: workflow %s: publishing node %s failed; "
-                                 "it stays READY for the next tick", wf, node.id)
+                logger.exception(
+                    "dyrygent: workflow %s: publishing node %s failed; "
+                    "it stays READY for the next tick",
+                    wf,
+                    node.id,
+                )
                 break
             changes[i] = NodeState.LAUNCHED
             launched += 1
     return launched
 
 
-def not_yet_published(backend: Any, graph: Graph, states: bytes, ready: list[int],
-                      changes: dict[int, int], retick: bool) -> list[int]:
+def not_yet_published(
+    backend: Any,
+    graph: Graph,
+    states: bytes,
+    ready: list[int],
+    changes: dict[int, int],
+    retick: bool,
+) -> list[int]:
     """Drop from ``ready`` the nodes an earlier, interrupted attempt already published.
 
     On a re-tick (this message's earlier attempt died before committing) every ready node
@@ -113,7 +153,8 @@ def fetch_results(backend: Any, graph: Graph, refs: set, results: dict) -> None:
             raise Gone(
                 f"the result of node {node.id} ({node.task}) succeeded but is no longer in "
                 f"the result backend (expired or evicted: raise result_expires above the "
-                f"workflow's duration)")
+                f"workflow's duration)"
+            )
         results[i] = meta.get("result")
 
 
@@ -121,12 +162,14 @@ def fail_enclosing_chords(app: Any, node: Any, exc: BaseException) -> None:
     """Fail the chords whose header holds ``node`` as Celery does: their bodies' errbacks
     are called (either style) and the bodies marked FAILURE with a ChordError."""
     for chord in spec_extras(node.spec).get("chord_errbacks") or ():
-        body = Signature(chord["task"], options={"task_id": chord["id"],
-                                                 "link_error": chord["link_error"]},
-                         app=app)
+        body = Signature(
+            chord["task"],
+            options={"task_id": chord["id"], "link_error": chord["link_error"]},
+            app=app,
+        )
         try:
             app.backend.chord_error_from_stack(
-                body, ChordError(f"Dependency {node.id} raised {exc!r}"))
+                body, ChordError(f"Dependency {node.id} raised {exc!r}")
+            )
         except Exception:  # an errback's failure must not stop the workflow's end
-            logger.exception("dyrygent: calling the errbacks of chord body %s failed",
-                             chord["id"])
+            logger.exception("dyrygent: calling the errbacks of chord body %s failed", chord["id"])

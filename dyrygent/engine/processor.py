@@ -45,6 +45,7 @@ logger = logging.getLogger("dyrygent.processor")
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
 
+
 class _Everything(frozenset):
     """The set of every task name (known_tasks="*")."""
 
@@ -55,11 +56,22 @@ class _Everything(frozenset):
 class Processor:
     """The tick logic, bound to one Celery app; the registered task calls :meth:`run`."""
 
-    def __init__(self, app: Any, name: str = PROCESSOR_NAME, *, min_interval: float = 0.02,
-                 max_interval: float = 1.0, max_attempts: int = 5, max_errors: int = 100,
-                 poll_window: int = 512, cache_size: int = 1024, known_tasks: Any = (),
-                 allow_pickle: bool = False, lease: float = DEFAULT_LEASE,
-                 idle_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        name: str = PROCESSOR_NAME,
+        *,
+        min_interval: float = 0.02,
+        max_interval: float = 1.0,
+        max_attempts: int = 5,
+        max_errors: int = 100,
+        poll_window: int = 512,
+        cache_size: int = 1024,
+        known_tasks: Any = (),
+        allow_pickle: bool = False,
+        lease: float = DEFAULT_LEASE,
+        idle_interval: float = 10.0,
+    ) -> None:
         self.app = app
         self.name = name
         self.min_interval = min_interval
@@ -91,8 +103,9 @@ class Processor:
             return cached
         data, header = self.store.load(wf)
         if data is None or header is None:
-            raise PayloadError(f"workflow {wf}: its graph is missing from the result backend "
-                               f"(expired or deleted)")
+            raise PayloadError(
+                f"workflow {wf}: its graph is missing from the result backend (expired or deleted)"
+            )
         raw = unseal(self.app, wf, bytes(data), bytes(header))
         graph = decode_graph(bytes(data))
         unknown = sorted({n.task for n in graph.nodes} - self._known_tasks())
@@ -101,7 +114,8 @@ class Processor:
             raise PayloadError(
                 f"workflow {wf}: node {node.id} names task {unknown[0]!r}, which this worker "
                 f"does not know ({len(unknown)} unknown in all): register it here, or list "
-                f"it in register_workflow_processor(app, known_tasks=[...])")
+                f"it in register_workflow_processor(app, known_tasks=[...])"
+            )
         loaded = (graph, decode_header(raw))
         self._remember(wf, loaded)
         return loaded
@@ -140,13 +154,15 @@ class Processor:
             # early: the tick that published this driver has not committed yet; busy: a
             # wake-up tick holds the workflow. Either way this is the workflow's driver: it
             # must not be lost, so it comes back shortly.
-            countdown = min(self.max_interval,
-                            self.min_interval * 2 ** min(task.request.retries, 16))
+            countdown = min(
+                self.max_interval, self.min_interval * 2 ** min(task.request.retries, 16)
+            )
             raise self._again(task, countdown)
         return self._claimed(task, wf, token, claim, driver=not wake, idle=idle)
 
-    def tick_here(self, wf: str, token: str, gen: int | None = None,
-                  loaded: tuple[Graph, dict] | None = None) -> str:
+    def tick_here(
+        self, wf: str, token: str, gen: int | None = None, loaded: tuple[Graph, dict] | None = None
+    ) -> str:
         """Tick ``wf`` in this process, outside any processor message: the client's first
         tick (``gen`` 0, ``token`` an id of its own) or a wake-up tick in the worker that
         just ran a node (``token`` the node's id).
@@ -165,8 +181,9 @@ class Processor:
             self._remember(wf, loaded)
         return self._claimed(None, wf, token, claim, driver=False)
 
-    def _claimed(self, task: Any | None, wf: str, token: str, claim: Claim,
-                 driver: bool, idle: int = 0) -> str:
+    def _claimed(
+        self, task: Any | None, wf: str, token: str, claim: Claim, driver: bool, idle: int = 0
+    ) -> str:
         # a live holder renews every lease/5: a hold older than lease/4 may be dead
         if claim.status == "busy" and not driver and claim.age > self.lease / 4:
             self._watch(wf, claim)
@@ -176,10 +193,16 @@ class Processor:
         if claim.status != "ok":
             return claim.status
         if claim.attempts > self.max_attempts:
-            self._end_error(wf, token, claim.gen, WorkflowError(
-                f"workflow {wf}: the processor's tick at generation {claim.gen} was interrupted "
-                f"{claim.attempts - 1} times (worker killed, or an error each time: see the "
-                f"worker log); giving up after max_attempts={self.max_attempts}"))
+            self._end_error(
+                wf,
+                token,
+                claim.gen,
+                WorkflowError(
+                    f"workflow {wf}: the processor's tick at generation {claim.gen} was interrupted "
+                    f"{claim.attempts - 1} times (worker killed, or an error each time: see the "
+                    f"worker log); giving up after max_attempts={self.max_attempts}"
+                ),
+            )
             return "error"
         takeover = claim.attempts > 1 and not driver
         claimed_at = time.monotonic()
@@ -191,11 +214,22 @@ class Processor:
                 # for this generation; if the old one is alive too, the later one is stale
                 self._publish_tick(wf, header, claim.gen, self.max_interval)
                 takeover = False
-            tick_claimed.send(sender=self, workflow_id=wf, gen=claim.gen,
-                              attempts=claim.attempts, driver=driver)
-            outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
-                                 header, retick=claim.attempts > 1, driver=driver, idle=idle,
-                                 claimed_at=claimed_at)
+            tick_claimed.send(
+                sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts, driver=driver
+            )
+            outcome = self._tick(
+                task,
+                wf,
+                claim.gen,
+                token,
+                bytes(claim.states),
+                graph,
+                header,
+                retick=claim.attempts > 1,
+                driver=driver,
+                idle=idle,
+                claimed_at=claimed_at,
+            )
             for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
                 if outcome != "again":
                     break
@@ -205,8 +239,17 @@ class Processor:
                     return "error"
                 if claim.status != "ok":
                     return claim.status
-                outcome = self._tick(task, wf, claim.gen, token, bytes(claim.states), graph,
-                                     header, driver=False, claimed_at=time.monotonic())
+                outcome = self._tick(
+                    task,
+                    wf,
+                    claim.gen,
+                    token,
+                    bytes(claim.states),
+                    graph,
+                    header,
+                    driver=False,
+                    claimed_at=time.monotonic(),
+                )
             if outcome == "again":
                 self._publish_tick(wf, header, None, None)
                 outcome = "running"
@@ -217,10 +260,14 @@ class Processor:
         except Exception as exc:
             if task is not None:
                 return self._tick_failed(task, wf, token, claim.gen, exc, keep=takeover)
-            logger.warning("dyrygent: workflow %s: a tick in this process failed (%r); the "
-                           "driver carries on", wf, exc, exc_info=True)
+            logger.warning(
+                "dyrygent: workflow %s: a tick in this process failed (%r); the driver carries on",
+                wf,
+                exc,
+                exc_info=True,
+            )
             if not takeover:  # (a takeover that could not re-arm the driver keeps the
-                try:          # dead hold, so the next claim after the lease retries it)
+                try:  # dead hold, so the next claim after the lease retries it)
                     self.store.release(wf, token)
                 except Exception:  # the store is down: the lease frees it
                     pass
@@ -235,22 +282,39 @@ class Processor:
             _, header = self._load(wf)
             self._publish_tick(wf, header, None, max(self.lease - claim.age, 0) + 0.5)
         except Exception as exc:  # the driver, when it comes, still covers this
-            logger.warning("dyrygent: workflow %s: could not schedule a wake-up past a stale "
-                           "hold (%r)", wf, exc)
+            logger.warning(
+                "dyrygent: workflow %s: could not schedule a wake-up past a stale hold (%r)",
+                wf,
+                exc,
+            )
 
-    def _tick_failed(self, task: Any, wf: str, token: str, gen: int, exc: Exception,
-                     keep: bool = False) -> str:
+    def _tick_failed(
+        self, task: Any, wf: str, token: str, gen: int, exc: Exception, keep: bool = False
+    ) -> str:
         """An error inside a tick (a backend or broker outage, most often) is retried under
         the same message id; it does not count as a crash. After ``max_errors`` retries the
         workflow ends in ERROR with the last error."""
         errors = task.request.retries + 1
         if errors > self.max_errors and self._holds(wf, gen, token):
-            self._end_error(wf, token, gen, WorkflowError(
-                f"workflow {wf}: the processor's tick failed {errors} times in a row; last "
-                f"error: {exc!r}"))
+            self._end_error(
+                wf,
+                token,
+                gen,
+                WorkflowError(
+                    f"workflow {wf}: the processor's tick failed {errors} times in a row; last "
+                    f"error: {exc!r}"
+                ),
+            )
             return "error"
-        logger.warning("dyrygent: workflow %s: tick %d failed (%r); retry %d of %d", wf, gen,
-                       exc, errors, self.max_errors, exc_info=True)
+        logger.warning(
+            "dyrygent: workflow %s: tick %d failed (%r); retry %d of %d",
+            wf,
+            gen,
+            exc,
+            errors,
+            self.max_errors,
+            exc_info=True,
+        )
         if not keep:
             try:  # give the hold up: the retry claims afresh, so this is no crash
                 self.store.release(wf, token)
@@ -264,8 +328,7 @@ class Processor:
         try:
             if self.store.status(wf).get("holder") == token:
                 return True
-            return self.store.claim(wf, gen, token, False, self.lease).status in ("ok",
-                                                                                 "expired")
+            return self.store.claim(wf, gen, token, False, self.lease).status in ("ok", "expired")
         except Exception:
             return False
 
@@ -282,8 +345,12 @@ class Processor:
         except Reject as rejected:
             if rejected.requeue:
                 raise
-            logger.warning("dyrygent: processor message %s: its retry could not be published "
-                           "(%r); requeueing it", task.request.id, rejected.reason)
+            logger.warning(
+                "dyrygent: processor message %s: its retry could not be published "
+                "(%r); requeueing it",
+                task.request.id,
+                rejected.reason,
+            )
             time.sleep(self.max_interval)
             return Reject(rejected.reason, requeue=True)
 
@@ -291,28 +358,49 @@ class Processor:
         """Exponential from min_interval, capped at 10 s: outages last seconds to minutes."""
         return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
 
-    def _tick(self, task: Any | None, wf: str, gen: int, token: str, states: bytes, graph: Graph,
-              header: dict, retick: bool = False, driver: bool = True, idle: int = 0,
-              claimed_at: float | None = None) -> str:
+    def _tick(
+        self,
+        task: Any | None,
+        wf: str,
+        gen: int,
+        token: str,
+        states: bytes,
+        graph: Graph,
+        header: dict,
+        retick: bool = False,
+        driver: bool = True,
+        idle: int = 0,
+        claimed_at: float | None = None,
+    ) -> str:
         backend = self.app.backend
         nodes = graph.nodes
         flying = in_flight(states)
         running = self._window(flying)
         metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
         observations = {i: outcome_of(m) for i, m in metas.items()}
-        vanished = [i for i, m in metas.items() if states[i] == NodeState.RUNNING
-                    and m.get("status") == celery_states.PENDING]
+        vanished = [
+            i
+            for i, m in metas.items()
+            if states[i] == NodeState.RUNNING and m.get("status") == celery_states.PENDING
+        ]
         if vanished:  # seen started, now unknown: its result expired or was evicted
             node = nodes[vanished[0]]
-            self._end_error(wf, token, gen, WorkflowError(
-                f"node {node.id} ({node.task}) was seen running, but its result has vanished "
-                f"from the result backend (expired or evicted) before the processor saw it "
-                f"finish: raise result_expires, and give Redis enough maxmemory"))
+            self._end_error(
+                wf,
+                token,
+                gen,
+                WorkflowError(
+                    f"node {node.id} ({node.task}) was seen running, but its result has vanished "
+                    f"from the result backend (expired or evicted) before the processor saw it "
+                    f"finish: raise result_expires, and give Redis enough maxmemory"
+                ),
+            )
             return "error"
         plan = plan_tick(graph, states, observations)
         changes: dict[int, int] = dict(plan.changes)
-        results = {i: m.get("result") for i, m in metas.items()
-                   if observations[i] is Outcome.SUCCEEDED}
+        results = {
+            i: m.get("result") for i, m in metas.items() if observations[i] is Outcome.SUCCEEDED
+        }
 
         if plan.failed is not None:
             i = plan.failed
@@ -321,8 +409,9 @@ class Processor:
             fail_enclosing_chords(self.app, graph.nodes[i], exc)
             backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
             self.store.commit(wf, token, changes, gen + 1, "failed")
-            logger.info("dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id,
-                        nodes[i].task)
+            logger.info(
+                "dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id, nodes[i].task
+            )
             return "failed"
 
         try:
@@ -338,11 +427,20 @@ class Processor:
             return "error"
 
         ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
-        launched = launch(self.app, wf, token, graph, header, ready, results, changes,
-                          allow_pickle=self.allow_pickle,
-                          renew=lambda: self.store.touch(wf, token),
-                          renew_at=(claimed_at or time.monotonic()) + self.lease / 5,
-                          renew_every=self.lease / 5)
+        launched = launch(
+            self.app,
+            wf,
+            token,
+            graph,
+            header,
+            ready,
+            results,
+            changes,
+            allow_pickle=self.allow_pickle,
+            renew=lambda: self.store.touch(wf, token),
+            renew_at=(claimed_at or time.monotonic()) + self.lease / 5,
+            renew_every=self.lease / 5,
+        )
         # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
         # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
         # do not import dyrygent, or a publish that failed this tick (then: soon).
@@ -382,23 +480,36 @@ class Processor:
         rest = running[half:]
         self._turn += 1
         start = (self._turn * (w - half)) % len(rest)
-        rotating = (rest + rest)[start:start + w - half]
+        rotating = (rest + rest)[start : start + w - half]
         return sorted(set(running[:half]) | set(rotating))
 
-    def _publish_tick(self, wf: str, header: dict, gen: int | None,
-                      countdown: float | None, idle: int = 0) -> None:
+    def _publish_tick(
+        self, wf: str, header: dict, gen: int | None, countdown: float | None, idle: int = 0
+    ) -> None:
         options = dict(header.get("processor_options") or {})
         if countdown:
             options["countdown"] = countdown
         self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 
     def _end_expired(self, wf: str, token: str, gen: int) -> None:
-        self._end_error(wf, token, gen, WorkflowError(
-            f"workflow {wf} passed its maximum age before finishing; raise "
-            f"Workflow(max_age=...) for workflows that run longer"))
+        self._end_error(
+            wf,
+            token,
+            gen,
+            WorkflowError(
+                f"workflow {wf} passed its maximum age before finishing; raise "
+                f"Workflow(max_age=...) for workflows that run longer"
+            ),
+        )
 
-    def _end_error(self, wf: str, token: str, gen: int, exc: WorkflowError,
-                   changes: dict[int, int] | None = None) -> None:
+    def _end_error(
+        self,
+        wf: str,
+        token: str,
+        gen: int,
+        exc: WorkflowError,
+        changes: dict[int, int] | None = None,
+    ) -> None:
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
         self.store.commit(wf, token, changes or {}, gen + 1, "error")

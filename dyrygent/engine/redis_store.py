@@ -105,8 +105,15 @@ class RedisStore(Store):
         p = self.prefix + wf
         return p + ":m", p + ":s", p + ":g"
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
-               joins: Mapping[int, int] | None = None) -> None:
+    def create(
+        self,
+        wf: str,
+        graph: bytes,
+        header: bytes,
+        size: int,
+        max_age: int,
+        joins: Mapping[int, int] | None = None,
+    ) -> None:
         m, s, g = self._keys(wf)
         c = self.prefix + wf + ":c"
         now = int(self.client.time()[0])  # the Redis server's clock, the one claim reads
@@ -115,9 +122,18 @@ class RedisStore(Store):
         pipe.set(g, graph, ex=ttl)
         pipe.set(s, bytes(size), ex=ttl)
         pipe.delete(m)
-        pipe.hset(m, mapping={"gen": 0, "holder": "", "attempts": 0, "dirty": "0",
-                              "status": "running", "header": header,
-                              "deadline": now + max_age})
+        pipe.hset(
+            m,
+            mapping={
+                "gen": 0,
+                "holder": "",
+                "attempts": 0,
+                "dirty": "0",
+                "status": "running",
+                "header": header,
+                "deadline": now + max_age,
+            },
+        )
         pipe.expire(m, ttl)
         pipe.delete(c)
         if joins:
@@ -136,11 +152,13 @@ class RedisStore(Store):
         graph, header = pipe.execute()
         return graph, header
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
-              lease: float = DEFAULT_LEASE) -> Claim:
+    def claim(
+        self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
+    ) -> Claim:
         m, s, _ = self._keys(wf)
-        r = self._claim(keys=[m, s], args=[-1 if gen is None else gen, token,
-                                           "1" if wake else "0", lease])
+        r = self._claim(
+            keys=[m, s], args=[-1 if gen is None else gen, token, "1" if wake else "0", lease]
+        )
         status = r[0].decode() if isinstance(r[0], bytes) else r[0]
         if status == "busy":
             return Claim(status, int(r[1]), age=float(r[4]))
@@ -148,8 +166,9 @@ class RedisStore(Store):
             return Claim(status, int(r[1]))
         return Claim(status, int(r[1]), int(r[2]), r[3] or b"")
 
-    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
-               status: str) -> bool | None:
+    def commit(
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: str
+    ) -> bool | None:
         m, s, _ = self._keys(wf)
         args: list[Any] = [token, gen, status]
         for offset, data in _runs(changes):

@@ -39,13 +39,19 @@ def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None
             "the dyrygent processor refuses to run while the app accepts pickle "
             f"(accept_content={sorted(accepted)}, serializer={serializer!r}): a message from "
             "the broker could run arbitrary code. Accept json or msgpack only, or pass "
-            "register_workflow_processor(app, allow_pickle=True) if you trust the broker")
+            "register_workflow_processor(app, allow_pickle=True) if you trust the broker"
+        )
 
 
 def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict) -> bool:
-    return (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 64
-            and (gen is None or (type(gen) is int and gen >= 0))
-            and type(idle) is int and 0 <= idle <= 1_000_000 and not extra)
+    return (
+        isinstance(workflow_id, str)
+        and 0 < len(workflow_id) <= 64
+        and (gen is None or (type(gen) is int and gen >= 0))
+        and type(idle) is int
+        and 0 <= idle <= 1_000_000
+        and not extra
+    )
 
 
 def register_workflow_processor(app: Any, **task_options: Any) -> Any:
@@ -63,10 +69,20 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
-    settings: dict[str, Any] = {k: task_options.pop(k) for k in
-                ("min_interval", "max_interval", "max_attempts", "max_errors", "poll_window",
-                 "known_tasks", "lease", "idle_interval")
-                if k in task_options}
+    settings: dict[str, Any] = {
+        k: task_options.pop(k)
+        for k in (
+            "min_interval",
+            "max_interval",
+            "max_attempts",
+            "max_errors",
+            "poll_window",
+            "known_tasks",
+            "lease",
+            "idle_interval",
+        )
+        if k in task_options
+    }
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     settings["allow_pickle"] = allow_pickle
     existing = getattr(app, "_dyrygent_processor", None)
@@ -77,12 +93,19 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     options = {**DEFAULT_TASK_OPTIONS, **task_options}
 
     @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
-    def dyrygent_processor(self: Any, workflow_id: str, gen: int | None = None,
-                           idle: int = 0, **extra: Any) -> str:
+    def dyrygent_processor(
+        self: Any, workflow_id: str, gen: int | None = None, idle: int = 0, **extra: Any
+    ) -> str:
         if not _valid_message(workflow_id, gen, idle, extra):
-            logger.error("dyrygent: rejected a processor message with invalid arguments "
-                         "(workflow_id=%.80r, gen=%.20r, idle=%.20r, extra keys=%.80r); "
-                         "nothing was launched", workflow_id, gen, idle, sorted(extra))
+            logger.error(
+                "dyrygent: rejected a processor message with invalid arguments "
+                "(workflow_id=%.80r, gen=%.20r, idle=%.20r, extra keys=%.80r); "
+                "nothing was launched",
+                workflow_id,
+                gen,
+                idle,
+                sorted(extra),
+            )
             return "rejected"
         return processor.run(self, workflow_id, gen, idle)
 

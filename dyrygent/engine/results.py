@@ -45,6 +45,7 @@ DB_BATCH = 1000
 def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
     """One SELECT ... WHERE task_id IN (...) per DB_BATCH ids, decoded as Celery's
     DatabaseBackend decodes one row (``_get_task_meta_for``)."""
+
     def decode_result(payload: Any) -> Any:
         # bytes in the result serializer; never the pickle fallback Celery keeps for rows of
         # its old versions (the processor never unpickles). An old Celery's PickleType
@@ -52,12 +53,13 @@ def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
         if isinstance(payload, (bytes, bytearray, memoryview)):
             return backend.decode(bytes(payload))
         return payload
+
     model = backend.task_cls
     found: dict[str, dict] = {}
     session = backend.ResultSession()
     try:
         for start in range(0, len(task_ids), DB_BATCH):
-            chunk = list(task_ids[start:start + DB_BATCH])
+            chunk = list(task_ids[start : start + DB_BATCH])
             for row in session.query(model).filter(model.task_id.in_(chunk)):
                 data = row.to_dict()
                 data["result"] = decode_result(data["result"])

@@ -14,19 +14,23 @@ from kombu.utils.json import dumps, loads
 __all__ = ["decode_header", "decode_spec", "encode_header", "encode_spec", "spec_extras"]
 
 
-def encode_spec(node_id: str, task: str, args: list, kwargs: dict, options: dict,
-                extras: dict | None = None) -> bytes:
+def encode_spec(
+    node_id: str, task: str, args: list, kwargs: dict, options: dict, extras: dict | None = None
+) -> bytes:
     """``extras`` is what the processor needs besides the call (e.g. the errbacks of the
     chords whose header holds this node); it is never sent with the task."""
     try:
-        return dumps([args, kwargs, options, extras] if extras else
-                     [args, kwargs, options]).encode()
+        return dumps(
+            [args, kwargs, options, extras] if extras else [args, kwargs, options]
+        ).encode()
     except TypeError as exc:
         from dyrygent.errors import InvalidNodeError
 
         raise InvalidNodeError(
             f"node {node_id!r} ({task}) has arguments or options JSON cannot carry ({exc}): "
-            f"pass plain values (str, numbers, lists, dicts, datetimes)", node=node_id) from exc
+            f"pass plain values (str, numbers, lists, dicts, datetimes)",
+            node=node_id,
+        ) from exc
 
 
 def decode_spec(spec: bytes) -> tuple[list, dict, dict]:

@@ -26,7 +26,8 @@ _BLOB = sa.LargeBinary(length=2**32 - 1)  # LONGBLOB on MySQL, bytea on PostgreS
 _SECONDS = sa.Float(precision=53)  # double precision everywhere
 
 workflows = sa.Table(
-    "dyrygent_workflow", _metadata,
+    "dyrygent_workflow",
+    _metadata,
     sa.Column("wf", sa.String(155), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("gen", sa.Integer, nullable=False),
@@ -42,14 +43,17 @@ workflows = sa.Table(
     sa.Column("states", _BLOB, nullable=False),
 )
 join_table = sa.Table(
-    "dyrygent_join", _metadata,
+    "dyrygent_join",
+    _metadata,
     sa.Column("wf", sa.String(155), primary_key=True),
     sa.Column("k", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("n", sa.Integer, nullable=False),
 )
 
-_META = [workflows.c[k] for k in ("version", "gen", "holder", "held", "attempts", "dirty",
-                                   "status", "deadline")]
+_META = [
+    workflows.c[k]
+    for k in ("version", "gen", "holder", "held", "attempts", "dirty", "status", "deadline")
+]
 #: Compare-and-set rounds before giving up (each lost round means another claim or commit
 #: of the same workflow went through).
 _ROUNDS = 200
@@ -85,8 +89,12 @@ def _clock(dialect: str) -> Any:
     if dialect == "postgresql":
         return sa.func.extract("epoch", sa.func.clock_timestamp())
     if dialect in ("mysql", "mariadb"):  # UTC: the session time zone may have DST
-        return sa.func.timestampdiff(sa.text("MICROSECOND"), "1970-01-01 00:00:00",
-                                     sa.func.utc_timestamp(6)) / 1000000.0
+        return (
+            sa.func.timestampdiff(
+                sa.text("MICROSECOND"), "1970-01-01 00:00:00", sa.func.utc_timestamp(6)
+            )
+            / 1000000.0
+        )
     if dialect == "sqlite":  # one file, one host
         return (sa.func.julianday("now") - 2440587.5) * 86400.0
     return sa.literal(time.time())  # an unknown dialect: this host's clock
@@ -112,26 +120,49 @@ class SQLStore(Store):
 
     def _cas(self, conn: sa.Connection, wf: str, version: int, **values: Any) -> bool:
         """Write ``values`` if the row is still at ``version``; false if someone was first."""
-        done = conn.execute(workflows.update()
-                            .where(workflows.c.wf == wf, workflows.c.version == version)
-                            .values(version=version + 1, **values))
+        done = conn.execute(
+            workflows.update()
+            .where(workflows.c.wf == wf, workflows.c.version == version)
+            .values(version=version + 1, **values)
+        )
         return done.rowcount == 1
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
-               joins: Mapping[int, int] | None = None) -> None:
+    def create(
+        self,
+        wf: str,
+        graph: bytes,
+        header: bytes,
+        size: int,
+        max_age: int,
+        joins: Mapping[int, int] | None = None,
+    ) -> None:
         self._forget_expired()
         for attempt in range(_ROUNDS):
             try:
                 with self.engine.begin() as conn:
                     now = self._now(conn)
-                    conn.execute(workflows.insert().values(
-                        wf=wf, version=0, gen=0, holder="", held=None, attempts=0,
-                        dirty=False, status="running", deadline=now + max_age,
-                        expires=now + max_age + KEEP_AFTER, header=header, graph=graph,
-                        states=bytes(size)))
+                    conn.execute(
+                        workflows.insert().values(
+                            wf=wf,
+                            version=0,
+                            gen=0,
+                            holder="",
+                            held=None,
+                            attempts=0,
+                            dirty=False,
+                            status="running",
+                            deadline=now + max_age,
+                            expires=now + max_age + KEEP_AFTER,
+                            header=header,
+                            graph=graph,
+                            states=bytes(size),
+                        )
+                    )
                     if joins:
-                        conn.execute(join_table.insert(),
-                                     [{"wf": wf, "k": k, "n": n} for k, n in joins.items()])
+                        conn.execute(
+                            join_table.insert(),
+                            [{"wf": wf, "k": k, "n": n} for k, n in joins.items()],
+                        )
                 return
             except sa.exc.IntegrityError:  # the id was used before: the new one replaces it
                 with self.engine.begin() as conn:
@@ -147,11 +178,13 @@ class SQLStore(Store):
         and in a transaction of its own (Redis lets them expire)."""
         try:
             with self.engine.begin() as conn:
-                expired = sa.select(workflows.c.wf).where(workflows.c.expires < _clock(
-                    conn.dialect.name))
+                expired = sa.select(workflows.c.wf).where(
+                    workflows.c.expires < _clock(conn.dialect.name)
+                )
                 conn.execute(join_table.delete().where(join_table.c.wf.in_(expired)))
-                conn.execute(workflows.delete().where(workflows.c.expires < _clock(
-                    conn.dialect.name)))
+                conn.execute(
+                    workflows.delete().where(workflows.c.expires < _clock(conn.dialect.name))
+                )
         except sa.exc.DBAPIError:  # contention: the next workflow tries again
             pass
 
@@ -164,26 +197,32 @@ class SQLStore(Store):
             if conn.dialect.name == "postgresql":  # only a hint: no need to wait for the disk
                 conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
             if getattr(conn.dialect, "update_returning", False):  # SQLAlchemy 2
-                return any(n <= 0 for n in conn.execute(update.returning(join_table.c.n))
-                           .scalars())
+                return any(n <= 0 for n in conn.execute(update.returning(join_table.c.n)).scalars())
             conn.execute(update)
-            hits = conn.execute(sa.select(sa.func.count()).select_from(join_table)
-                                .where(mine & (join_table.c.n <= 0))).scalar_one()
+            hits = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(join_table)
+                .where(mine & (join_table.c.n <= 0))
+            ).scalar_one()
         return bool(hits)
 
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(workflows.c.graph, workflows.c.header)
-                               .where(workflows.c.wf == wf)).first()
+            row = conn.execute(
+                sa.select(workflows.c.graph, workflows.c.header).where(workflows.c.wf == wf)
+            ).first()
         return (None, None) if row is None else (row.graph, row.header)
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
-              lease: float = DEFAULT_LEASE) -> Claim:
+    def claim(
+        self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
+    ) -> Claim:
         for _ in range(_ROUNDS):
             with self.engine.begin() as conn:
-                row = conn.execute(sa.select(*_META, workflows.c.states,
-                                             _clock(conn.dialect.name).label("now"))
-                                   .where(workflows.c.wf == wf)).first()
+                row = conn.execute(
+                    sa.select(
+                        *_META, workflows.c.states, _clock(conn.dialect.name).label("now")
+                    ).where(workflows.c.wf == wf)
+                ).first()
                 if row is None:
                     return Claim("gone")
                 meta = row._asdict()
@@ -199,20 +238,34 @@ class SQLStore(Store):
                 return Claim(status, meta["gen"], attempts, bytes(meta["states"]))
         raise RuntimeError(f"workflow {wf}: claim lost {_ROUNDS} compare-and-set rounds")
 
-    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
-               status: str) -> bool | None:
+    def commit(
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: str
+    ) -> bool | None:
         for _ in range(_ROUNDS):
             with self.engine.begin() as conn:
-                row = conn.execute(sa.select(workflows.c.version, workflows.c.holder,
-                                             workflows.c.dirty, workflows.c.states)
-                                   .where(workflows.c.wf == wf)).first()
+                row = conn.execute(
+                    sa.select(
+                        workflows.c.version,
+                        workflows.c.holder,
+                        workflows.c.dirty,
+                        workflows.c.states,
+                    ).where(workflows.c.wf == wf)
+                ).first()
                 if row is None or row.holder != token:
                     return None
                 states = bytearray(row.states)
                 for i, s in changes.items():
                     states[i] = int(s)
-                if self._cas(conn, wf, row.version, states=bytes(states), gen=gen, holder="",
-                             status=status, dirty=False):
+                if self._cas(
+                    conn,
+                    wf,
+                    row.version,
+                    states=bytes(states),
+                    gen=gen,
+                    holder="",
+                    status=status,
+                    dirty=False,
+                ):
                     return bool(row.dirty)
         raise RuntimeError(f"workflow {wf}: commit lost {_ROUNDS} compare-and-set rounds")
 
@@ -220,9 +273,11 @@ class SQLStore(Store):
         with self.engine.begin() as conn:
             if "held" in values:
                 values["held"] = _clock(conn.dialect.name)
-            done = conn.execute(workflows.update()
-                                .where(workflows.c.wf == wf, workflows.c.holder == token)
-                                .values(version=workflows.c.version + 1, **values))
+            done = conn.execute(
+                workflows.update()
+                .where(workflows.c.wf == wf, workflows.c.holder == token)
+                .values(version=workflows.c.version + 1, **values)
+            )
             return done.rowcount == 1
 
     def release(self, wf: str, token: str) -> None:
@@ -233,11 +288,13 @@ class SQLStore(Store):
 
     def status(self, wf: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(*_META, workflows.c.header, workflows.c.states)
-                               .where(workflows.c.wf == wf)).first()
+            row = conn.execute(
+                sa.select(*_META, workflows.c.header, workflows.c.states).where(
+                    workflows.c.wf == wf
+                )
+            ).first()
         if row is None:
             return {"states": b""}
         meta = row._asdict()
         meta["states"] = bytes(meta["states"])
         return meta
-

@@ -84,8 +84,15 @@ def _runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
 class Store:
     """The interface; see the module docstring for the protocol."""
 
-    def create(self, wf: str, graph: bytes, header: bytes, size: int, max_age: int,
-               joins: Mapping[int, int] | None = None) -> None:
+    def create(
+        self,
+        wf: str,
+        graph: bytes,
+        header: bytes,
+        size: int,
+        max_age: int,
+        joins: Mapping[int, int] | None = None,
+    ) -> None:
         """Store a new workflow; it expires ``max_age`` seconds later by the store's own
         clock (one clock: never compare two hosts' clocks, RELIABILITY.md item 8).
         ``joins`` maps join counters (a node index, or -1 for the workflow's end) to the
@@ -101,8 +108,9 @@ class Store:
         """(graph, header) as stored, None where missing."""
         raise NotImplementedError
 
-    def claim(self, wf: str, gen: int | None, token: str, wake: bool,
-              lease: float = DEFAULT_LEASE) -> Claim:
+    def claim(
+        self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
+    ) -> Claim:
         """Claim ``wf`` for the message ``token``. A hold not renewed for ``lease`` seconds
         may be taken over, as a re-tick, by anyone: the holder died, and its message, if
         any, is not back (a Redis broker brings it back only after its visibility timeout).
@@ -120,8 +128,9 @@ class Store:
         false if ``token`` no longer holds it (it was taken over: stop)."""
         raise NotImplementedError
 
-    def commit(self, wf: str, token: str, changes: Mapping[int, int], gen: int,
-               status: str) -> bool | None:
+    def commit(
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: str
+    ) -> bool | None:
         """Write changes, set gen and status, release the hold. Returns whether a node
         finished while we held it (dirty), or None if ``token`` no longer holds it."""
         raise NotImplementedError
@@ -137,8 +146,9 @@ def _dirty(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {} if meta.get("dirty") in (True, 1, "1", b"1") else {"dirty": True}
 
 
-def claim_rule(meta: Mapping[str, Any], gen: int | None, token: str, wake: bool,
-               lease: float, now: float) -> tuple[str, dict[str, Any]]:
+def claim_rule(
+    meta: Mapping[str, Any], gen: int | None, token: str, wake: bool, lease: float, now: float
+) -> tuple[str, dict[str, Any]]:
     """The fence's claim rule: (status, meta fields to write) for a claim of ``meta``.
 
     ``now`` is the store's own clock, the one ``held`` and ``deadline`` were written with.
@@ -160,8 +170,7 @@ def claim_rule(meta: Mapping[str, Any], gen: int | None, token: str, wake: bool,
         if gen < int(meta["gen"]):
             return "stale", {}
     if holder and not live:  # held past the lease: the holder died
-        return ok, {"holder": token, "attempts": max(int(meta["attempts"]) + 1, 2),
-                    "held": now}
+        return ok, {"holder": token, "attempts": max(int(meta["attempts"]) + 1, 2), "held": now}
     if holder:
         return "busy", _dirty(meta)
     return ok, {"holder": token, "attempts": 1, "dirty": False, "held": now}
@@ -191,8 +200,10 @@ def store_for(app: Any) -> Store:
     if isinstance(backend, DisabledBackend):
         raise ConfigurationError(
             "dyrygent needs a result backend to see node outcomes, and this Celery app has "
-            "none: set result_backend (e.g. 'redis://localhost:6379/1')")
+            "none: set result_backend (e.g. 'redis://localhost:6379/1')"
+        )
     raise ConfigurationError(
         f"dyrygent cannot keep workflow state in a {type(backend).__name__}: use a Redis "
         f"result backend (result_backend='redis://...'), the database backend "
-        f"('db+postgresql://...') or another key-value backend")
+        f"('db+postgresql://...') or another key-value backend"
+    )

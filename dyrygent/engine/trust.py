@@ -19,8 +19,9 @@ from dyrygent.errors import PayloadError
 __all__ = ["UNSAFE_SERIALIZERS", "seal", "unseal"]
 
 #: Serializers a node may not ask for unless the processor allows pickle.
-UNSAFE_SERIALIZERS = frozenset({"pickle", "yaml", "application/x-python-serialize",
-                                "application/x-yaml"})
+UNSAFE_SERIALIZERS = frozenset(
+    {"pickle", "yaml", "application/x-python-serialize", "application/x-yaml"}
+)
 _SEP = b"\n"
 
 
@@ -48,15 +49,22 @@ def unseal(app: Any, wf: str, graph: bytes, stored: bytes) -> bytes:
     """
     header, sep, mac = bytes(stored).rpartition(_SEP)
     if not sep:
-        raise PayloadError(f"workflow {wf}: its stored header is not sealed (not written by "
-                           f"dyrygent's Workflow.apply_async)", bytes(stored))
+        raise PayloadError(
+            f"workflow {wf}: its stored header is not sealed (not written by "
+            f"dyrygent's Workflow.apply_async)",
+            bytes(stored),
+        )
     key = _key(app)
     if key is None:
         return header
     if not mac:
-        raise PayloadError(f"workflow {wf} is not signed, but this worker has a "
-                           f"dyrygent_signing_key: sign on the client with the same key")
+        raise PayloadError(
+            f"workflow {wf} is not signed, but this worker has a "
+            f"dyrygent_signing_key: sign on the client with the same key"
+        )
     if not hmac.compare_digest(mac, _mac(key, graph, header)):
-        raise PayloadError(f"workflow {wf} has a wrong signature: its stored graph was altered, "
-                           f"or signed with another dyrygent_signing_key")
+        raise PayloadError(
+            f"workflow {wf} has a wrong signature: its stored graph was altered, "
+            f"or signed with another dyrygent_signing_key"
+        )
     return header

@@ -55,8 +55,9 @@ def wake_counters(graph: Graph, i: int) -> list[int] | None:
     return list(children)
 
 
-def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = None,
-                     **_: Any) -> None:
+def _wake_after_node(
+    sender: Any = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
     """task_postrun: a node launched with WAKE_HEADER ended; send its processor a wake-up.
 
     Runs after the node's result is stored. In a worker that registered the processor, the
@@ -73,8 +74,12 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
         wake = task.request.get(WAKE_HEADER)
     except Exception:  # no request context (eager calls)
         return
-    if not (isinstance(wake, list) and len(wake) == 3 and isinstance(wake[0], str)
-            and isinstance(wake[1], dict)):
+    if not (
+        isinstance(wake, list)
+        and len(wake) == 3
+        and isinstance(wake[0], str)
+        and isinstance(wake[1], dict)
+    ):
         return
     counters = wake[2]
     registered = getattr(task.app, "_dyrygent_processor", None)
@@ -92,8 +97,12 @@ def _wake_after_node(sender: Any = None, task: Any = None, state: str | None = N
     try:  # this worker's app has no processor: wake one through the broker
         task.app.send_task(PROCESSOR_NAME, (wake[0], None), **wake[1])
     except Exception as exc:
-        logger.warning("dyrygent: could not wake the processor of workflow %s (%r); its next "
-                       "tick will see the node", wake[0], exc)
+        logger.warning(
+            "dyrygent: could not wake the processor of workflow %s (%r); its next "
+            "tick will see the node",
+            wake[0],
+            exc,
+        )
 
 
 task_postrun.connect(_wake_after_node, weak=False, dispatch_uid="dyrygent-wake-after-node")

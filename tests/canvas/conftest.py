@@ -41,9 +41,14 @@ def quiet():
     return None
 
 
-FUNCS = {"c.add": add.run, "c.tsum": tsum.run, "c.identity": identity.run, "c.echo": echo.run,
-         "celery.starmap": lambda task, it: [FUNCS[task["task"]](*args) for args in it],
-         "celery.map": lambda task, it: [FUNCS[task["task"]](arg) for arg in it]}
+FUNCS = {
+    "c.add": add.run,
+    "c.tsum": tsum.run,
+    "c.identity": identity.run,
+    "c.echo": echo.run,
+    "celery.starmap": lambda task, it: [FUNCS[task["task"]](*args) for args in it],
+    "celery.map": lambda task, it: [FUNCS[task["task"]](arg) for arg in it],
+}
 
 
 def run_graph(graph):
@@ -81,5 +86,13 @@ def run(canvas):
 
 @pytest.fixture
 def c():
-    return SimpleNamespace(app=app, add=add, tsum=tsum, identity=identity, echo=echo,
-                           quiet=quiet, run=run, run_graph=run_graph)
+    return SimpleNamespace(
+        app=app,
+        add=add,
+        tsum=tsum,
+        identity=identity,
+        echo=echo,
+        quiet=quiet,
+        run=run,
+        run_graph=run_graph,
+    )

@@ -17,39 +17,62 @@ from dyrygent.errors import (
 
 CASES = {
     # name: (canvas builder, native result) -- numbers are SEMANTICS.md items
-    "2 chain passes result first": (lambda c: chain(c.echo.s(1), c.echo.s(2)),
-                                    [[[[1], {}], 2], {}]),
+    "2 chain passes result first": (
+        lambda c: chain(c.echo.s(1), c.echo.s(2)),
+        [[[[1], {}], 2], {}],
+    ),
     "2 chain add": (lambda c: chain(c.add.s(1, 2), c.add.s(3)), 6),
     "3 immutable gets nothing": (lambda c: chain(c.add.s(1, 1), c.add.si(5, 5), c.add.s(1)), 11),
     "6 group": (lambda c: group(c.add.s(i, i) for i in range(3)), [0, 2, 4]),
-    "7 nested groups flatten": (lambda c: group(group(c.add.si(1, 1), c.add.si(2, 2)),
-                                                c.add.si(3, 3)), [2, 4, 6]),
-    "8 chain in group": (lambda c: group(chain(c.add.si(1, 1), c.add.s(10)), c.add.si(5, 5)),
-                         [12, 10]),
+    "7 nested groups flatten": (
+        lambda c: group(group(c.add.si(1, 1), c.add.si(2, 2)), c.add.si(3, 3)),
+        [2, 4, 6],
+    ),
+    "8 chain in group": (
+        lambda c: group(chain(c.add.si(1, 1), c.add.s(10)), c.add.si(5, 5)),
+        [12, 10],
+    ),
     "9 chain ending in group in group": (
-        lambda c: group(c.identity.si(1), chain(c.identity.si(5),
-                                                group(c.identity.si(3), c.identity.si(4)))),
-        [1, [3, 4]]),
-    "10 broadcast to group": (lambda c: c.add.s(5, 6) | group(c.add.s(1) | c.add.s(2),
-                                                              c.add.s(3)), [14, 14]),
+        lambda c: group(
+            c.identity.si(1), chain(c.identity.si(5), group(c.identity.si(3), c.identity.si(4)))
+        ),
+        [1, [3, 4]],
+    ),
+    "10 broadcast to group": (
+        lambda c: c.add.s(5, 6) | group(c.add.s(1) | c.add.s(2), c.add.s(3)),
+        [14, 14],
+    ),
     "12 chord": (lambda c: chord([c.add.s(i, i) for i in range(3)], c.tsum.s()), 6),
     "12 group | task": (lambda c: group(c.add.s(i, i) for i in range(3)) | c.tsum.s(), 6),
     "14 immutable body": (lambda c: chord([c.add.s(1, 1)], c.identity.si(7)), 7),
     "15 group in header unrolled": (
-        lambda c: chord([group(c.add.si(1, 1), c.add.si(2, 2)), c.add.si(3, 3)],
-                        c.identity.s()), [2, 4, 6]),
+        lambda c: chord([group(c.add.si(1, 1), c.add.si(2, 2)), c.add.si(3, 3)], c.identity.s()),
+        [2, 4, 6],
+    ),
     "16 chord in header": (
-        lambda c: chord([chord([c.add.si(1, 1), c.add.si(2, 2)], c.tsum.s()), c.add.si(3, 3)],
-                        c.identity.s()), [6, 6]),
+        lambda c: chord(
+            [chord([c.add.si(1, 1), c.add.si(2, 2)], c.tsum.s()), c.add.si(3, 3)], c.identity.s()
+        ),
+        [6, 6],
+    ),
     "17 chain ending in group in header": (
-        lambda c: chord(group(chain(c.identity.s(42), group(c.identity.s(), c.identity.s()))),
-                        c.identity.s()), [[42, 42]]),
-    "18 group body": (lambda c: chord([c.add.si(1, 1), c.add.si(2, 2)],
-                                      group(c.tsum.s(), c.identity.s())), [6, [2, 4]]),
-    "19 group | group": (lambda c: group(c.add.si(1, 1), c.add.si(2, 2))
-                         | group(c.tsum.s(), c.identity.s()), [6, [2, 4]]),
+        lambda c: chord(
+            group(chain(c.identity.s(42), group(c.identity.s(), c.identity.s()))), c.identity.s()
+        ),
+        [[42, 42]],
+    ),
+    "18 group body": (
+        lambda c: chord([c.add.si(1, 1), c.add.si(2, 2)], group(c.tsum.s(), c.identity.s())),
+        [6, [2, 4]],
+    ),
+    "19 group | group": (
+        lambda c: group(c.add.si(1, 1), c.add.si(2, 2)) | group(c.tsum.s(), c.identity.s()),
+        [6, [2, 4]],
+    ),
     "20 single group in chain unrolled": (
-        lambda c: chain(c.add.s(2, 2), group(c.add.s(1)), c.add.s(1)), 6),
+        lambda c: chain(c.add.s(2, 2), group(c.add.s(1)), c.add.s(1)),
+        6,
+    ),
     "20 single header not unrolled": (lambda c: chord([c.add.s(2, 5)], c.identity.s()), [7]),
     "21 empty group": (lambda c: group([]), []),
     "21 empty header": (lambda c: chord([], c.identity.s()), []),
@@ -58,8 +81,14 @@ CASES = {
     "24 map": (lambda c: c.tsum.map([[1, 2], [3, 4]]), [3, 7]),
     "24 starmap": (lambda c: c.add.starmap([(1, 1), (2, 2)]), [2, 4]),
     "24 chunks": (lambda c: c.add.chunks(zip(range(4), range(4)), 2), [[0, 2], [4, 6]]),
-    "chain of chords": (lambda c: chain(c.add.si(1, 1), chord([c.add.s(1), c.add.s(2)], c.tsum.s()),
-                                        chord([c.add.s(1), c.add.s(2)], c.tsum.s())), 17),
+    "chain of chords": (
+        lambda c: chain(
+            c.add.si(1, 1),
+            chord([c.add.s(1), c.add.s(2)], c.tsum.s()),
+            chord([c.add.s(1), c.add.s(2)], c.tsum.s()),
+        ),
+        17,
+    ),
 }
 
 
@@ -142,6 +171,7 @@ def test_link_and_link_error_stay_on_their_nodes(c):
     wf.add_celery_canvas(canvas)
     graph = wf.freeze()
     from dyrygent.engine.spec import decode_spec
+
     opts = [decode_spec(n.spec)[2] for n in graph.nodes]
     # Then the link is on the first node only, the chain's errback on every node
     assert [o["link"][0]["task"] for o in opts if "link" in o] == ["c.identity"]
@@ -150,9 +180,11 @@ def test_link_and_link_error_stay_on_their_nodes(c):
 
 def test_per_signature_options_are_kept(c):
     wf = Workflow(app=c.app)
-    wf.add_celery_canvas(group(c.add.si(1, 1).set(queue="q1", priority=3), c.add.si(2, 2))
-                         .set(soft_time_limit=5))
+    wf.add_celery_canvas(
+        group(c.add.si(1, 1).set(queue="q1", priority=3), c.add.si(2, 2)).set(soft_time_limit=5)
+    )
     from dyrygent.engine.spec import decode_spec
+
     opts = [decode_spec(n.spec)[2] for n in wf.freeze().nodes]
     assert opts[0] == {"queue": "q1", "priority": 3, "soft_time_limit": 5}
     assert opts[1] == {"soft_time_limit": 5}
@@ -193,6 +225,7 @@ def test_arbitrary_dag_not_series_parallel(c):
 
 
 # -- errors, raised before anything is published --------------------------------------------
+
 
 def test_unknown_canvas_type_names_it(c):
     with pytest.raises(UnsupportedCanvasError, match=r"cannot convert int 42.*signature"):

@@ -58,8 +58,9 @@ def leaves(sig):
     return [sig]
 
 
-leaf = st.builds(lambda tag, imm: echo.si(tag) if imm else echo.s(tag),
-                 st.integers(0, 99), st.booleans())
+leaf = st.builds(
+    lambda tag, imm: echo.si(tag) if imm else echo.s(tag), st.integers(0, 99), st.booleans()
+)
 
 
 def composite(children):

@@ -37,22 +37,25 @@ def tamper(**changes):
     return msgpack.packb(payload, use_bin_type=True)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\xc1garbage", "not msgpack"),
-    (msgpack.packb({"a": 1}), "not a dyrygent graph"),
-    (tamper(magic="other"), "not a dyrygent graph"),
-    (tamper(format=FORMAT + 1), "unknown format version 2 .*same dyrygent version"),
-    (tamper(ids=["a", "a", "c"]), "duplicate node ids"),
-    (tamper(ids=["a", 5, "c"]), "node id is not a short string"),
-    (tamper(ids=["a", "b"]), "columns have different lengths"),
-    (tamper(task_of=[0, 0, 9]), "task index is out of range"),
-    (tamper(specs=[b"", "str", b""]), "spec is not bytes"),
-    (tamper(parents=[[], [7], [0, 1]]), "parent index out of range"),
-    (tamper(inputs=[None, 2, None]), "input that is not among its parents"),
-    (tamper(inputs=[None, 0, [[0], "x"]]), "input that is not among its parents"),
-    (tamper(parents=[[2], [0], [0, 1]]), "cycle"),
-    (tamper(output=[5]), "output refers outside"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\xc1garbage", "not msgpack"),
+        (msgpack.packb({"a": 1}), "not a dyrygent graph"),
+        (tamper(magic="other"), "not a dyrygent graph"),
+        (tamper(format=FORMAT + 1), "unknown format version 2 .*same dyrygent version"),
+        (tamper(ids=["a", "a", "c"]), "duplicate node ids"),
+        (tamper(ids=["a", 5, "c"]), "node id is not a short string"),
+        (tamper(ids=["a", "b"]), "columns have different lengths"),
+        (tamper(task_of=[0, 0, 9]), "task index is out of range"),
+        (tamper(specs=[b"", "str", b""]), "spec is not bytes"),
+        (tamper(parents=[[], [7], [0, 1]]), "parent index out of range"),
+        (tamper(inputs=[None, 2, None]), "input that is not among its parents"),
+        (tamper(inputs=[None, 0, [[0], "x"]]), "input that is not among its parents"),
+        (tamper(parents=[[2], [0], [0, 1]]), "cycle"),
+        (tamper(output=[5]), "output refers outside"),
+    ],
+)
 def test_hostile_payloads_are_rejected(data, message):
     with pytest.raises(PayloadError, match=message):
         decode_graph(data)

@@ -71,12 +71,15 @@ def test_duplicate_parents_are_collapsed_in_order():
     assert b.freeze().nodes[2].parents == (1, 0)
 
 
-@pytest.mark.parametrize("expr, refs, value", [
-    (None, [], None),
-    (0, [0], "r0"),
-    ([1, 0], [1, 0], ["r1", "r0"]),
-    ([0, [1, [2]], []], [0, 1, 2], ["r0", ["r1", ["r2"]], []]),
-])
+@pytest.mark.parametrize(
+    "expr, refs, value",
+    [
+        (None, [], None),
+        (0, [0], "r0"),
+        ([1, 0], [1, 0], ["r1", "r0"]),
+        ([0, [1, [2]], []], [0, 1, 2], ["r0", ["r1", ["r2"]], []]),
+    ],
+)
 def test_expressions(expr, refs, value):
     results = {0: "r0", 1: "r1", 2: "r2"}
     assert list(expr_refs(expr)) == refs
@@ -86,7 +89,10 @@ def test_expressions(expr, refs, value):
 def test_transitions_only_move_forward():
     assert TRANSITIONS[NodeState.WAITING] == {NodeState.READY}
     assert TRANSITIONS[NodeState.READY] == {NodeState.LAUNCHED}
-    assert TRANSITIONS[NodeState.LAUNCHED] == {NodeState.RUNNING, NodeState.SUCCEEDED,
-                                               NodeState.FAILED}
+    assert TRANSITIONS[NodeState.LAUNCHED] == {
+        NodeState.RUNNING,
+        NodeState.SUCCEEDED,
+        NodeState.FAILED,
+    }
     assert TRANSITIONS[NodeState.RUNNING] == {NodeState.SUCCEEDED, NodeState.FAILED}
     assert not TRANSITIONS[NodeState.SUCCEEDED] and not TRANSITIONS[NodeState.FAILED]

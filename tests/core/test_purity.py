@@ -29,23 +29,39 @@ def test_core_imports_only_stdlib_msgpack_and_itself():
     for f in files:
         for mod in imported_modules(f):
             top = mod.split(".")[0]
-            ok = (top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY
-                  or any(mod == o or mod.startswith(o + ".") for o in ALLOWED_OWN))
+            ok = (
+                top in sys.stdlib_module_names
+                or top in ALLOWED_THIRD_PARTY
+                or any(mod == o or mod.startswith(o + ".") for o in ALLOWED_OWN)
+            )
             assert ok, f"{f.name} imports {mod}: the core must not depend on it"
 
 
 def test_errors_module_is_pure_too():
-    assert {m.split(".")[0] for m in imported_modules(CORE.parent / "errors.py")} <= \
-        set(sys.stdlib_module_names)
+    assert {m.split(".")[0] for m in imported_modules(CORE.parent / "errors.py")} <= set(
+        sys.stdlib_module_names
+    )
 
 
 def test_public_surface():
     assert dyrygent.__all__ == sorted(dyrygent.__all__)
     assert set(dyrygent.__all__) == {
-        "BuildError", "ConfigurationError", "CycleError", "DuplicateNodeError", "DyrygentError",
-        "InvalidNodeError", "LimitExceededError", "PayloadError", "UnknownDependencyError",
-        "UnsupportedCanvasError", "Workflow", "WorkflowError", "WorkflowNode", "WorkflowResult",
-        "__version__", "register_workflow_processor",
+        "BuildError",
+        "ConfigurationError",
+        "CycleError",
+        "DuplicateNodeError",
+        "DyrygentError",
+        "InvalidNodeError",
+        "LimitExceededError",
+        "PayloadError",
+        "UnknownDependencyError",
+        "UnsupportedCanvasError",
+        "Workflow",
+        "WorkflowError",
+        "WorkflowNode",
+        "WorkflowResult",
+        "__version__",
+        "register_workflow_processor",
     }
     for name in dyrygent.__all__:
         assert hasattr(dyrygent, name)

@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 from dyrygent.core.graph import GraphBuilder, NodeState
 from dyrygent.core.tick import Outcome, apply_changes, find_all, in_flight, plan_tick
 
-W, R, L, S, F, U = (NodeState.WAITING, NodeState.READY, NodeState.LAUNCHED,
-                    NodeState.SUCCEEDED, NodeState.FAILED, NodeState.RUNNING)
+W, R, L, S, F, U = (
+    NodeState.WAITING,
+    NodeState.READY,
+    NodeState.LAUNCHED,
+    NodeState.SUCCEEDED,
+    NodeState.FAILED,
+    NodeState.RUNNING,
+)
 
 
 def graph(edges: dict[str, tuple[str, ...]]):
@@ -25,29 +31,32 @@ def graph(edges: dict[str, tuple[str, ...]]):
 DIAMOND = graph({"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")})
 
 
-@pytest.mark.parametrize("states, observed, changes, ready, done, failed", [
-    # first tick: the root becomes ready
-    ([W, W, W, W], {}, {0: R}, [0], False, None),
-    # root still running: nothing to do
-    ([L, W, W, W], {0: Outcome.RUNNING}, {}, [], False, None),
-    # root succeeded: both branches ready in one wave
-    ([L, W, W, W], {0: Outcome.SUCCEEDED}, {0: S, 1: R, 2: R}, [1, 2], False, None),
-    # one branch done: the join is not ready yet
-    ([S, L, L, W], {1: Outcome.SUCCEEDED, 2: Outcome.RUNNING}, {1: S}, [], False, None),
-    # second branch done: the join becomes ready
-    ([S, S, L, W], {2: Outcome.SUCCEEDED}, {2: S, 3: R}, [3], False, None),
-    # last node done: the workflow is done
-    ([S, S, S, L], {3: Outcome.SUCCEEDED}, {3: S}, [], True, None),
-    # a READY node whose publish failed last tick is offered again
-    ([S, R, L, W], {2: Outcome.RUNNING}, {}, [1], False, None),
-    # a node seen started is recorded RUNNING; seen again, nothing changes
-    ([L, W, W, W], {0: Outcome.STARTED}, {0: U}, [], False, None),
-    ([U, W, W, W], {0: Outcome.STARTED}, {}, [], False, None),
-    ([U, W, W, W], {0: Outcome.SUCCEEDED}, {0: S, 1: R, 2: R}, [1, 2], False, None),
-    # a failure blocks everything: nothing becomes ready
-    ([L, W, W, W], {0: Outcome.FAILED}, {0: F}, [], False, 0),
-    ([S, L, L, W], {1: Outcome.FAILED, 2: Outcome.SUCCEEDED}, {1: F, 2: S}, [], False, 1),
-])
+@pytest.mark.parametrize(
+    "states, observed, changes, ready, done, failed",
+    [
+        # first tick: the root becomes ready
+        ([W, W, W, W], {}, {0: R}, [0], False, None),
+        # root still running: nothing to do
+        ([L, W, W, W], {0: Outcome.RUNNING}, {}, [], False, None),
+        # root succeeded: both branches ready in one wave
+        ([L, W, W, W], {0: Outcome.SUCCEEDED}, {0: S, 1: R, 2: R}, [1, 2], False, None),
+        # one branch done: the join is not ready yet
+        ([S, L, L, W], {1: Outcome.SUCCEEDED, 2: Outcome.RUNNING}, {1: S}, [], False, None),
+        # second branch done: the join becomes ready
+        ([S, S, L, W], {2: Outcome.SUCCEEDED}, {2: S, 3: R}, [3], False, None),
+        # last node done: the workflow is done
+        ([S, S, S, L], {3: Outcome.SUCCEEDED}, {3: S}, [], True, None),
+        # a READY node whose publish failed last tick is offered again
+        ([S, R, L, W], {2: Outcome.RUNNING}, {}, [1], False, None),
+        # a node seen started is recorded RUNNING; seen again, nothing changes
+        ([L, W, W, W], {0: Outcome.STARTED}, {0: U}, [], False, None),
+        ([U, W, W, W], {0: Outcome.STARTED}, {}, [], False, None),
+        ([U, W, W, W], {0: Outcome.SUCCEEDED}, {0: S, 1: R, 2: R}, [1, 2], False, None),
+        # a failure blocks everything: nothing becomes ready
+        ([L, W, W, W], {0: Outcome.FAILED}, {0: F}, [], False, 0),
+        ([S, L, L, W], {1: Outcome.FAILED, 2: Outcome.SUCCEEDED}, {1: F, 2: S}, [], False, 1),
+    ],
+)
 def test_waves(states, observed, changes, ready, done, failed):
     plan = plan_tick(DIAMOND, bytes(states), observed)
     assert plan.changes == changes
@@ -101,10 +110,14 @@ def test_simulated_runs_respect_dependencies(g, seed, fail_at):
     observed_failure = False
     for _ in range(200 * len(g) + 50):  # ends far sooner; bounded anyway
         running = in_flight(states)
-        finished = {i: (Outcome.FAILED if i == fail_at else Outcome.SUCCEEDED)
-                    for i in running if rnd.random() < 0.5}
-        finished.update({i: Outcome.STARTED for i in running
-                         if i not in finished and rnd.random() < 0.3})
+        finished = {
+            i: (Outcome.FAILED if i == fail_at else Outcome.SUCCEEDED)
+            for i in running
+            if rnd.random() < 0.5
+        }
+        finished.update(
+            {i: Outcome.STARTED for i in running if i not in finished and rnd.random() < 0.3}
+        )
         plan = plan_tick(g, bytes(states), finished)
         apply_changes(states, plan.changes)
         if plan.failed is not None:

@@ -40,8 +40,9 @@ def app(env):
     os.environ.update(env)
     import workerapp
 
-    return workerapp.make_app(env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"],
-                              name="client")
+    return workerapp.make_app(
+        env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"], name="client"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +76,12 @@ def app_with_worker(broker: str, backend: str, ledger: str, name: str, queue: st
     """A client app and a running worker on ``broker`` and ``backend``: yields the app."""
     import workerapp
 
-    env = {"DYRYGENT_TEST_BROKER": broker, "DYRYGENT_TEST_BACKEND": backend,
-           "DYRYGENT_TEST_LEDGER": ledger, "DYRYGENT_TEST_QUEUE": queue}
+    env = {
+        "DYRYGENT_TEST_BROKER": broker,
+        "DYRYGENT_TEST_BACKEND": backend,
+        "DYRYGENT_TEST_LEDGER": ledger,
+        "DYRYGENT_TEST_QUEUE": queue,
+    }
     app = workerapp.make_app(broker, backend, name=f"{name}-client", queue=queue)
     w = Worker(env, name=name)
     try:
@@ -92,8 +97,7 @@ def rabbit_app(redis_server):
         pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
     vhost = RabbitVhost()
     try:
-        yield from app_with_worker(vhost.url, redis_server.url(3), redis_server.url(2),
-                                   "rabbit")
+        yield from app_with_worker(vhost.url, redis_server.url(3), redis_server.url(2), "rabbit")
     finally:
         vhost.delete()
 
@@ -120,8 +124,9 @@ def postgres():
 def db_app(redis_server, postgres):
     """An app on the Redis broker with Celery's database result backend on PostgreSQL,
     and a worker for it."""
-    yield from app_with_worker(redis_server.url(8), "db+" + postgres.url, redis_server.url(2),
-                               "db", queue="db")
+    yield from app_with_worker(
+        redis_server.url(8), "db+" + postgres.url, redis_server.url(2), "db", queue="db"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -131,6 +131,7 @@ def wait_settled(ledger: Any, app: Any, quiet: float = QUIET, timeout: float = 1
 
 # -- walking a canvas as given (independent of dyrygent's conversion) ---------------------------
 
+
 def _sig(obj: Any) -> Signature:
     return maybe_signature(obj)
 
@@ -175,8 +176,11 @@ def _sequence(parts: list[Flow]) -> Flow:
 
 
 def _parallel(parts: list[Flow]) -> Flow:
-    return ([x for part in parts for x in part[0]], [x for part in parts for x in part[1]],
-            [x for part in parts for x in part[2]])
+    return (
+        [x for part in parts for x in part[0]],
+        [x for part in parts for x in part[1]],
+        [x for part in parts for x in part[2]],
+    )
 
 
 def flow(canvas: Any) -> Flow:
@@ -195,6 +199,7 @@ def flow(canvas: Any) -> Flow:
 
 
 # -- the runs -----------------------------------------------------------------------------------
+
 
 def run_native(case: Case, tasks: Any, ledger: Any) -> Run:
     ledger.clear()
@@ -229,12 +234,18 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     launched = [i for i, s in states.items() if s not in (NodeState.WAITING, NodeState.READY)]
     # Nodes already running when another one failed still finish (SEMANTICS 29).
-    wait_for(lambda: all(AsyncResult(i, app=app).ready() for i in launched), 10,
-             "every launched node to finish")
+    wait_for(
+        lambda: all(AsyncResult(i, app=app).ready() for i in launched),
+        10,
+        "every launched node to finish",
+    )
     if case.tail:  # callbacks: wait for what native ran, then for nothing more to come
         try:
-            wait_for(lambda: calls_of(ledger.entries()) == expected_calls, 5,
-                     "the calls native made, callbacks included")
+            wait_for(
+                lambda: calls_of(ledger.entries()) == expected_calls,
+                5,
+                "the calls native made, callbacks included",
+            )
         except TimeoutError:
             pass  # the comparison below shows the difference
         wait_settled(ledger, app)
@@ -275,7 +286,8 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
             if done.tzinfo is None:  # the database backend stores naive UTC
                 done = done.replace(tzinfo=timezone.utc)
             assert datetime.fromtimestamp(started[after], timezone.utc) > done, (
-                f"{after} started before {before} finished")
+                f"{after} started before {before} finished"
+            )
     return Run(outcome, entries)
 
 
@@ -289,8 +301,11 @@ def differential(case: Case, tasks: Any, ledger: Any) -> None:
     # test_workflow_takes_the_app_of_the_canvas_tasks for a client with several apps).
     tasks.app.set_current()
     if case.skip_native:
-        expected = (("value", case.value) if case.raises is None
-                    else ("raised", case.raises, str(case.raises("expected failure"))))
+        expected = (
+            ("value", case.value)
+            if case.raises is None
+            else ("raised", case.raises, str(case.raises("expected failure")))
+        )
         expected_calls = Counter(case.calls)
     else:
         native = run_native(case, tasks, ledger)
@@ -310,7 +325,7 @@ def differential(case: Case, tasks: Any, ledger: Any) -> None:
 
     mine = run_dyrygent(case, tasks, ledger, expected_calls)
     # (a) the same result, or the same exception type and message
-    assert mine.outcome[:len(expected)] == expected
+    assert mine.outcome[: len(expected)] == expected
     if case.value is not NATIVE:
         assert mine.outcome == ("value", case.value)
     # (b) every node received the same arguments
@@ -322,6 +337,7 @@ def differential(case: Case, tasks: Any, ledger: Any) -> None:
 
 
 # -- the cases ----------------------------------------------------------------------------------
+
 
 def linked(sig: Any, callback: Any) -> Any:
     sig.link(callback)
@@ -336,9 +352,11 @@ def linked_error(sig: Any, errback: Any) -> Any:
 def started_apart(first: str, second: str, at_least: float) -> Callable[[list], None]:
     """A ledger check: the call ``second`` started ``at_least`` seconds after ``first`` (a
     countdown counts from the publish, after ``first`` ended; 5% slack for the ETA timer)."""
+
     def check(entries: list) -> None:
         when = {call(e[1], *e[2], **e[3]): e[5] for e in entries}
         assert when[second] - when[first] >= at_least, when
+
     return check
 
 
@@ -367,177 +385,355 @@ ERR = workerapp.ExpectedError
 CASES = [
     # Arguments
     Case("1-partial-args", lambda t: t.echo.s(2), (1,), [[10, 2], {}], args=(10,)),
-    Case("1-partial-kwargs-merge",
-         lambda t: t.echo.s(2, a=1, b=2).clone(args=(10,), kwargs={"b": 3}), (1,),
-         [[10, 2], {"a": 1, "b": 3}]),
-    Case("2-chain-echo", lambda t: chain(t.echo.s(1), t.echo.s(2)), (2,),
-         [[[[1], {}], 2], {}]),
+    Case(
+        "1-partial-kwargs-merge",
+        lambda t: t.echo.s(2, a=1, b=2).clone(args=(10,), kwargs={"b": 3}),
+        (1,),
+        [[10, 2], {"a": 1, "b": 3}],
+    ),
+    Case("2-chain-echo", lambda t: chain(t.echo.s(1), t.echo.s(2)), (2,), [[[[1], {}], 2], {}]),
     Case("2-chain-add", lambda t: typed(_chain, t.add.s(1, 2) | t.add.s(3)), (2, 22), 6),
     Case("3-immutable", lambda t: chain(t.add.s(1, 1), t.add.si(5, 5), t.add.s(1)), (3,), 11),
-    Case("4-chain-partial-args", lambda t: chain(t.add.s(1), t.add.s(2)), (4,), 13,
-         args=(10,)),
-    Case("4-group-partial-args", lambda t: group(t.add.s(1), t.add.s(2)), (4, 10), [11, 12],
-         args=(10,)),
-    Case("5-countdown", lambda t: chain(t.add.si(1, 1), t.add.s(1).set(countdown=1)), (5,), 3,
-         check=started_apart(call("t.add", 1, 1), call("t.add", 2, 1), 0.95)),
-    Case("5-soft-time-limit",
-         lambda t: chain(t.add.si(1, 1), t.sleep_then.s(seconds=5).set(soft_time_limit=0.5),
-                         t.echo.s(never=1)), (5, 27), raises=SoftTimeLimitExceeded),
+    Case("4-chain-partial-args", lambda t: chain(t.add.s(1), t.add.s(2)), (4,), 13, args=(10,)),
+    Case(
+        "4-group-partial-args",
+        lambda t: group(t.add.s(1), t.add.s(2)),
+        (4, 10),
+        [11, 12],
+        args=(10,),
+    ),
+    Case(
+        "5-countdown",
+        lambda t: chain(t.add.si(1, 1), t.add.s(1).set(countdown=1)),
+        (5,),
+        3,
+        check=started_apart(call("t.add", 1, 1), call("t.add", 2, 1), 0.95),
+    ),
+    Case(
+        "5-soft-time-limit",
+        lambda t: chain(
+            t.add.si(1, 1), t.sleep_then.s(seconds=5).set(soft_time_limit=0.5), t.echo.s(never=1)
+        ),
+        (5, 27),
+        raises=SoftTimeLimitExceeded,
+    ),
     # Groups
-    Case("6-group-generator", lambda t: group(t.add.s(i, i) for i in range(3)), (6,),
-         [0, 2, 4]),
-    Case("7-nested-groups",
-         lambda t: group(group(t.add.si(1, 1), t.add.si(2, 2)), t.add.si(3, 3)), (7,),
-         [2, 4, 6]),
-    Case("8-chain-in-group",
-         lambda t: group(chain(t.add.si(1, 1), t.add.s(10)), t.add.si(5, 5)), (8,), [12, 10]),
-    Case("9-group-holding-chain-ending-in-group",
-         lambda t: group(t.identity.si(1), chain(t.identity.si(5),
-                                                 group(t.identity.si(3), t.identity.si(4)))),
-         (9, "group holding a chain that ends in a group"), [1, [3, 4]]),
-    Case("9-chain-ending-in-group-gets-parent",
-         lambda t: group(t.identity.si(1), chain(t.identity.si(5),
-                                                 group(t.identity.s(), t.identity.s()))),
-         (9, 10, "group holding a chain that ends in a group"), [1, [5, 5]]),
-    Case("10-broadcast",
-         lambda t: t.add.s(5, 6) | group(t.add.s(1) | t.add.s(2), t.add.s(3)), (10,), [14, 14]),
-    Case("11-group-member-fails",
-         lambda t: group(t.add.si(1, 1), t.fail.si(), t.add.si(2, 2)), (11, 29),
-         raises=ERR),
-    Case("11-group-branch-fails",
-         lambda t: group(chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)),
-                         t.add.si(2, 2)), (11, 27, 29), raises=ERR),
+    Case("6-group-generator", lambda t: group(t.add.s(i, i) for i in range(3)), (6,), [0, 2, 4]),
+    Case(
+        "7-nested-groups",
+        lambda t: group(group(t.add.si(1, 1), t.add.si(2, 2)), t.add.si(3, 3)),
+        (7,),
+        [2, 4, 6],
+    ),
+    Case(
+        "8-chain-in-group",
+        lambda t: group(chain(t.add.si(1, 1), t.add.s(10)), t.add.si(5, 5)),
+        (8,),
+        [12, 10],
+    ),
+    Case(
+        "9-group-holding-chain-ending-in-group",
+        lambda t: group(
+            t.identity.si(1), chain(t.identity.si(5), group(t.identity.si(3), t.identity.si(4)))
+        ),
+        (9, "group holding a chain that ends in a group"),
+        [1, [3, 4]],
+    ),
+    Case(
+        "9-chain-ending-in-group-gets-parent",
+        lambda t: group(
+            t.identity.si(1), chain(t.identity.si(5), group(t.identity.s(), t.identity.s()))
+        ),
+        (9, 10, "group holding a chain that ends in a group"),
+        [1, [5, 5]],
+    ),
+    Case(
+        "10-broadcast",
+        lambda t: t.add.s(5, 6) | group(t.add.s(1) | t.add.s(2), t.add.s(3)),
+        (10,),
+        [14, 14],
+    ),
+    Case(
+        "11-group-member-fails",
+        lambda t: group(t.add.si(1, 1), t.fail.si(), t.add.si(2, 2)),
+        (11, 29),
+        raises=ERR,
+    ),
+    Case(
+        "11-group-branch-fails",
+        lambda t: group(chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)), t.add.si(2, 2)),
+        (11, 27, 29),
+        raises=ERR,
+    ),
     # Chords
     Case("12-chord", lambda t: chord([t.add.s(i, i) for i in range(3)], t.tsum.s()), (12,), 6),
-    Case("12-group-then-task", lambda t: group(t.add.s(i, i) for i in range(3)) | t.tsum.s(),
-         (12, 23), 6),
-    Case("13-header-order-not-completion-order",
-         lambda t: chord([t.sleep_then.si(1, seconds=0.5), t.identity.si(2)], t.identity.s()),
-         (13,), [1, 2]),
-    Case("14-immutable-body",
-         lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.echo.si(tag="body")), (14,),
-         [[], {"tag": "body"}]),
+    Case(
+        "12-group-then-task",
+        lambda t: group(t.add.s(i, i) for i in range(3)) | t.tsum.s(),
+        (12, 23),
+        6,
+    ),
+    Case(
+        "13-header-order-not-completion-order",
+        lambda t: chord([t.sleep_then.si(1, seconds=0.5), t.identity.si(2)], t.identity.s()),
+        (13,),
+        [1, 2],
+    ),
+    Case(
+        "14-immutable-body",
+        lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.echo.si(tag="body")),
+        (14,),
+        [[], {"tag": "body"}],
+    ),
     # Native Celery returns [4, 2, 6] here (it applies the inner group out of order): SEMANTICS
     # 15 says header order, so native is not the reference.
-    Case("15-group-in-header-unrolled",
-         lambda t: chord([group(t.add.si(1, 1), t.add.si(2, 2)), t.add.si(3, 3)],
-                         t.identity.s()), (15,), [2, 4, 6],
-         skip_native="native returns [4, 2, 6], a Celery bug (SEMANTICS 15)",
-         calls=(call("t.add", 1, 1), call("t.add", 2, 2), call("t.add", 3, 3),
-                call("t.identity", [2, 4, 6]))),
-    Case("16-chord-in-header",
-         lambda t: chord([chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()), t.add.si(3, 3)],
-                         t.identity.s()), (16,), [6, 6]),
-    Case("16-chain-in-header",
-         lambda t: chord([chain(t.add.si(1, 1), t.add.s(1)), t.add.si(3, 3)], t.identity.s()),
-         (16,), [3, 6]),
-    Case("17-chain-ending-in-group-in-header",
-         lambda t: chord(group(chain(t.identity.s(42), group(t.identity.s(), t.identity.s()))),
-                         t.identity.s()), (17,), [[42, 42]]),
-    Case("18-group-body",
-         lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], group(t.tsum.s(), t.identity.s())),
-         (18,), [6, [2, 4]]),
-    Case("18-body-one-element-chain-in-group",
-         lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)],
-                         group(chain(t.tsum.s()), t.identity.s())),
-         (18, "chord body: one-element chain inside a group"), [6, [2, 4]]),
-    Case("19-group-then-group",
-         lambda t: group(t.add.si(1, 1), t.add.si(2, 2)) | group(t.tsum.s(), t.identity.s()),
-         (19,), [6, [2, 4]]),
-    Case("20-single-group-in-chain-unrolled",
-         lambda t: chain(t.add.s(2, 2), group(t.add.s(1)), t.add.s(1)), (20,), 6),
-    Case("20-single-header-not-unrolled", lambda t: chord([t.add.s(2, 5)], t.identity.s()),
-         (20,), [7]),
+    Case(
+        "15-group-in-header-unrolled",
+        lambda t: chord([group(t.add.si(1, 1), t.add.si(2, 2)), t.add.si(3, 3)], t.identity.s()),
+        (15,),
+        [2, 4, 6],
+        skip_native="native returns [4, 2, 6], a Celery bug (SEMANTICS 15)",
+        calls=(
+            call("t.add", 1, 1),
+            call("t.add", 2, 2),
+            call("t.add", 3, 3),
+            call("t.identity", [2, 4, 6]),
+        ),
+    ),
+    Case(
+        "16-chord-in-header",
+        lambda t: chord(
+            [chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()), t.add.si(3, 3)], t.identity.s()
+        ),
+        (16,),
+        [6, 6],
+    ),
+    Case(
+        "16-chain-in-header",
+        lambda t: chord([chain(t.add.si(1, 1), t.add.s(1)), t.add.si(3, 3)], t.identity.s()),
+        (16,),
+        [3, 6],
+    ),
+    Case(
+        "17-chain-ending-in-group-in-header",
+        lambda t: chord(
+            group(chain(t.identity.s(42), group(t.identity.s(), t.identity.s()))), t.identity.s()
+        ),
+        (17,),
+        [[42, 42]],
+    ),
+    Case(
+        "18-group-body",
+        lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], group(t.tsum.s(), t.identity.s())),
+        (18,),
+        [6, [2, 4]],
+    ),
+    Case(
+        "18-body-one-element-chain-in-group",
+        lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], group(chain(t.tsum.s()), t.identity.s())),
+        (18, "chord body: one-element chain inside a group"),
+        [6, [2, 4]],
+    ),
+    Case(
+        "19-group-then-group",
+        lambda t: group(t.add.si(1, 1), t.add.si(2, 2)) | group(t.tsum.s(), t.identity.s()),
+        (19,),
+        [6, [2, 4]],
+    ),
+    Case(
+        "20-single-group-in-chain-unrolled",
+        lambda t: chain(t.add.s(2, 2), group(t.add.s(1)), t.add.s(1)),
+        (20,),
+        6,
+    ),
+    Case(
+        "20-single-header-not-unrolled",
+        lambda t: chord([t.add.s(2, 5)], t.identity.s()),
+        (20,),
+        [7],
+    ),
     Case("21-empty-group", lambda t: group([]), (21,), []),
     Case("21-empty-header", lambda t: chord([], t.identity.s()), (21,), []),
-    Case("21-empty-group-in-chain", lambda t: chain(t.add.si(1, 1), group([]), t.add.s(1)),
-         (21,), 3),
+    Case(
+        "21-empty-group-in-chain", lambda t: chain(t.add.si(1, 1), group([]), t.add.s(1)), (21,), 3
+    ),
     Case("22-one-task-chain", lambda t: typed(chain, chain(t.identity.si(1))), (22,), 1),
-    Case("22-chain-with-options",
-         lambda t: typed(chain, chain(t.add.si(1, 1), t.add.s(2), priority=3)), (22, 5), 4),
-    Case("23-chain-group-task-becomes-chord",
-         lambda t: t.add.si(1, 1) | group(t.add.s(1), t.add.s(2)) | t.tsum.s(), (23, 10), 7),
-    Case("23-task-after-chord-joins-body",
-         lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()) | t.add.s(10), (23,),
-         16),
+    Case(
+        "22-chain-with-options",
+        lambda t: typed(chain, chain(t.add.si(1, 1), t.add.s(2), priority=3)),
+        (22, 5),
+        4,
+    ),
+    Case(
+        "23-chain-group-task-becomes-chord",
+        lambda t: t.add.si(1, 1) | group(t.add.s(1), t.add.s(2)) | t.tsum.s(),
+        (23, 10),
+        7,
+    ),
+    Case(
+        "23-task-after-chord-joins-body",
+        lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()) | t.add.s(10),
+        (23,),
+        16,
+    ),
     # map, starmap, chunks, replace, callbacks
     Case("24-map", lambda t: t.tsum.map([[1, 2], [3, 4]]), (24,), [3, 7]),
     Case("24-starmap", lambda t: t.add.starmap([(1, 1), (2, 2)]), (24,), [2, 4]),
-    Case("24-chunks", lambda t: t.add.chunks(zip(range(4), range(4)), 2), (24,),
-         [[0, 2], [4, 6]]),
-    Case("24-map-is-immutable-in-chain",
-         lambda t: chain(t.add.si(1, 1), t.identity.map([5, 6]), t.tsum.s()), (24, 2), 11),
-    Case("25-replace-with-chain-mid-chain",
-         lambda t: chain(t.add.si(1, 1), t.replace_with.s(kind="chain"), t.add.s(1)), (25,),
-         31, replaces=True),
-    Case("25-replace-with-group-in-group",
-         lambda t: group(t.replace_with.si(5, kind="group"), t.identity.si(1)), (25,),
-         [[6, 7], 1], replaces=True),
-    Case("25-replace-in-chord-header",
-         lambda t: chord([t.replace_with.si(3), t.replace_with.si(3, kind="group"),
-                          t.add.si(1, 1)], t.identity.s()), (25,), [103, [4, 5], 2],
-         replaces=True),
+    Case("24-chunks", lambda t: t.add.chunks(zip(range(4), range(4)), 2), (24,), [[0, 2], [4, 6]]),
+    Case(
+        "24-map-is-immutable-in-chain",
+        lambda t: chain(t.add.si(1, 1), t.identity.map([5, 6]), t.tsum.s()),
+        (24, 2),
+        11,
+    ),
+    Case(
+        "25-replace-with-chain-mid-chain",
+        lambda t: chain(t.add.si(1, 1), t.replace_with.s(kind="chain"), t.add.s(1)),
+        (25,),
+        31,
+        replaces=True,
+    ),
+    Case(
+        "25-replace-with-group-in-group",
+        lambda t: group(t.replace_with.si(5, kind="group"), t.identity.si(1)),
+        (25,),
+        [[6, 7], 1],
+        replaces=True,
+    ),
+    Case(
+        "25-replace-in-chord-header",
+        lambda t: chord(
+            [t.replace_with.si(3), t.replace_with.si(3, kind="group"), t.add.si(1, 1)],
+            t.identity.s(),
+        ),
+        (25,),
+        [103, [4, 5], 2],
+        replaces=True,
+    ),
     Case("26-link", lambda t: linked(t.add.s(2, 2), t.echo.s(tag="cb")), (26,), 4, tail=True),
     # Celery links a group's callback to its first member only, as an immutable clone
     # (celery.canvas.group.link); dyrygent follows native.
-    Case("26-group-link",
-         lambda t: linked(group(t.add.si(1, 1), t.add.si(2, 2)), t.echo.s(tag="cb")), (26,),
-         [2, 4], tail=True),
-    Case("26-chain-link",
-         lambda t: linked(chain(t.add.si(1, 1), t.add.s(2)), t.echo.s(tag="cb")), (26,), 4,
-         tail=True),
-    Case("26-errback", lambda t: linked_error(t.fail.si(), t.echo.s(tag="eb")), (26,),
-         raises=ERR, tail=True),
-    Case("26-chain-errback",
-         lambda t: linked_error(chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)),
-                                t.echo.s(tag="eb")), (26, 27), raises=ERR, tail=True),
-    Case("26-chord-errback-fires-once",
-         lambda t: linked_error(chord([t.add.si(1, 1), t.fail.si()], t.echo.s(never=1)),
-                                t.echo.s(tag="eb")), (26, 28), raises=ERR, tail=True),
+    Case(
+        "26-group-link",
+        lambda t: linked(group(t.add.si(1, 1), t.add.si(2, 2)), t.echo.s(tag="cb")),
+        (26,),
+        [2, 4],
+        tail=True,
+    ),
+    Case(
+        "26-chain-link",
+        lambda t: linked(chain(t.add.si(1, 1), t.add.s(2)), t.echo.s(tag="cb")),
+        (26,),
+        4,
+        tail=True,
+    ),
+    Case(
+        "26-errback",
+        lambda t: linked_error(t.fail.si(), t.echo.s(tag="eb")),
+        (26,),
+        raises=ERR,
+        tail=True,
+    ),
+    Case(
+        "26-chain-errback",
+        lambda t: linked_error(
+            chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)), t.echo.s(tag="eb")
+        ),
+        (26, 27),
+        raises=ERR,
+        tail=True,
+    ),
+    Case(
+        "26-chord-errback-fires-once",
+        lambda t: linked_error(
+            chord([t.add.si(1, 1), t.fail.si()], t.echo.s(never=1)), t.echo.s(tag="eb")
+        ),
+        (26, 28),
+        raises=ERR,
+        tail=True,
+    ),
     # Failure
-    Case("27-fail-mid-chain", lambda t: chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)),
-         (27, 29), raises=ERR),
-    Case("28-chord-header-fails",
-         lambda t: chord([t.add.si(1, 1), t.fail.si(), t.add.si(2, 2)], t.echo.s(never=1)),
-         (28, 29), raises=ERR),
+    Case(
+        "27-fail-mid-chain",
+        lambda t: chain(t.add.si(1, 1), t.fail.s(), t.echo.s(never=1)),
+        (27, 29),
+        raises=ERR,
+    ),
+    Case(
+        "28-chord-header-fails",
+        lambda t: chord([t.add.si(1, 1), t.fail.si(), t.add.si(2, 2)], t.echo.s(never=1)),
+        (28, 29),
+        raises=ERR,
+    ),
     # Native lets the chain in the first member go on after the other member failed; dyrygent
     # launches nothing once a node has failed, so add(1, 1) never runs.
-    Case("29-no-launch-after-failure",
-         lambda t: group(chain(t.sleep_then.si(1, seconds=1.0), t.add.s(1)), t.fail.si()),
-         (29,), raises=ERR, only_native=(call("t.add", 1, 1),)),
+    Case(
+        "29-no-launch-after-failure",
+        lambda t: group(chain(t.sleep_then.si(1, seconds=1.0), t.add.s(1)), t.fail.si()),
+        (29,),
+        raises=ERR,
+        only_native=(call("t.add", 1, 1),),
+    ),
     # Where native Celery fails
     Case("chain-of-chords", lambda t: chords_in_a_chain(t, 4), (12, "chain of chords"), 69),
-    Case("nested-chain-group-4-levels", lambda t: deep(t, 4),
-         (19, "nested chain(group(2), chain(group(2), ...))"), 48),
-    Case("lone-group-in-chain",
-         lambda t: typed(chain, chain(group(t.add.si(1, 1), t.add.si(2, 2)))),
-         ("lone group inside a chain",), [2, 4]),
-    Case("chain-ending-in-group",
-         lambda t: chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))),
-         (10, "lone group inside a chain"), [3, 4]),
+    Case(
+        "nested-chain-group-4-levels",
+        lambda t: deep(t, 4),
+        (19, "nested chain(group(2), chain(group(2), ...))"),
+        48,
+    ),
+    Case(
+        "lone-group-in-chain",
+        lambda t: typed(chain, chain(group(t.add.si(1, 1), t.add.si(2, 2)))),
+        ("lone group inside a chain",),
+        [2, 4],
+    ),
+    Case(
+        "chain-ending-in-group",
+        lambda t: chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))),
+        (10, "lone group inside a chain"),
+        [3, 4],
+    ),
     # celery 6437: an error before a group in a chain makes the native .get() hang, even on
     # 5.7, so native is not run: the correct outcome is the failed node's exception.
-    Case("6437-error-before-group-in-chain",
-         lambda t: chain(t.add.si(1, 1), t.fail.s(), group(t.echo.s(never=1),
-                                                           t.echo.s(never=1))),
-         (27, "error before a group in a chain"), raises=ERR,
-         skip_native="celery 6437: native .get() never returns",
-         calls=(call("t.add", 1, 1), call("t.fail", 2))),
+    Case(
+        "6437-error-before-group-in-chain",
+        lambda t: chain(t.add.si(1, 1), t.fail.s(), group(t.echo.s(never=1), t.echo.s(never=1))),
+        (27, "error before a group in a chain"),
+        raises=ERR,
+        skip_native="celery 6437: native .get() never returns",
+        calls=(call("t.add", 1, 1), call("t.fail", 2)),
+    ),
     # celery 8182: a chained single group inside a group; the body ran too early on 5.5.
-    Case("8182-chained-single-group-in-group",
-         lambda t: chain(group(t.sleep_then.s(1, seconds=0.5),
-                               chain(group(t.identity.si(3), t.identity.si(4)))),
-                         t.identity.s()),
-         (9, 12, "chained single group inside a group"), [1, [3, 4]]),
+    Case(
+        "8182-chained-single-group-in-group",
+        lambda t: chain(
+            group(t.sleep_then.s(1, seconds=0.5), chain(group(t.identity.si(3), t.identity.si(4)))),
+            t.identity.s(),
+        ),
+        (9, 12, "chained single group inside a group"),
+        [1, [3, 4]],
+    ),
 ]
 
-RABBIT = {"2-chain-add", "7-nested-groups", "10-broadcast", "12-chord", "chain-of-chords",
-          "27-fail-mid-chain", "28-chord-header-fails"}
+RABBIT = {
+    "2-chain-add",
+    "7-nested-groups",
+    "10-broadcast",
+    "12-chord",
+    "chain-of-chords",
+    "27-fail-mid-chain",
+    "28-chord-header-fails",
+}
 
 
 def params(cases: list[Case]) -> list:
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)]
-                         if c.xfail else []) for c in cases]
+    return [
+        pytest.param(
+            c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []
+        )
+        for c in cases
+    ]
 
 
 @pytest.mark.parametrize("case", params(CASES))
@@ -553,9 +749,14 @@ def test_differential_rabbitmq(case: Case, rt: Any, ledger: Any) -> None:
 
 #: On the database result backend (PostgreSQL): the shapes, a failure in each, results
 #: that are exceptions, and a partial-args case.
-DATABASE = RABBIT | {"1-partial-args", "11-group-branch-fails", "16-chord-in-header",
-                     "25-replace-with-chain-mid-chain", "29-no-launch-after-failure",
-                     "nested-chain-group-4-levels"}
+DATABASE = RABBIT | {
+    "1-partial-args",
+    "11-group-branch-fails",
+    "16-chord-in-header",
+    "25-replace-with-chain-mid-chain",
+    "29-no-launch-after-failure",
+    "nested-chain-group-4-levels",
+}
 
 
 @pytest.mark.parametrize("case", params([c for c in CASES if c.id in DATABASE]))

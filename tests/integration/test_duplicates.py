@@ -21,14 +21,25 @@ def test_redelivered_processor_copies_exit_and_launch_nothing(redis_server, ledg
     import workerapp
 
     queue = f"dups-{os.getpid()}"
-    env = {"DYRYGENT_TEST_BROKER": redis_server.url(12),
-           "DYRYGENT_TEST_BACKEND": redis_server.url(13),
-           "DYRYGENT_TEST_LEDGER": redis_server.url(2), "DYRYGENT_TEST_QUEUE": queue,
-           "DYRYGENT_TEST_FAULTS": "1", "DYRYGENT_TEST_ACKS_LATE": "0",
-           "DYRYGENT_TEST_VISIBILITY": "1", "DYRYGENT_TEST_MAX_INTERVAL": "3"}
-    app = workerapp.make_app(redis_server.url(12), redis_server.url(13), name=f"c-{queue}",
-                             queue=queue, visibility_timeout=1, acks_late=False,
-                             max_interval=3)
+    env = {
+        "DYRYGENT_TEST_BROKER": redis_server.url(12),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(13),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+        "DYRYGENT_TEST_QUEUE": queue,
+        "DYRYGENT_TEST_FAULTS": "1",
+        "DYRYGENT_TEST_ACKS_LATE": "0",
+        "DYRYGENT_TEST_VISIBILITY": "1",
+        "DYRYGENT_TEST_MAX_INTERVAL": "3",
+    }
+    app = workerapp.make_app(
+        redis_server.url(12),
+        redis_server.url(13),
+        name=f"c-{queue}",
+        queue=queue,
+        visibility_timeout=1,
+        acks_late=False,
+        max_interval=3,
+    )
     t = workerapp.Tasks(app)
     ledger.client.delete("processor")
     worker = Worker(env, name="dups")
@@ -36,8 +47,14 @@ def test_redelivered_processor_copies_exit_and_launch_nothing(redis_server, ledg
         worker.wait_ready(app)
         # Given a workflow of about 7 s whose processor messages wait 3 s each
         wf = Workflow(app=app)
-        wf.add_celery_canvas(chain(t.sleep_then.s(0, 1.0), *[t.sleep_then.s(1.0)] * 5,
-                                   group(t.add.s(i) for i in range(3)), t.tsum.s()))
+        wf.add_celery_canvas(
+            chain(
+                t.sleep_then.s(0, 1.0),
+                *[t.sleep_then.s(1.0)] * 5,
+                group(t.add.s(i) for i in range(3)),
+                t.tsum.s(),
+            )
+        )
         result = wf.apply_async()
         # Then it completes, every node ran exactly once
         assert result.get(timeout=60) == sum(range(3))

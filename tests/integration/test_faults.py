@@ -29,13 +29,23 @@ class Cluster:
         import workerapp
 
         self.queue = f"faults-{os.getpid()}-{next(_queues)}"
-        self.env = {"DYRYGENT_TEST_BROKER": broker, "DYRYGENT_TEST_BACKEND": backend,
-                    "DYRYGENT_TEST_LEDGER": ledger_url, "DYRYGENT_TEST_QUEUE": self.queue,
-                    "DYRYGENT_TEST_FAULTS": "1", "DYRYGENT_TEST_ACKS_LATE": "1",
-                    "DYRYGENT_TEST_VISIBILITY": str(VISIBILITY)}
-        self.app = workerapp.make_app(broker, backend, name=f"client-{self.queue}",
-                                      queue=self.queue, visibility_timeout=VISIBILITY,
-                                      acks_late=True)
+        self.env = {
+            "DYRYGENT_TEST_BROKER": broker,
+            "DYRYGENT_TEST_BACKEND": backend,
+            "DYRYGENT_TEST_LEDGER": ledger_url,
+            "DYRYGENT_TEST_QUEUE": self.queue,
+            "DYRYGENT_TEST_FAULTS": "1",
+            "DYRYGENT_TEST_ACKS_LATE": "1",
+            "DYRYGENT_TEST_VISIBILITY": str(VISIBILITY),
+        }
+        self.app = workerapp.make_app(
+            broker,
+            backend,
+            name=f"client-{self.queue}",
+            queue=self.queue,
+            visibility_timeout=VISIBILITY,
+            acks_late=True,
+        )
         self.t = workerapp.Tasks(self.app)
         self.worker: Worker | None = None
         self.workers: list[Worker] = []
@@ -51,8 +61,7 @@ class Cluster:
             w.stop()
 
 
-@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-                        "database"])
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), "database"])
 def cluster(request, redis_server, ledger):
     """Redis broker and backend; RabbitMQ broker; or Redis broker and Celery's database
     result backend on PostgreSQL."""
@@ -106,8 +115,14 @@ EXPECTED = 5 * 2 + sum(range(5)) + 100  # 120
 def test_kill_whole_worker_while_the_processor_waits(cluster, ledger):
     # Given a workflow whose first node takes a while, so the processor waits its countdown
     wf = Workflow(app=cluster.app)
-    wf.add_celery_canvas(chain(cluster.t.sleep_then.s(1, 1.0), cluster.t.add.s(1),
-                               group(cluster.t.add.s(i) for i in range(3)), cluster.t.tsum.s()))
+    wf.add_celery_canvas(
+        chain(
+            cluster.t.sleep_then.s(1, 1.0),
+            cluster.t.add.s(1),
+            group(cluster.t.add.s(i) for i in range(3)),
+            cluster.t.tsum.s(),
+        )
+    )
     result = wf.apply_async()
     wait_for(lambda: wf.nodes[0].id in ledger.runs(), 20, "the first node to start")
     # When the whole worker is SIGKILLed and another one starts
@@ -155,7 +170,8 @@ def test_a_processor_message_that_kills_its_worker_every_time_ends_in_error(clus
 
 @pytest.mark.parametrize("first_node_runs", [4.0, 1.5])
 def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeout(
-        redis_server, ledger, first_node_runs):
+    redis_server, ledger, first_node_runs
+):
     """On a Redis broker with a production visibility timeout (an hour), the message of a
     driver whose whole worker was SIGKILLed mid-tick comes back only after that hour. A node
     ending after the lease (2 s here) takes the dead hold over and re-arms the driver; one
@@ -163,26 +179,45 @@ def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeo
     import workerapp
 
     queue = f"faults-{os.getpid()}-{next(_queues)}"
-    env = {"DYRYGENT_TEST_BROKER": redis_server.url(14),
-           "DYRYGENT_TEST_BACKEND": redis_server.url(15),
-           "DYRYGENT_TEST_LEDGER": redis_server.url(2), "DYRYGENT_TEST_QUEUE": queue,
-           "DYRYGENT_TEST_PROCESSOR_QUEUE": queue + "-processor",
-           "DYRYGENT_TEST_ACKS_LATE": "1", "DYRYGENT_TEST_VISIBILITY": "3600"}
-    app = workerapp.make_app(redis_server.url(14), redis_server.url(15), name=f"c-{queue}",
-                             queue=queue, visibility_timeout=3600, acks_late=True,
-                             processor_queue=queue + "-processor")
+    env = {
+        "DYRYGENT_TEST_BROKER": redis_server.url(14),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(15),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+        "DYRYGENT_TEST_QUEUE": queue,
+        "DYRYGENT_TEST_PROCESSOR_QUEUE": queue + "-processor",
+        "DYRYGENT_TEST_ACKS_LATE": "1",
+        "DYRYGENT_TEST_VISIBILITY": "3600",
+    }
+    app = workerapp.make_app(
+        redis_server.url(14),
+        redis_server.url(15),
+        name=f"c-{queue}",
+        queue=queue,
+        visibility_timeout=3600,
+        acks_late=True,
+        processor_queue=queue + "-processor",
+    )
     t = workerapp.Tasks(app)
     ledger.client.delete("fault:kills", "fault:kill-driver")
     # Given one worker for nodes, and one for processor messages that dies (whole process
     # group) at the workflow's first driver tick, while the first node runs
     nodes = Worker(env, name="nodes")
-    drivers = [Worker({**env, "DYRYGENT_TEST_FAULTS": "1"}, name="driver0",
-                      extra=("-Q", queue + "-processor"))]
+    drivers = [
+        Worker(
+            {**env, "DYRYGENT_TEST_FAULTS": "1"}, name="driver0", extra=("-Q", queue + "-processor")
+        )
+    ]
     try:
         nodes.wait_ready(app)
         wf = Workflow(app=app)
-        wf.add_celery_canvas(chain(t.sleep_then.s(1, first_node_runs), t.add.s(1),
-                                   group(t.add.s(i) for i in range(3)), t.tsum.s()))
+        wf.add_celery_canvas(
+            chain(
+                t.sleep_then.s(1, first_node_runs),
+                t.add.s(1),
+                group(t.add.s(i) for i in range(3)),
+                t.tsum.s(),
+            )
+        )
         ledger.client.set("fault:kill-driver", wf.id)
         result = wf.apply_async()
         wait_for(lambda: kills(ledger) == ["driver"], 30, "the driver's worker to be killed")

@@ -19,32 +19,36 @@ def good_workflow_still_runs(app, t):
     assert wf.apply_async().get(timeout=20) == 42
 
 
-@pytest.mark.parametrize("args, kwargs", [
-    ((42, 0), {}),                          # workflow id of the wrong type
-    (("x" * 500, 0), {}),                   # oversized id
-    (("wf", "0"), {}),                      # generation of the wrong type
-    (("wf", -3), {}),
-    (("wf", 0), {"idle": 10**9}),          # an idle count out of range, or not an int
-    (("wf", 0, -1), {}),
-    (("wf", 0, "1"), {}),
-    (("wf", 0), {"serializer": "pickle"}),  # options smuggled in as arguments
-])
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((42, 0), {}),  # workflow id of the wrong type
+        (("x" * 500, 0), {}),  # oversized id
+        (("wf", "0"), {}),  # generation of the wrong type
+        (("wf", -3), {}),
+        (("wf", 0), {"idle": 10**9}),  # an idle count out of range, or not an int
+        (("wf", 0, -1), {}),
+        (("wf", 0, "1"), {}),
+        (("wf", 0), {"serializer": "pickle"}),  # options smuggled in as arguments
+    ],
+)
 def test_malformed_processor_messages_are_rejected(app, t, ledger, args, kwargs):
     app.send_task(PROCESSOR_NAME, args, kwargs)
     good_workflow_still_runs(app, t)
     assert len(ledger.entries()) == 1  # only the good workflow's node ran
 
 
-@pytest.mark.parametrize("graph, reason", [
-    (b"\x00\x01garbage", "not msgpack"),
-    (b"\x92\xa8dyrygent\x07", "unknown format version 7"),
-])
-def test_a_corrupted_stored_graph_ends_the_workflow_with_the_reason(app, t, ledger, graph,
-                                                                   reason):
+@pytest.mark.parametrize(
+    "graph, reason",
+    [
+        (b"\x00\x01garbage", "not msgpack"),
+        (b"\x92\xa8dyrygent\x07", "unknown format version 7"),
+    ],
+)
+def test_a_corrupted_stored_graph_ends_the_workflow_with_the_reason(app, t, ledger, graph, reason):
     # Given a workflow whose stored graph was corrupted
     wf_id = f"corrupt-{reason.split()[0]}-{len(graph)}"
-    store_for(app).create(wf_id, graph, seal(app, graph, encode_header({"version": 1})), 1,
-                          3600)
+    store_for(app).create(wf_id, graph, seal(app, graph, encode_header({"version": 1})), 1, 3600)
     # When its processor runs
     app.send_task(PROCESSOR_NAME, (wf_id, 0))
     # Then the workflow ends in ERROR saying why, nothing ran, and the worker goes on
@@ -81,8 +85,11 @@ def start_with_stored(app, wf: Workflow, tamper=None, header=None):
 def test_a_node_naming_an_unknown_task_is_refused(app, t, ledger):
     wf = Workflow(app=app)
     wf.add_celery_canvas(app.signature("os.system", args=("true",)))
-    with pytest.raises(WorkflowError, match=r"names task 'os.system', which this worker does "
-                                            r"not know.*known_tasks"):
+    with pytest.raises(
+        WorkflowError,
+        match=r"names task 'os.system', which this worker does "
+        r"not know.*known_tasks",
+    ):
         start_with_stored(app, wf).get(timeout=20)
     good_workflow_still_runs(app, t)
 
@@ -102,11 +109,19 @@ def test_with_a_signing_key_an_altered_graph_is_refused(redis_server, ledger):
     from tests.harness import Worker
 
     # Given a worker and a client sharing a signing key, on their own queue
-    env = {"DYRYGENT_TEST_BROKER": redis_server.url(8), "DYRYGENT_TEST_BACKEND":
-           redis_server.url(9), "DYRYGENT_TEST_LEDGER": redis_server.url(2),
-           "DYRYGENT_TEST_QUEUE": "signed", "DYRYGENT_TEST_SIGNING_KEY": "s3cret"}
-    app = workerapp.make_app(env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"],
-                             name="signed-client", queue="signed")
+    env = {
+        "DYRYGENT_TEST_BROKER": redis_server.url(8),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(9),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+        "DYRYGENT_TEST_QUEUE": "signed",
+        "DYRYGENT_TEST_SIGNING_KEY": "s3cret",
+    }
+    app = workerapp.make_app(
+        env["DYRYGENT_TEST_BROKER"],
+        env["DYRYGENT_TEST_BACKEND"],
+        name="signed-client",
+        queue="signed",
+    )
     app.conf.dyrygent_signing_key = "s3cret"
     worker = Worker(env, name="signed")
     try:

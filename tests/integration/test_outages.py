@@ -30,21 +30,31 @@ class Site:
 
     def __init__(self, broker_kind: str) -> None:
         self.backend = RedisServer(persist=True)
-        self.broker: Any = RabbitServer() if broker_kind == "rabbitmq" else RedisServer(
-            persist=True)
+        self.broker: Any = (
+            RabbitServer() if broker_kind == "rabbitmq" else RedisServer(persist=True)
+        )
         import redis as redis_lib
         import workerapp
 
         broker_url = self.broker.url if broker_kind == "rabbitmq" else self.broker.url(0)
         self.queue = f"outages-{next(_names)}"
-        self.env = {"DYRYGENT_TEST_BROKER": broker_url,
-                    "DYRYGENT_TEST_BACKEND": self.backend.url(0),
-                    "DYRYGENT_TEST_LEDGER": self.backend.url(2),
-                    "DYRYGENT_TEST_QUEUE": self.queue, "DYRYGENT_TEST_FAULTS": "1",
-                    "DYRYGENT_TEST_ACKS_LATE": "1", "DYRYGENT_TEST_VISIBILITY": "3"}
-        self.app = workerapp.make_app(broker_url, self.backend.url(0),
-                                      name=f"client-{self.queue}", queue=self.queue,
-                                      visibility_timeout=3, acks_late=True)
+        self.env = {
+            "DYRYGENT_TEST_BROKER": broker_url,
+            "DYRYGENT_TEST_BACKEND": self.backend.url(0),
+            "DYRYGENT_TEST_LEDGER": self.backend.url(2),
+            "DYRYGENT_TEST_QUEUE": self.queue,
+            "DYRYGENT_TEST_FAULTS": "1",
+            "DYRYGENT_TEST_ACKS_LATE": "1",
+            "DYRYGENT_TEST_VISIBILITY": "3",
+        }
+        self.app = workerapp.make_app(
+            broker_url,
+            self.backend.url(0),
+            name=f"client-{self.queue}",
+            queue=self.queue,
+            visibility_timeout=3,
+            acks_late=True,
+        )
         self.t = workerapp.Tasks(self.app)
         self.ledger = Ledger(redis_lib.Redis.from_url(self.backend.url(2)))
         self.workers: list[Worker] = []
@@ -86,14 +96,20 @@ def site(request):
     s.stop()
 
 
-RABBIT = [pytest.mark.rabbitmq, pytest.mark.skipif(
-    not RabbitServer.available(), reason="rabbitmq-server is not installed")]
+RABBIT = [
+    pytest.mark.rabbitmq,
+    pytest.mark.skipif(not RabbitServer.available(), reason="rabbitmq-server is not installed"),
+]
 BROKERS = ["redis", pytest.param("rabbitmq", marks=RABBIT)]
 
 
 def steps(t, n=8):
-    return chain(t.sleep_then.s(0, 0.3), *[t.sleep_then.s(0.3) for _ in range(n - 1)],
-                 group(t.add.s(i) for i in range(3)), t.tsum.s())
+    return chain(
+        t.sleep_then.s(0, 0.3),
+        *[t.sleep_then.s(0.3) for _ in range(n - 1)],
+        group(t.add.s(i) for i in range(3)),
+        t.tsum.s(),
+    )
 
 
 def assert_completed(wf, result, ledger, value, at_most: int | None = None) -> None:
@@ -106,11 +122,15 @@ def assert_completed(wf, result, ledger, value, at_most: int | None = None) -> N
         assert all(c <= at_most for c in counts), counts
 
 
-@pytest.mark.parametrize("site,which", [
-    pytest.param("redis", "backend", id="redis-backend"),
-    pytest.param("redis", "broker", id="redis-broker"),
-    pytest.param("rabbitmq", "broker", id="rabbitmq-broker", marks=RABBIT)],
-    indirect=["site"])
+@pytest.mark.parametrize(
+    "site,which",
+    [
+        pytest.param("redis", "backend", id="redis-backend"),
+        pytest.param("redis", "broker", id="redis-broker"),
+        pytest.param("rabbitmq", "broker", id="rabbitmq-broker", marks=RABBIT),
+    ],
+    indirect=["site"],
+)
 def test_a_server_restart_mid_workflow_fails_nothing(site, which):
     # Given a workflow under way
     wf = Workflow(app=site.app)
@@ -134,8 +154,9 @@ def test_a_publish_failing_mid_launch_loses_no_node(site):
     ledger.set("fault:mode", "broker")
     ledger.set("fault:countdown", 3)  # the first node, then two of the group
     wf = Workflow(app=site.app)
-    wf.add_celery_canvas(chain(site.t.add.si(1, 1), group(site.t.add.s(i) for i in range(6)),
-                               site.t.tsum.s()))
+    wf.add_celery_canvas(
+        chain(site.t.add.si(1, 1), group(site.t.add.s(i) for i in range(6)), site.t.tsum.s())
+    )
     result = wf.apply_async()
     wait_for(lambda: ledger.lrange("fault:kills", 0, -1), 30, "the tick's second publish")
     # When the broker stops there, mid-launch, and comes back three seconds later
@@ -162,14 +183,21 @@ def test_a_broker_refusing_publishes_loses_no_workflow(site):
     wait_for(lambda: len(site.ledger.entries()) >= 2, 30, "two steps to run")
     # When the broker refuses every publish (LPUSH/RPUSH) for four seconds
     broker = site.broker.client
-    broker.acl_setuser("default", enabled=True, nopass=True, keys=["*"], channels=["*"],
-                       commands=["+@all", "-lpush", "-rpush"])
+    broker.acl_setuser(
+        "default",
+        enabled=True,
+        nopass=True,
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-lpush", "-rpush"],
+    )
     try:
         wait_for(site.failed_publishes, 30, "a publish to be refused")
         time.sleep(4)  # the outage: the driver's own retry is refused too
     finally:
-        broker.acl_setuser("default", enabled=True, nopass=True, keys=["*"],
-                           channels=["*"], commands=["+@all"])
+        broker.acl_setuser(
+            "default", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all"]
+        )
     # (Celery's worker exits when the broker refuses to requeue a message: restarted)
     site.revive_worker()
     # Then the workflow completes after it, every node ran

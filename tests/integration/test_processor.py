@@ -114,8 +114,11 @@ def test_a_result_evicted_while_its_node_runs_ends_the_workflow_with_a_clear_err
     # When its result is evicted from the backend
     app.backend.client.delete(app.backend.get_key_for_task(wf.nodes[0].id))
     # Then the workflow ends at once, naming the node and the cause
-    with pytest.raises(WorkflowError, match=rf"node {wf.nodes[0].id} \(t.sleep_then\) was seen "
-                                            r"running.*vanished.*result_expires"):
+    with pytest.raises(
+        WorkflowError,
+        match=rf"node {wf.nodes[0].id} \(t.sleep_then\) was seen "
+        r"running.*vanished.*result_expires",
+    ):
         result.get(timeout=2.5)
 
 
@@ -178,6 +181,7 @@ def test_outcomes_are_read_in_one_query_on_the_database_backend(db_app, dt):
 
     def record(conn, cursor, statement, *args):
         statements.append(statement)
+
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
     try:
         # When the processor reads their outcomes

@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def layered(t, layers: int, width: int):
-    return chain(t.noop.si(), *[chord([t.noop.si() for _ in range(width)], t.noop.si())
-                                for _ in range(layers)])
+    return chain(
+        t.noop.si(),
+        *[chord([t.noop.si() for _ in range(width)], t.noop.si()) for _ in range(layers)],
+    )
 
 
 def test_a_10000_node_workflow_runs_every_node_once(app, t, ledger):
@@ -44,8 +46,12 @@ def test_100_workflows_survive_a_worker_killed_every_20_seconds(redis_server, le
         workflows = []
         for _ in range(100):
             wf = Workflow(app=c.app)
-            wf.add_celery_canvas(chain(nap.clone(), *[chord([nap.clone() for _ in range(4)],
-                                                            nap.clone()) for _ in range(5)]))
+            wf.add_celery_canvas(
+                chain(
+                    nap.clone(),
+                    *[chord([nap.clone() for _ in range(4)], nap.clone()) for _ in range(5)],
+                )
+            )
             workflows.append((wf, wf.apply_async()))
         # When the oldest live worker is SIGKILLed every 20 s, and a new one started
         kills = 0

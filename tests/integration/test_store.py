@@ -22,6 +22,7 @@ def mariadb():
 
     try:
         import pymysql  # noqa: F401
+
         socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
     except (ImportError, OSError):
         pytest.skip("no MariaDB/MySQL server on 127.0.0.1:3306, or no pymysql")
@@ -46,8 +47,11 @@ def store(request, redis_server, tmp_path):
     if request.param == "sqlite":
         return SQLStore(f"sqlite:///{tmp_path}/store.db")
     if request.param in ("postgresql", "mysql"):
-        store = SQLStore(request.getfixturevalue("postgres").url
-                         if request.param == "postgresql" else request.getfixturevalue("mariadb"))
+        store = SQLStore(
+            request.getfixturevalue("postgres").url
+            if request.param == "postgresql"
+            else request.getfixturevalue("mariadb")
+        )
         with store.engine.begin() as conn:  # a fresh table for each test
             conn.execute(sql_store.workflows.delete())
             conn.execute(sql_store.join_table.delete())
@@ -182,10 +186,10 @@ def test_release_gives_the_hold_up_for_its_holder_only(store):
 
 def test_join_counters_say_when_a_tick_may_find_something_ready(store):
     store.create("wf", b"g", b"h", 4, 3600, joins={3: 2, -1: 1})
-    assert store.count_down("wf", [3]) is False   # the join still waits for one parent
-    assert store.count_down("wf", [3]) is True    # its last parent ended: tick
-    assert store.count_down("wf", [-1]) is True   # the only sink ended: tick
-    assert store.count_down("wf", [3]) is True    # a duplicate run: a harmless extra tick
+    assert store.count_down("wf", [3]) is False  # the join still waits for one parent
+    assert store.count_down("wf", [3]) is True  # its last parent ended: tick
+    assert store.count_down("wf", [-1]) is True  # the only sink ended: tick
+    assert store.count_down("wf", [3]) is True  # a duplicate run: a harmless extra tick
 
 
 def test_concurrent_claims_let_exactly_one_driver_in(store):
@@ -199,6 +203,7 @@ def test_concurrent_claims_let_exactly_one_driver_in(store):
     def claim(i: int) -> None:
         barrier.wait(5)
         answers.append(store.claim("wf", 0, f"m{i}", wake=False).status)
+
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for th in threads:
         th.start()

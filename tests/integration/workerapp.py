@@ -25,9 +25,16 @@ from dyrygent.signals import tick_claimed
 QUEUE = os.environ.get("DYRYGENT_TEST_QUEUE", "celery")
 
 
-def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | None = None,
-             visibility_timeout: float | None = None, acks_late: bool | None = None,
-             max_interval: float | None = None, processor_queue: str | None = None) -> Celery:
+def make_app(
+    broker: str,
+    backend: str,
+    name: str = "workerapp",
+    queue: str | None = None,
+    visibility_timeout: float | None = None,
+    acks_late: bool | None = None,
+    max_interval: float | None = None,
+    processor_queue: str | None = None,
+) -> Celery:
     """A Celery app with the test tasks and the dyrygent processor registered.
 
     Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
@@ -49,9 +56,11 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         result_expires=3600,
         worker_hijack_root_logger=False,
         # Fast recovery in tests; production needs a visibility_timeout above any countdown.
-        broker_transport_options={"visibility_timeout": visibility_timeout,
-                                  "unacked_restore_interval": 1,
-                                  "unacked_restore_throttle": 1},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+        },
         # The production settings the README asks for when workers may die.
         task_acks_late=acks_late,
         task_reject_on_worker_lost=acks_late,
@@ -67,8 +76,9 @@ def make_app(broker: str, backend: str, name: str = "workerapp", queue: str | No
         app.conf.dyrygent_signing_key = os.environ["DYRYGENT_TEST_SIGNING_KEY"]
     # a short lease and backup-tick backoff: tests kill workers mid-tick and should not wait
     # the defaults (10 s each)
-    register_workflow_processor(app, min_interval=0.01, max_interval=max_interval, lease=2,
-                                idle_interval=2)
+    register_workflow_processor(
+        app, min_interval=0.01, max_interval=max_interval, lease=2, idle_interval=2
+    )
     for fn in TASKS:
         app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
     app.task(name="t.ping", shared=False)(ping)
@@ -118,8 +128,11 @@ def _fault_injection(sender=None, headers=None, body=None, **_):
 def _record_processor_run(sender=None, task_id=None, args=None, retval=None, **_):
     """In a fault worker: the ledger list ``processor`` records every processor run as
     [message id, args, what it did], so a test can count them."""
-    if os.environ.get("DYRYGENT_TEST_FAULTS") != "1" or sender is None \
-            or sender.name != PROCESSOR_NAME:
+    if (
+        os.environ.get("DYRYGENT_TEST_FAULTS") != "1"
+        or sender is None
+        or sender.name != PROCESSOR_NAME
+    ):
         return
     _ledger_client().rpush("processor", json.dumps([task_id, list(args or ()), repr(retval)]))
 
@@ -144,8 +157,9 @@ def _die_every_tick(workflow_id=None, driver=False, **_):
 def _ledger_client():
     global _ledger
     if _ledger is None:
-        _ledger = redis.Redis.from_url(os.environ.get("DYRYGENT_TEST_LEDGER",
-                                                      "redis://127.0.0.1:6379/2"))
+        _ledger = redis.Redis.from_url(
+            os.environ.get("DYRYGENT_TEST_LEDGER", "redis://127.0.0.1:6379/2")
+        )
     return _ledger
 
 
@@ -154,11 +168,14 @@ def recorded(fn):
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        _ledger_client().rpush("ledger", json.dumps(
-            [self.request.id, self.name, list(args), kwargs, os.getpid(), time.time()]))
+        _ledger_client().rpush(
+            "ledger",
+            json.dumps([self.request.id, self.name, list(args), kwargs, os.getpid(), time.time()]),
+        )
         if pass_self:
             return fn(self, *args, **kwargs)
         return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -234,8 +251,10 @@ def flaky(self, x, key, failures=2):
 
 TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky]
 
-app = make_app(os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
-               os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"))
+app = make_app(
+    os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
+    os.environ.get("DYRYGENT_TEST_BACKEND", "redis://127.0.0.1:6379/1"),
+)
 
 
 class Tasks:
