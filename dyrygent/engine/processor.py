@@ -198,9 +198,9 @@ class Processor:
                 token,
                 claim.gen,
                 WorkflowError(
-                    f"workflow {wf}: the processor's tick at generation {claim.gen} was interrupted "
-                    f"{claim.attempts - 1} times (worker killed, or an error each time: see the "
-                    f"worker log); giving up after max_attempts={self.max_attempts}"
+                    f"workflow {wf}: the processor's tick at generation {claim.gen} was "
+                    f"interrupted {claim.attempts - 1} times (worker killed, or an error each "
+                    f"time: see the worker log); giving up after max_attempts={self.max_attempts}"
                 ),
             )
             return "error"
