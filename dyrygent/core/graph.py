@@ -12,12 +12,12 @@ The same expression language describes the workflow's own result.
 
 from __future__ import annotations
 
-import enum
 import graphlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from dyrygent.core.states import TRANSITIONS, NodeState
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
 __all__ = [
@@ -33,28 +33,6 @@ __all__ = [
 
 #: An input expression: None, a node index (or id while building), or a list of expressions.
 Expr = Union[None, int, str, list]
-
-
-class NodeState(enum.IntEnum):
-    """The state of one node, stored as one byte per node."""
-
-    WAITING = 0  # some parent has not succeeded yet
-    LAUNCHED = 1  # published to the broker; outcome not seen yet
-    SUCCEEDED = 2  # its result was seen in the backend
-    FAILED = 3  # it failed or was revoked
-    READY = 4  # every parent succeeded; not published yet (a publish failed, or not tried)
-    RUNNING = 5  # the backend showed it started (or retrying); its result must follow
-
-
-#: The only state changes the processor may make.
-TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
-    NodeState.WAITING: frozenset({NodeState.READY}),
-    NodeState.READY: frozenset({NodeState.LAUNCHED}),
-    NodeState.LAUNCHED: frozenset({NodeState.RUNNING, NodeState.SUCCEEDED, NodeState.FAILED}),
-    NodeState.RUNNING: frozenset({NodeState.SUCCEEDED, NodeState.FAILED}),
-    NodeState.SUCCEEDED: frozenset(),
-    NodeState.FAILED: frozenset(),
-}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dyrygent.core.graph import TRANSITIONS, GraphBuilder, NodeState, evaluate, expr_refs
+from dyrygent.core.states import SETTLED_STATES
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
 
@@ -86,13 +87,17 @@ def test_expressions(expr, refs, value):
     assert evaluate(expr, results) == value
 
 
-def test_transitions_only_move_forward():
-    assert TRANSITIONS[NodeState.WAITING] == {NodeState.READY}
-    assert TRANSITIONS[NodeState.READY] == {NodeState.LAUNCHED}
-    assert TRANSITIONS[NodeState.LAUNCHED] == {
-        NodeState.RUNNING,
-        NodeState.SUCCEEDED,
-        NodeState.FAILED,
-    }
-    assert TRANSITIONS[NodeState.RUNNING] == {NodeState.SUCCEEDED, NodeState.FAILED}
-    assert not TRANSITIONS[NodeState.SUCCEEDED] and not TRANSITIONS[NodeState.FAILED]
+def test_transitions_move_forward_and_only_retry_moves_back():
+    # Given the table; then every state has an entry, settled states only go back to
+    # WAITING (a retry), and nothing else ever returns to an earlier state
+    assert set(TRANSITIONS) == set(NodeState)
+    order = [NodeState.WAITING, NodeState.READY, NodeState.LAUNCHED, NodeState.RUNNING]
+    for old, news in TRANSITIONS.items():
+        if old in SETTLED_STATES:
+            assert news == {NodeState.WAITING}
+            continue
+        for new in news:
+            assert new in SETTLED_STATES or order.index(new) > order.index(old)
+    assert TRANSITIONS[NodeState.WAITING] >= {NodeState.READY, NodeState.UPSTREAM_FAILED}
+    assert NodeState.FAILED not in TRANSITIONS[NodeState.WAITING]
+    assert NodeState.SUCCEEDED not in TRANSITIONS[NodeState.READY]
