@@ -12,11 +12,13 @@ The same expression language describes the workflow's own result.
 
 from __future__ import annotations
 
+import enum
 import graphlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from dyrygent.core.rules import TriggerRule
 from dyrygent.core.states import TRANSITIONS, NodeState
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
@@ -25,6 +27,7 @@ __all__ = [
     "Graph",
     "GraphBuilder",
     "Node",
+    "NodeKind",
     "NodeState",
     "TRANSITIONS",
     "expr_refs",
@@ -35,12 +38,19 @@ __all__ = [
 Expr = Union[None, int, str, list]
 
 
+class NodeKind(enum.IntEnum):
+    """What a node is; room for kinds the processor treats specially."""
+
+    TASK = 0  # a Celery task call
+
+
 @dataclass(frozen=True)
 class Node:
     """One task call of a frozen graph.
 
     ``spec`` is opaque to the core: the adapter's encoding of args, kwargs and options.
     ``parents`` and the ints inside ``input`` are indices into the graph's node list.
+    ``label`` names the node for people (None: its task name); ``rule`` says when it starts.
     """
 
     id: str
@@ -48,6 +58,14 @@ class Node:
     spec: bytes
     parents: tuple[int, ...]
     input: Expr
+    label: str | None = None
+    rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    kind: NodeKind = NodeKind.TASK
+
+    @property
+    def name(self) -> str:
+        """The label, or the task name when it has none."""
+        return self.label or self.task
 
 
 class Graph:
@@ -56,13 +74,14 @@ class Graph:
     Build one with :class:`GraphBuilder`. ``children`` is derived, never stored.
     """
 
-    __slots__ = ("nodes", "output", "index", "_children")
+    __slots__ = ("nodes", "output", "index", "_children", "_leaves")
 
     def __init__(self, nodes: Sequence[Node], output: Expr) -> None:
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.output: Expr = output
         self.index: dict[str, int] = {n.id: i for i, n in enumerate(self.nodes)}
         self._children: list[list[int]] | None = None
+        self._leaves: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -77,6 +96,13 @@ class Graph:
                     children[p].append(i)
             self._children = children
         return self._children
+
+    @property
+    def leaves(self) -> list[int]:
+        """The nodes no other node depends on, ascending."""
+        if self._leaves is None:
+            self._leaves = [i for i, c in enumerate(self.children) if not c]
+        return self._leaves
 
     def roots(self) -> list[int]:
         return [i for i, n in enumerate(self.nodes) if not n.parents]
@@ -122,6 +148,8 @@ class GraphBuilder:
         self._specs: list[bytes] = []
         self._parents: list[tuple[str, ...]] = []
         self._inputs: list[Expr] = []
+        self._labels: dict[int, str] = {}
+        self._rules: dict[int, TriggerRule] = {}
         self._seen: set[str] = set()
 
     def __len__(self) -> int:
@@ -134,8 +162,35 @@ class GraphBuilder:
         """(id, task) of the nodes added since the ``start``-th, in order."""
         return list(zip(self._ids[start:], self._tasks[start:]))
 
+    def label_of(self, position: int) -> str | None:
+        """The label of the ``position``-th node added (None: it has none)."""
+        return self._labels.get(position)
+
+    def set_label(self, position: int, label: str | None) -> None:
+        """Label the ``position``-th node added (None removes its label)."""
+        if label is None:
+            self._labels.pop(position, None)
+        else:
+            self._labels[position] = label
+
+    def set_rule(self, node_id: str, rule: TriggerRule) -> None:
+        """Give the node ``node_id`` a start rule (the default is all_success)."""
+        position = self._ids.index(node_id)
+        if rule is TriggerRule.ALL_SUCCESS:
+            self._rules.pop(position, None)
+        else:
+            self._rules[position] = rule
+
     def add(
-        self, node_id: str, task: str, spec: bytes, parents: Iterable[str] = (), input: Expr = None
+        self,
+        node_id: str,
+        task: str,
+        spec: bytes,
+        parents: Iterable[str] = (),
+        input: Expr = None,
+        *,
+        label: str | None = None,
+        rule: TriggerRule = TriggerRule.ALL_SUCCESS,
     ) -> None:
         """Add a node; raises DuplicateNodeError if ``node_id`` was added before."""
         if node_id in self._seen:
@@ -151,6 +206,11 @@ class GraphBuilder:
         self._specs.append(spec)
         self._parents.append(parent_ids)
         self._inputs.append(input)
+        position = len(self._ids) - 1
+        if label is not None:
+            self._labels[position] = label
+        if rule is not TriggerRule.ALL_SUCCESS:
+            self._rules[position] = rule
 
     def freeze(self, output: Expr = None) -> Graph:
         """Validate and return the graph.
@@ -182,10 +242,19 @@ class GraphBuilder:
                     node=ref,
                 )
         check_acyclic(self._ids, self._parents)
+        labels, rules = self._labels, self._rules
         nodes = [
-            Node(node_id, task, spec, tuple(index[p] for p in parents), _map_expr(inp, index))
-            for node_id, task, spec, parents, inp in zip(
-                self._ids, self._tasks, self._specs, self._parents, self._inputs
+            Node(
+                node_id,
+                task,
+                spec,
+                tuple(index[p] for p in parents),
+                _map_expr(inp, index),
+                labels.get(i),
+                rules.get(i, TriggerRule.ALL_SUCCESS),
+            )
+            for i, (node_id, task, spec, parents, inp) in enumerate(
+                zip(self._ids, self._tasks, self._specs, self._parents, self._inputs)
             )
         ]
         return Graph(nodes, _map_expr(output, index))
