@@ -1,10 +1,14 @@
 """Versioned msgpack encoding of a graph, validated on every decode.
 
-Layout (format 1), columnar so that 10,000 nodes stay small and fast::
+Layout (format 2), columnar so that 10,000 nodes stay small and fast::
 
-    ["dyrygent", 1, ids, task_names, task_of, specs, parents, inputs, output]
+    ["dyrygent", 2, ids, task_names, task_of, specs, parents, inputs, output, attrs]
 
-``task_names`` is the table of distinct task names and ``task_of[i]`` indexes it. Stored data
+``task_names`` is the table of distinct task names and ``task_of[i]`` indexes it. ``attrs``
+holds the optional per-node attributes, sparse (only nodes that differ from the default):
+``{"label": [[i, text], ...], "rule": [[i, rule index], ...], "kind": [[i, kind], ...]}``;
+a new attribute is a new key. Format 1 (written by dyrygent 0.1) is the same without
+``attrs``; it still decodes, so workflows in flight survive a rolling upgrade. Stored data
 crosses a trust boundary (the broker and the result backend), so :func:`decode_graph` checks
 every type, index and size and raises :class:`~dyrygent.errors.PayloadError` on anything off.
 """
@@ -15,14 +19,21 @@ from typing import Any
 
 import msgpack
 
-from dyrygent.core.graph import Expr, Graph, Node, check_acyclic
+from dyrygent.core.graph import Expr, Graph, Node, NodeKind, check_acyclic
+from dyrygent.core.rules import RULES, TriggerRule
 from dyrygent.errors import CycleError, PayloadError
 
 __all__ = ["FORMAT", "MAGIC", "decode_graph", "encode_graph"]
 
 MAGIC = "dyrygent"
-FORMAT = 1
+FORMAT = 2
+#: Every format this release decodes.
+FORMATS = (1, 2)
+_FIELDS = {1: 9, 2: 10}
 _MAX_EXPR_DEPTH = 64
+_MAX_LABEL = 200
+_RULE_INDEX = {rule: i for i, rule in enumerate(RULES)}
+_KINDS = frozenset(int(k) for k in NodeKind)
 
 
 def encode_graph(graph: Graph) -> bytes:
@@ -41,9 +52,25 @@ def encode_graph(graph: Graph) -> bytes:
             [list(n.parents) for n in nodes],
             [n.input for n in nodes],
             graph.output,
+            _attrs(graph),
         ],
         use_bin_type=True,
     )
+
+
+def _attrs(graph: Graph) -> dict[str, list[list[Any]]]:
+    attrs: dict[str, list[list[Any]]] = {}
+    labels = [[i, n.label] for i, n in enumerate(graph.nodes) if n.label is not None]
+    rules = [
+        [i, _RULE_INDEX[n.rule]]
+        for i, n in enumerate(graph.nodes)
+        if n.rule is not TriggerRule.ALL_SUCCESS
+    ]
+    kinds = [[i, int(n.kind)] for i, n in enumerate(graph.nodes) if n.kind is not NodeKind.TASK]
+    for key, column in (("label", labels), ("rule", rules), ("kind", kinds)):
+        if column:
+            attrs[key] = column
+    return attrs
 
 
 def _fail(message: str, data: bytes, error: BaseException | None = None) -> PayloadError:
@@ -81,15 +108,18 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
         raise _fail(f"not msgpack ({exc})", bytes(data), exc) from exc
     if not (isinstance(payload, list) and len(payload) >= 2 and payload[0] == MAGIC):
         raise _fail("not a dyrygent graph", bytes(data))
-    if payload[1] != FORMAT:
+    version = payload[1]
+    if type(version) is not int or version not in FORMATS:
         raise _fail(
-            f"unknown format version {payload[1]!r} (this dyrygent reads {FORMAT}); "
+            f"unknown format version {version!r} (this dyrygent reads {FORMATS}); "
             f"run the same dyrygent version on clients and workers",
             bytes(data),
         )
-    if len(payload) != 9:
-        raise _fail(f"format {FORMAT} has 9 fields, got {len(payload)}", bytes(data))
-    _, _, ids, names, task_of, specs, parents, inputs, output = payload
+    if len(payload) != _FIELDS[version]:
+        raise _fail(
+            f"format {version} has {_FIELDS[version]} fields, got {len(payload)}", bytes(data)
+        )
+    _, _, ids, names, task_of, specs, parents, inputs, output = payload[:9]
     if not all(isinstance(x, list) for x in (ids, names, task_of, specs, parents, inputs)):
         raise _fail("a column is not a list", bytes(data))
     n = len(ids)
@@ -107,6 +137,7 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
         raise _fail("a task index is out of range", bytes(data))
     if not all(isinstance(s, bytes) for s in specs):
         raise _fail("a node spec is not bytes", bytes(data))
+    attrs = _decode_attrs(payload[9] if version >= 2 else {}, n, bytes(data))
     nodes = []
     for i in range(n):
         ps = parents[i]
@@ -115,7 +146,18 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
         inp: Expr = inputs[i]
         if not _check_expr(inp, n, frozenset(ps)):
             raise _fail(f"node {ids[i]!r} has an input that is not among its parents", bytes(data))
-        nodes.append(Node(ids[i], names[task_of[i]], specs[i], tuple(ps), inp))
+        nodes.append(
+            Node(
+                ids[i],
+                names[task_of[i]],
+                specs[i],
+                tuple(ps),
+                inp,
+                attrs["label"].get(i),
+                attrs["rule"].get(i, TriggerRule.ALL_SUCCESS),
+                attrs["kind"].get(i, NodeKind.TASK),
+            )
+        )
     if not _check_expr(output, n, None):
         raise _fail("the workflow output refers outside the graph", bytes(data))
     try:
@@ -125,3 +167,35 @@ def decode_graph(data: bytes, *, max_nodes: int = 100_000, max_bytes: int = 256 
             f"the dependencies form a cycle through {len(exc.cycle) - 1} nodes", bytes(data), exc
         ) from None
     return Graph(nodes, output)
+
+
+def _decode_attrs(attrs: Any, n: int, data: bytes) -> dict[str, dict[int, Any]]:
+    """The sparse attribute columns of format 2, each value checked."""
+    if not isinstance(attrs, dict):
+        raise _fail("the node attributes are not a map", data)
+    unknown = sorted(set(attrs) - {"label", "rule", "kind"})
+    if unknown:
+        raise _fail(f"unknown node attribute {unknown[0]!r}", data)
+    out: dict[str, dict[int, Any]] = {"label": {}, "rule": {}, "kind": {}}
+    for key, column in attrs.items():
+        if not isinstance(column, list):
+            raise _fail(f"the {key} attributes are not a list", data)
+        for entry in column:
+            if not (isinstance(entry, list) and len(entry) == 2):
+                raise _fail(f"a {key} attribute is not an [index, value] pair", data)
+            i, value = entry
+            if type(i) is not int or not 0 <= i < n or i in out[key]:
+                raise _fail(f"a {key} attribute has a bad or repeated node index", data)
+            if key == "label":
+                if not (isinstance(value, str) and 0 < len(value) <= _MAX_LABEL):
+                    raise _fail(f"node {i}: the label is not a short string", data)
+            elif key == "rule":
+                if type(value) is not int or not 0 <= value < len(RULES):
+                    raise _fail(f"node {i}: unknown start rule {value!r}", data)
+                value = RULES[value]
+            elif type(value) is not int or value not in _KINDS:
+                raise _fail(f"node {i}: unknown node kind {value!r}", data)
+            else:
+                value = NodeKind(value)
+            out[key][i] = value
+    return out
