@@ -18,11 +18,12 @@ Built on tests/integration/workerapp.make_app (the test tasks and dyrygent's pro
 Configured from the environment like workerapp: DYRYGENT_TEST_BROKER, DYRYGENT_TEST_BACKEND,
 DYRYGENT_TEST_LEDGER, BENCH_STATS_URL; BENCH_PROFILE_DIR (cProfile every processor run, see
 instrument.install), BENCH_TRACE_TASKS=1 (record when each task ends), and for experiments
-BENCH_DYRYGENT_INTERVALS=min,max and BENCH_DYRYGENT_WAKE_LIMIT.
+BENCH_DYRYGENT_INTERVALS=min,max.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -37,7 +38,8 @@ from celery import Celery  # noqa: E402
 from celery_dyrygent.tasks import register_workflow_processor as register_cd  # noqa: E402
 
 from benchmarks import instrument  # noqa: E402
-from dyrygent.engine.processor import PROCESSOR_NAME, Processor  # noqa: E402
+from dyrygent.engine.processor import Processor  # noqa: E402
+from dyrygent.engine.registry import processor_of  # noqa: E402
 
 NOOP = "bench.noop"
 
@@ -66,10 +68,10 @@ def make_bench_app(broker: str, backend: str, name: str = "benchapp") -> Celery:
     app.conf.task_reject_on_worker_lost = False
     app.task(name=NOOP)(noop)
     register_cd(app)
-    processor = app.tasks[PROCESSOR_NAME]._dyrygent
-    processor.min_interval, processor.max_interval = dyrygent_intervals()
-    if os.environ.get("BENCH_DYRYGENT_WAKE_LIMIT"):
-        processor.wake_limit = int(os.environ["BENCH_DYRYGENT_WAKE_LIMIT"])
+    processor = processor_of(app)
+    assert processor is not None  # workerapp registered it
+    lo, hi = dyrygent_intervals()
+    processor.timing = dataclasses.replace(processor.timing, min_interval=lo, max_interval=hi)
     return app
 
 

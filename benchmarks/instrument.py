@@ -22,7 +22,6 @@ bytes and maxima; ``bench:<epoch>:ticks`` is a list of one JSON record per proce
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import os
@@ -233,64 +232,36 @@ class _Recorder:
 _recorder: _Recorder | None = None
 
 
-def _wrap(cls: Any, name: str, around: Callable[..., Any]) -> bool:
-    original = getattr(cls, name, None)
-    if original is None or getattr(original, "_bench", False):
-        return False
-    wrapper: Any = functools.wraps(original)(around(original))
-    wrapper._bench = True
-    setattr(cls, name, wrapper)
-    return True
-
-
-def _wrap_dyrygent(rec: _Recorder) -> bool:
-    """Time dyrygent's processor runs by wrapping its Processor's entry points."""
+def _hook_dyrygent(rec: _Recorder) -> bool:
+    """Time dyrygent's processor runs through its processors' hooks (before_run/after_run,
+    before_tick); False when no dyrygent processor is registered in this process."""
     try:
-        from dyrygent.engine.processor import Processor
+        from dyrygent.engine.registry import all_processors
     except ImportError:
         return False
+    processors = all_processors()
+    outer: list[bool] = []
 
-    def measured(kind: Callable[[tuple, dict], str]) -> Callable[..., Any]:
-        def around(original: Callable[..., Any]) -> Callable[..., Any]:
-            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-                outer = rec.begin("dyrygent.processor", kind(args, kwargs))
-                status = "raised"
-                try:
-                    result = original(self, *args, **kwargs)
-                    status = str(result)
-                    return result
-                except Exception as exc:  # Retry, mostly
-                    status = type(exc).__name__
-                    raise
-                finally:
-                    if outer:
-                        rec.end(status)
+    def before_run(kind: str, wf: str) -> None:
+        if kind == "here":
+            name = "client" if rec.role == "client" else "in node"
+        else:
+            name = f"{kind} msg"
+        outer.append(rec.begin("dyrygent.processor", name))
 
-            return wrapper
+    def after_run(kind: str, wf: str, outcome: str) -> None:
+        if outer and outer.pop():
+            rec.end(str(outcome))
 
-        return around
+    def before_tick(*_: Any) -> None:
+        if rec.run is not None:
+            rec.run.ticks += 1
 
-    def run_kind(args: tuple, kwargs: dict) -> str:  # run(task, wf, gen, ...)
-        gen = args[2] if len(args) > 2 else kwargs.get("gen")
-        return "wake msg" if gen is None else "driver msg"
-
-    ok = _wrap(Processor, "run", measured(run_kind))
-    _wrap(
-        Processor,
-        "tick_here",
-        measured(lambda a, k: "client" if rec.role == "client" else "in node"),
-    )
-
-    def count_ticks(original: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if rec.run is not None:
-                rec.run.ticks += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    _wrap(Processor, "_tick", count_ticks)
-    return ok
+    for processor in processors:
+        processor.hooks.connect("before_run", before_run)
+        processor.hooks.connect("after_run", after_run)
+        processor.hooks.connect("before_tick", before_tick)
+    return bool(processors)
 
 
 def install(
@@ -338,7 +309,7 @@ def install(
             )
 
         messaging.Producer._publish = _publish  # type: ignore[method-assign]
-        if not _wrap_dyrygent(rec):
+        if not _hook_dyrygent(rec):
             rec.signal_timed.add("dyrygent.processor")
 
         def prerun(sender: Any = None, task: Any = None, args: Any = None, **_: Any) -> None:

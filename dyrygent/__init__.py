@@ -1,8 +1,14 @@
-"""dyrygent: run big Celery canvases as a flat DAG driven by one processor task."""
+"""dyrygent: run big Celery canvases as a flat DAG driven by one processor task.
+
+The names below load on first use (PEP 562), so ``import dyrygent.core`` (the pure core)
+never imports Celery.
+"""
 
 from __future__ import annotations
 
-from dyrygent.engine.registration import register_workflow_processor
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dyrygent.errors import (
     BuildError,
     ConfigurationError,
@@ -16,9 +22,21 @@ from dyrygent.errors import (
     UnsupportedCanvasError,
     WorkflowError,
 )
-from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from dyrygent.core.rules import TriggerRule
+    from dyrygent.engine.registration import register_workflow_processor
+    from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
+
+__version__ = "0.2.0"
+
+_LAZY = {
+    "TriggerRule": "dyrygent.core.rules",
+    "Workflow": "dyrygent.workflow",
+    "WorkflowNode": "dyrygent.workflow",
+    "WorkflowResult": "dyrygent.workflow",
+    "register_workflow_processor": "dyrygent.engine.registration",
+}
 
 __all__ = [
     "BuildError",
@@ -29,6 +47,7 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "TriggerRule",
     "UnknownDependencyError",
     "UnsupportedCanvasError",
     "Workflow",
@@ -38,3 +57,16 @@ __all__ = [
     "__version__",
     "register_workflow_processor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dyrygent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

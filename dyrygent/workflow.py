@@ -11,14 +11,13 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 from celery.utils import uuid
 
-from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
+from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
-from dyrygent.engine.spec import encode_header, encode_spec
+from dyrygent.engine.registry import processor_of
+from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.engine.store import store_for
-from dyrygent.engine.trust import seal
-from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
-from dyrygent.errors import ConfigurationError, LimitExceededError
+from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
 
@@ -31,10 +30,12 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class WorkflowNode:
-    """A node of a workflow: its task id (``AsyncResult(node.id)`` works) and task name."""
+    """A node of a workflow: its task id (``AsyncResult(node.id)`` works), task name and
+    label (the task name unless one was given)."""
 
     id: str
     task: str
+    label: str = ""
 
 
 Dependency = Union[WorkflowNode, str]
@@ -68,7 +69,9 @@ class Workflow:
     ``options`` are apply_async options for the processor task (queue, priority, ...).
     ``max_nodes`` and ``max_bytes`` cap the graph's node count and encoded size (checked
     before anything is published); ``max_age`` (seconds, measured on the store's clock) ends a
-    workflow still running after it in ERROR.
+    workflow still running after it in ERROR. ``fail_fast``: the first failed node ends the
+    workflow at once (nothing more is launched; by default independent branches go on, as
+    they do in a native canvas).
     """
 
     def __init__(
@@ -79,8 +82,11 @@ class Workflow:
         max_nodes: int = DEFAULT_MAX_NODES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age: int = DEFAULT_MAX_AGE,
+        fail_fast: bool = False,
     ) -> None:
         self.options = dict(options or {})
+        self.fail_fast = fail_fast
+        self._started = False
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -123,6 +129,10 @@ class Workflow:
         canvas: Any,
         dependencies: Iterable[Dependency] | Dependency | None,
         args: Sequence[Any] = (),
+        *,
+        label: str | None = None,
+        prefix: bool = True,
+        trigger_rule: TriggerRule | str | None = None,
     ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
@@ -133,13 +143,37 @@ class Workflow:
         before = len(self._builder)
         output, ends = self._converter(canvas).convert(canvas, incoming, deps, pre_args=tuple(args))
         self._output = output
+        builder = self._builder
+        if label is not None:
+            for position in range(before, len(builder)):
+                own = builder.label_of(position) or builder.entries(position)[0][1]
+                builder.set_label(position, f"{label}/{own}" if prefix else label)
+        if trigger_rule is not None:
+            self._set_rule(before, deps, trigger_rule)
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
         index = {n.id: n for n in self._nodes}
         return [index[e] for e in ends if e in index]
 
+    def _set_rule(self, start: int, deps: tuple[str, ...], rule: TriggerRule | str) -> None:
+        """Give the canvas's first nodes (those after ``deps``, or its roots) ``rule``."""
+        builder = self._builder
+        for position in range(start, len(builder)):
+            node_id, task = builder.entries(position)[0]
+            parents = builder.parents_of(position)
+            if not (set(parents) & set(deps) if deps else not parents):
+                continue
+            try:
+                builder.set_rule(node_id, TriggerRule.parse(rule))
+            except ValueError as exc:
+                raise InvalidNodeError(f"node {node_id!r} ({task}): {exc}", node=node_id)
+
     def _builder_nodes(self, start: int) -> list[WorkflowNode]:
-        return [WorkflowNode(i, t) for i, t in self._builder.entries(start)]
+        b = self._builder
+        return [
+            WorkflowNode(i, t, b.label_of(start + k) or t)
+            for k, (i, t) in enumerate(b.entries(start))
+        ]
 
     def _check_size(self) -> None:
         if len(self._builder) > self.max_nodes:
@@ -154,6 +188,9 @@ class Workflow:
         canvas: Any,
         dependencies: Iterable[Dependency] | Dependency | None = None,
         args: Sequence[Any] = (),
+        *,
+        label: str | None = None,
+        trigger_rule: TriggerRule | str | None = None,
     ) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
@@ -161,57 +198,60 @@ class Workflow:
         its result; several: the list, in the order given). ``args`` are partial args for the
         whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks'.
         Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
+        ``label`` prefixes its nodes' labels (``"etl/tasks.add"``); ``trigger_rule`` is the
+        start rule of its first nodes (default ``all_success``).
         Raises a BuildError subclass naming the node at fault.
         """
-        return self._add(canvas, dependencies, args)
+        return self._add(canvas, dependencies, args, label=label, trigger_rule=trigger_rule)
 
     def add_signature(
-        self, signature: Signature, dependencies: Iterable[Dependency] | Dependency | None = None
+        self,
+        signature: Signature,
+        dependencies: Iterable[Dependency] | Dependency | None = None,
+        *,
+        label: str | None = None,
+        trigger_rule: TriggerRule | str | None = None,
     ) -> WorkflowNode:
-        """Add one task call that runs after ``dependencies``; returns its node."""
-        return self._add(signature, dependencies)[0]
+        """Add one task call that runs after ``dependencies``; returns its node.
+
+        ``label`` names it for people (default: its task name); ``trigger_rule`` says when
+        it starts given its dependencies' outcomes (default ``all_success``); an unknown
+        rule raises InvalidNodeError naming the node and the valid rules.
+        """
+        nodes = self._add(
+            signature, dependencies, label=label, prefix=False, trigger_rule=trigger_rule
+        )
+        return nodes[0]
 
     def freeze(self) -> Graph:
         """Validate the graph (cycles, unknown dependencies) and return it."""
         return self._builder.freeze(self._output)
 
-    def apply_async(self, options: dict | None = None) -> WorkflowResult:
-        """Validate, store and start the workflow; ``options`` apply to every node."""
+    def apply_async(self, options: dict[str, Any] | None = None) -> WorkflowResult:
+        """Validate, store and start the workflow; ``options`` apply to every node.
+
+        Raises BuildError for an empty graph or a workflow already started, PayloadError for
+        a node the workers would refuse (an unknown task, a pickle serializer), before
+        anything is stored or published.
+        """
+        if self._started:
+            raise BuildError(
+                f"workflow {self.id} was already started: a Workflow runs once (its nodes keep "
+                f"their task ids); build a new Workflow to run the same work again"
+            )
         graph = self.freeze()
+        if not len(graph):
+            raise BuildError(
+                "the workflow has no nodes: add a canvas or a signature before apply_async()"
+            )
         app = self.app
-        registered = getattr(app, "_dyrygent_processor", None)
-        if registered is None:
+        processor = processor_of(app)
+        if processor is None:
             raise ConfigurationError(
                 f"no dyrygent processor is registered on app {app.main!r}: call "
                 f"dyrygent.register_workflow_processor(app) in a module the workers import"
             )
-        processor = registered._dyrygent
-        header = {
-            "version": 1,
-            "node_options": dict(options or {}),
-            "processor_options": self.options,
-        }
-        data = encode_graph(graph)
-        if len(data) > self.max_bytes:
-            raise LimitExceededError(
-                f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
-                f"{self.max_bytes}: pass smaller arguments (e.g. keys instead of data), split "
-                f"the workflow, or raise Workflow(max_bytes=...)",
-                limit="max_bytes",
-            )
-        processor.store.create(
-            self.id,
-            data,
-            seal(app, data, encode_header(header)),
-            len(graph),
-            self.max_age,
-            joins=join_counters(graph),
-        )
-        # The driver goes first, as the backup; then this client launches the roots itself,
-        # holding the workflow under an id of its own (if it dies, the driver takes over
-        # after the lease; under the driver's id, a slow first tick would look like a crash).
-        app.send_task(
-            PROCESSOR_NAME, (self.id, 0), {}, countdown=processor.max_interval, **self.options
-        )
-        processor.tick_here(self.id, f"client-{uuid()}", gen=0, loaded=(graph, header))
+        header = Header(dict(options or {}), self.options, self.fail_fast)
+        processor.start(self.id, graph, header, self.max_age, self.max_bytes)
+        self._started = True
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -162,6 +162,10 @@ class GraphBuilder:
         """(id, task) of the nodes added since the ``start``-th, in order."""
         return list(zip(self._ids[start:], self._tasks[start:]))
 
+    def parents_of(self, position: int) -> tuple[str, ...]:
+        """The dependency ids of the ``position``-th node added."""
+        return self._parents[position]
+
     def label_of(self, position: int) -> str | None:
         """The label of the ``position``-th node added (None: it has none)."""
         return self._labels.get(position)

@@ -14,10 +14,8 @@ from celery.exceptions import ChordError
 
 from dyrygent.core.graph import Graph, NodeState, evaluate
 from dyrygent.engine.results import read_metas
-from dyrygent.engine.spec import decode_spec, spec_extras
-from dyrygent.engine.trust import UNSAFE_SERIALIZERS
+from dyrygent.engine.spec import Header, decode_spec, spec_extras
 from dyrygent.engine.wake import WAKE_HEADER, wake_counters
-from dyrygent.errors import PayloadError
 
 __all__ = [
     "Gone",
@@ -44,23 +42,24 @@ def launch(
     wf: str,
     token: str,
     graph: Graph,
-    header: dict,
+    header: Header,
     ready: list[int],
-    results: dict,
+    results: dict[int, Any],
     changes: dict[int, int],
     *,
-    allow_pickle: bool,
     renew: Callable[[], bool],
     renew_at: float,
     renew_every: float,
+    published: Callable[[str], None] | None = None,
 ) -> int:
     """Publish the ``ready`` nodes in order, their parents' results injected; mark each
     LAUNCHED in ``changes``; return how many went out. A publish that fails stops the
     launch: that node and the rest stay READY for the next tick. ``renew`` is called at
     ``renew_at`` (time.monotonic) and every ``renew_every`` seconds after (the hold's
-    lease); if it says the hold was taken over, the launch stops (HoldLost)."""
-    defaults = header.get("node_options") or {}
-    processor_options = header.get("processor_options") or {}
+    lease); if it says the hold was taken over, the launch stops (HoldLost). ``published``
+    is called with each node id that went out. Serializers were checked at load time."""
+    defaults = header.node_options
+    processor_options = header.processor_options
     launched = 0
     with app.producer_or_acquire() as producer:
         for i in ready:
@@ -80,15 +79,6 @@ def launch(
             if node.input is not None:
                 args.insert(0, evaluate(node.input, results))
             options = {**defaults, **options}
-            if (
-                not allow_pickle
-                and str(options.get("serializer", "")).lower() in UNSAFE_SERIALIZERS
-            ):
-                raise PayloadError(
-                    f"workflow {wf}: node {node.id} asks for serializer "
-                    f"{options['serializer']!r}; the processor sends no pickle or yaml "
-                    f"unless register_workflow_processor(app, allow_pickle=True)"
-                )
             wake = [wf, processor_options, wake_counters(graph, i)]
             options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
             try:
@@ -112,6 +102,8 @@ def launch(
                 break
             changes[i] = NodeState.LAUNCHED
             launched += 1
+            if published is not None:
+                published(node.id)
     return launched
 
 
@@ -158,10 +150,15 @@ def fetch_results(backend: Any, graph: Graph, refs: set, results: dict) -> None:
         results[i] = meta.get("result")
 
 
-def fail_enclosing_chords(app: Any, node: Any, exc: BaseException) -> None:
+def fail_enclosing_chords(
+    app: Any, node: Any, exc: BaseException, settled_now: Callable[[str], bool]
+) -> None:
     """Fail the chords whose header holds ``node`` as Celery does: their bodies' errbacks
-    are called (either style) and the bodies marked FAILURE with a ChordError."""
+    are called (either style) and the bodies marked FAILURE with a ChordError, once per
+    chord: only for bodies that ``settled_now(body_id)`` says this failure settled."""
     for chord in spec_extras(node.spec).get("chord_errbacks") or ():
+        if not settled_now(chord["id"]):
+            continue
         body = Signature(
             chord["task"],
             options={"task_id": chord["id"], "link_error": chord["link_error"]},

@@ -1,56 +1,49 @@
-"""The tick: what the processor does for one workflow, wherever it runs.
+"""The processor: claims a workflow for a tick, wherever the tick runs, and starts workflows.
 
-A tick claims the workflow (the generation fence in :mod:`dyrygent.engine.store`), reads the
-outcome of in-flight nodes in one batched read, plans (:func:`dyrygent.core.tick.plan_tick`),
-publishes the ready nodes with their parents' results injected, then commits the changed node
-states. Ticks run in three places: the processor task (:mod:`dyrygent.engine.registration`)
-for the workflow's driver and wake-up messages, the client for the first tick, and the worker
-that just ran a node (:mod:`dyrygent.engine.wake`).
+A tick claims the workflow (the generation fence in :mod:`dyrygent.engine.store`), then runs
+:func:`dyrygent.engine.ticking.tick`. Ticks run in three places: the processor task
+(:mod:`dyrygent.engine.registration`) for the workflow's driver and wake-up messages, the
+client for the first tick (:meth:`Processor.start`), and the worker that just ran a node
+(:mod:`dyrygent.engine.wake`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
-from celery import states as celery_states
 from celery.exceptions import Reject
+from celery.utils import uuid
 
-from dyrygent.core.codec import decode_graph
-from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
-from dyrygent.core.tick import Outcome, in_flight, plan_tick
-from dyrygent.engine.nodes import (
-    Gone,
-    fail_enclosing_chords,
-    fetch_results,
-    launch,
-    not_yet_published,
-)
-from dyrygent.engine.results import exception_of, outcome_of, read_metas
-from dyrygent.engine.spec import decode_header
+from dyrygent.core.codec import encode_graph
+from dyrygent.core.graph import Graph
+from dyrygent.core.states import WorkflowStatus
+from dyrygent.engine.finishing import Finisher
+from dyrygent.engine.hooks import Hooks
+from dyrygent.engine.loading import Loaded, Loader
+from dyrygent.engine.nodes import HoldLost
+from dyrygent.engine.spec import Header, encode_header
 from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
-from dyrygent.engine.trust import unseal
-from dyrygent.engine.wake import PROCESSOR_NAME
+from dyrygent.engine.ticking import AGAIN, tick
+from dyrygent.engine.timing import PollWindow, Timing
+from dyrygent.engine.trust import seal
+from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
 from dyrygent.errors import PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
+
+if TYPE_CHECKING:
+    from celery import Celery, Task
 
 __all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor"]
 
 logger = logging.getLogger("dyrygent.processor")
 
-
 #: Ticks a process runs in a row while nodes keep ending during its ticks, before it hands
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
-
-
-class _Everything(frozenset):
-    """The set of every task name (known_tasks="*")."""
-
-    def __rsub__(self, other: Any) -> frozenset:
-        return frozenset()
+_RUNNING = WorkflowStatus.RUNNING.value
 
 
 class Processor:
@@ -58,7 +51,7 @@ class Processor:
 
     def __init__(
         self,
-        app: Any,
+        app: Celery,
         name: str = PROCESSOR_NAME,
         *,
         min_interval: float = 0.02,
@@ -67,26 +60,24 @@ class Processor:
         max_errors: int = 100,
         poll_window: int = 512,
         cache_size: int = 1024,
-        known_tasks: Any = (),
+        known_tasks: Collection[str] | str = (),
         allow_pickle: bool = False,
         lease: float = DEFAULT_LEASE,
         idle_interval: float = 10.0,
     ) -> None:
         self.app = app
         self.name = name
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.idle_interval = max(idle_interval, max_interval)
+        self.timing = Timing(min_interval, max_interval, idle_interval, lease)
         self.max_attempts = max_attempts
         self.max_errors = max_errors
-        self.known_tasks = known_tasks
-        self.allow_pickle = allow_pickle
-        self.poll_window = poll_window
-        self._turn = 0  # moves the polling window on at every tick
-        self.lease = lease
-        self._cache: OrderedDict[str, tuple[Graph, dict]] = OrderedDict()
+        self.window = PollWindow(poll_window)
+        self.hooks = Hooks()
+        self.task: Any = None  # the registered Celery task (register_workflow_processor)
+        self._known_tasks = known_tasks
+        self._allow_pickle = allow_pickle
         self._cache_size = cache_size
         self._store: Store | None = None
+        self._loader: Loader | None = None
 
     @property
     def store(self) -> Store:
@@ -94,45 +85,49 @@ class Processor:
             self._store = store_for(self.app)
         return self._store
 
-    # -- loading ---------------------------------------------------------------------------
-
-    def _load(self, wf: str) -> tuple[Graph, dict]:
-        cached = self._cache.get(wf)
-        if cached is not None:
-            self._cache.move_to_end(wf)
-            return cached
-        data, header = self.store.load(wf)
-        if data is None or header is None:
-            raise PayloadError(
-                f"workflow {wf}: its graph is missing from the result backend (expired or deleted)"
+    @property
+    def loader(self) -> Loader:
+        if self._loader is None:
+            self._loader = Loader(
+                self.app, self.store, self._known_tasks, self._allow_pickle, self._cache_size
             )
-        raw = unseal(self.app, wf, bytes(data), bytes(header))
-        graph = decode_graph(bytes(data))
-        unknown = sorted({n.task for n in graph.nodes} - self._known_tasks())
-        if unknown:
-            node = next(n for n in graph.nodes if n.task == unknown[0])
-            raise PayloadError(
-                f"workflow {wf}: node {node.id} names task {unknown[0]!r}, which this worker "
-                f"does not know ({len(unknown)} unknown in all): register it here, or list "
-                f"it in register_workflow_processor(app, known_tasks=[...])"
+        return self._loader
+
+    @property
+    def finisher(self) -> Finisher:
+        return Finisher(self.app, self.store)
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def start(self, wf: str, graph: Graph, header: Header, max_age: int, max_bytes: int) -> None:
+        """Check, store and start a workflow: the start protocol.
+
+        The driver goes first, as the backup; then this client launches the roots itself,
+        holding the workflow under an id of its own (if it dies, the driver takes over after
+        the lease; under the driver's id, a slow first tick would look like a crash). Raises
+        PayloadError (nothing stored or published) for a workflow the workers would refuse,
+        LimitExceededError when the graph encodes to more than ``max_bytes``.
+        """
+        from dyrygent.errors import LimitExceededError  # noqa: PLC0415 (error path only)
+
+        loaded = Loaded(graph, header)
+        self.loader.check(wf, loaded)
+        data = encode_graph(graph)
+        if len(data) > max_bytes:
+            raise LimitExceededError(
+                f"the workflow's graph encodes to {len(data)} bytes, over max_bytes="
+                f"{max_bytes}: pass smaller arguments (e.g. keys instead of data), split the "
+                f"workflow, or raise Workflow(max_bytes=...)",
+                limit="max_bytes",
             )
-        loaded = (graph, decode_header(raw))
-        self._remember(wf, loaded)
-        return loaded
+        sealed = seal(self.app, data, encode_header(header))
+        self.store.create(wf, data, sealed, len(graph), max_age, joins=join_counters(graph))
+        self.publish_tick(wf, header.processor_options, 0, self.timing.max_interval)
+        self.tick_here(wf, f"client-{uuid()}", gen=0, loaded=loaded)
 
-    def _remember(self, wf: str, loaded: tuple[Graph, dict]) -> None:
-        self._cache[wf] = loaded
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+    # -- claiming ---------------------------------------------------------------------------
 
-    def _known_tasks(self) -> frozenset[str] | _Everything:
-        if self.known_tasks == "*":
-            return _Everything()
-        return frozenset(self.app.tasks) | frozenset(self.known_tasks or ())
-
-    # -- the tick --------------------------------------------------------------------------
-
-    def run(self, task: Any, wf: str, gen: int | None, idle: int = 0) -> str:
+    def run(self, task: Task, wf: str, gen: int | None, idle: int = 0) -> str:
         """One tick for workflow ``wf`` from a processor message; returns what happened.
         ``idle``: how many driver ticks in a row before this one found nothing to do.
 
@@ -142,121 +137,96 @@ class Processor:
         """
         wake = gen is None
         token = task.request.id
+        kind = "wake" if wake else "driver"
+        self.hooks.fire("before_run", kind, wf)
+        outcome = "raised"
         try:
-            claim = self.store.claim(wf, gen, token, wake, self.lease)
-        except Exception as exc:
-            if wake:
-                logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
-                return "dropped"
-            logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
-            raise self._again(task, self._backoff(task), exc)
-        if claim.status == "early" or (claim.status == "busy" and not wake):
-            # early: the tick that published this driver has not committed yet; busy: a
-            # wake-up tick holds the workflow. Either way this is the workflow's driver: it
-            # must not be lost, so it comes back shortly.
-            countdown = min(
-                self.max_interval, self.min_interval * 2 ** min(task.request.retries, 16)
-            )
-            raise self._again(task, countdown)
-        return self._claimed(task, wf, token, claim, driver=not wake, idle=idle)
+            try:
+                claim = self.store.claim(wf, gen, token, wake, self.timing.lease)
+            except Exception as exc:
+                if wake:
+                    logger.warning("dyrygent: workflow %s: wake-up dropped (%r)", wf, exc)
+                    outcome = "dropped"
+                    return outcome
+                logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
+                raise self.again(task, self.timing.backoff(task.request.retries), exc)
+            if claim.status == "early" or (claim.status == "busy" and not wake):
+                # early: the tick that published this driver has not committed yet; busy: a
+                # wake-up tick holds the workflow. Either way this is the workflow's driver:
+                # it must not be lost, so it comes back shortly.
+                raise self.again(task, self.timing.wait(task.request.retries))
+            outcome = self._claimed(task, wf, token, claim, driver=not wake, idle=idle)
+            return outcome
+        finally:
+            self.hooks.fire("after_run", kind, wf, outcome)
 
     def tick_here(
-        self, wf: str, token: str, gen: int | None = None, loaded: tuple[Graph, dict] | None = None
+        self, wf: str, token: str, gen: int | None = None, loaded: Loaded | None = None
     ) -> str:
         """Tick ``wf`` in this process, outside any processor message: the client's first
         tick (``gen`` 0, ``token`` an id of its own) or a wake-up tick in the worker that
         just ran a node (``token`` the node's id).
 
-        If this process dies mid-tick, the hold lapses after ``lease`` seconds and the next
-        claim takes it over as a re-tick: the driver, the node's own message if it comes
-        back under acks_late, or another node's wake-up (which re-arms the driver). Errors
-        release the hold and are logged, not raised: the driver carries on.
+        If this process dies mid-tick, the hold lapses after the lease and the next claim
+        takes it over as a re-tick. Errors release the hold and are logged, not raised: the
+        driver carries on.
         """
+        self.hooks.fire("before_run", "here", wf)
+        outcome = "dropped"
         try:
-            claim = self.store.claim(wf, gen, token, gen is None, self.lease)
-        except Exception as exc:
-            logger.warning("dyrygent: workflow %s: could not claim it here (%r)", wf, exc)
-            return "dropped"
-        if loaded is not None and wf not in self._cache:
-            self._remember(wf, loaded)
-        return self._claimed(None, wf, token, claim, driver=False)
+            try:
+                claim = self.store.claim(wf, gen, token, gen is None, self.timing.lease)
+            except Exception as exc:
+                logger.warning("dyrygent: workflow %s: could not claim it here (%r)", wf, exc)
+                return outcome
+            if loaded is not None:
+                self.loader.remember(wf, loaded)
+            outcome = self._claimed(None, wf, token, claim, driver=False)
+            return outcome
+        finally:
+            self.hooks.fire("after_run", "here", wf, outcome)
 
     def _claimed(
-        self, task: Any | None, wf: str, token: str, claim: Claim, driver: bool, idle: int = 0
+        self, task: Task | None, wf: str, token: str, claim: Claim, driver: bool, idle: int = 0
     ) -> str:
-        # a live holder renews every lease/5: a hold older than lease/4 may be dead
-        if claim.status == "busy" and not driver and claim.age > self.lease / 4:
+        if claim.status == "busy" and not driver and self.timing.may_be_dead(claim.age):
             self._watch(wf, claim)
         if claim.status == "expired":
-            self._end_expired(wf, token, claim.gen)
-            return "error"
+            self.finisher.expired(wf, token, claim.gen)
+            return WorkflowStatus.ERROR.value
         if claim.status != "ok":
-            return claim.status
+            return str(claim.status)
         if claim.attempts > self.max_attempts:
-            self._end_error(
+            self.finisher.error(
                 wf,
                 token,
                 claim.gen,
                 WorkflowError(
                     f"workflow {wf}: the processor's tick at generation {claim.gen} was "
                     f"interrupted {claim.attempts - 1} times (worker killed, or an error each "
-                    f"time: see the worker log); giving up after max_attempts={self.max_attempts}"
+                    f"time: see the worker log); giving up after max_attempts="
+                    f"{self.max_attempts}"
                 ),
             )
-            return "error"
+            return WorkflowStatus.ERROR.value
         takeover = claim.attempts > 1 and not driver
-        claimed_at = time.monotonic()
         try:
-            graph, header = self._load(wf)
+            loaded = self.loader.load(wf)
             if takeover:
                 # a wake-up taking a dead hold over: the driver may have died holding it
                 # (its message back only after a Redis visibility timeout), so re-arm one
                 # for this generation; if the old one is alive too, the later one is stale
-                self._publish_tick(wf, header, claim.gen, self.max_interval)
-                takeover = False
-            tick_claimed.send(
-                sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts, driver=driver
-            )
-            outcome = self._tick(
-                task,
-                wf,
-                claim.gen,
-                token,
-                bytes(claim.states),
-                graph,
-                header,
-                retick=claim.attempts > 1,
-                driver=driver,
-                idle=idle,
-                claimed_at=claimed_at,
-            )
-            for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
-                if outcome != "again":
-                    break
-                claim = self.store.claim(wf, None, token, True, self.lease)
-                if claim.status == "expired":
-                    self._end_expired(wf, token, claim.gen)
-                    return "error"
-                if claim.status != "ok":
-                    return claim.status
-                outcome = self._tick(
-                    task,
-                    wf,
-                    claim.gen,
-                    token,
-                    bytes(claim.states),
-                    graph,
-                    header,
-                    driver=False,
-                    claimed_at=time.monotonic(),
+                self.publish_tick(
+                    wf, loaded.header.processor_options, claim.gen, self.timing.max_interval
                 )
-            if outcome == "again":
-                self._publish_tick(wf, header, None, None)
-                outcome = "running"
-            return outcome
+                takeover = False
+            return self._ticks(task, wf, token, claim, loaded, driver, idle)
+        except HoldLost:  # the normal end of a hold that lapsed mid-launch: the taker goes on
+            logger.info("dyrygent: workflow %s: this tick's hold was taken over; stopping", wf)
+            return "taken over"
         except PayloadError as exc:  # untrusted content found: final, not transient
-            self._end_error(wf, token, claim.gen, WorkflowError(str(exc)))
-            return "error"
+            self.finisher.error(wf, token, claim.gen, WorkflowError(str(exc)))
+            return WorkflowStatus.ERROR.value
         except Exception as exc:
             if task is not None:
                 return self._tick_failed(task, wf, token, claim.gen, exc, keep=takeover)
@@ -266,12 +236,55 @@ class Processor:
                 exc,
                 exc_info=True,
             )
-            if not takeover:  # (a takeover that could not re-arm the driver keeps the
-                try:  # dead hold, so the next claim after the lease retries it)
-                    self.store.release(wf, token)
-                except Exception:  # the store is down: the lease frees it
-                    pass
+            if not takeover:  # (a takeover that could not re-arm the driver keeps the dead
+                self._release(wf, token)  # hold, so the next claim after the lease retries)
             return "deferred"
+
+    def _ticks(
+        self,
+        task: Task | None,
+        wf: str,
+        token: str,
+        claim: Claim,
+        loaded: Loaded,
+        driver: bool,
+        idle: int,
+    ) -> str:
+        """The claimed tick, and more in this process while nodes end during them."""
+        self.hooks.fire("before_tick", wf, claim.gen, claim.attempts, driver)
+        tick_claimed.send(
+            sender=self, workflow_id=wf, gen=claim.gen, attempts=claim.attempts, driver=driver
+        )
+        outcome = tick(
+            self,
+            wf,
+            claim.gen,
+            token,
+            bytes(claim.states),
+            loaded,
+            retick=claim.attempts > 1,
+            driver=driver,
+            idle=idle,
+            claimed_at=time.monotonic(),
+        )
+        for _ in range(AGAIN_IN_PROCESS):  # nodes ended while we held it: go on here
+            if outcome != AGAIN:
+                break
+            claim = self.store.claim(wf, None, token, True, self.timing.lease)
+            if claim.status == "expired":
+                self.finisher.expired(wf, token, claim.gen)
+                return WorkflowStatus.ERROR.value
+            if claim.status != "ok":
+                return str(claim.status)
+            self.hooks.fire("before_tick", wf, claim.gen, claim.attempts, False)
+            outcome = tick(
+                self, wf, claim.gen, token, bytes(claim.states), loaded, driver=False,
+                claimed_at=time.monotonic(),
+            )  # fmt: skip
+        if outcome == AGAIN:
+            self.publish_tick(wf, loaded.header.processor_options, None, None)
+            outcome = _RUNNING
+        return outcome
 
     def _watch(self, wf: str, claim: Claim) -> None:
         """A wake-up found the workflow held by a tick that has not renewed its hold for a
@@ -279,8 +292,9 @@ class Processor:
         driver's message back only after a visibility timeout), nobody would claim it after
         the lease. So come back then: a wake-up message just past the lease."""
         try:
-            _, header = self._load(wf)
-            self._publish_tick(wf, header, None, max(self.lease - claim.age, 0) + 0.5)
+            header = self.loader.load(wf).header
+            countdown = max(self.timing.lease - claim.age, 0) + 0.5
+            self.publish_tick(wf, header.processor_options, None, countdown)
         except Exception as exc:  # the driver, when it comes, still covers this
             logger.warning(
                 "dyrygent: workflow %s: could not schedule a wake-up past a stale hold (%r)",
@@ -289,23 +303,23 @@ class Processor:
             )
 
     def _tick_failed(
-        self, task: Any, wf: str, token: str, gen: int, exc: Exception, keep: bool = False
+        self, task: Task, wf: str, token: str, gen: int, exc: Exception, keep: bool = False
     ) -> str:
         """An error inside a tick (a backend or broker outage, most often) is retried under
         the same message id; it does not count as a crash. After ``max_errors`` retries the
         workflow ends in ERROR with the last error."""
         errors = task.request.retries + 1
         if errors > self.max_errors and self._holds(wf, gen, token):
-            self._end_error(
+            self.finisher.error(
                 wf,
                 token,
                 gen,
                 WorkflowError(
-                    f"workflow {wf}: the processor's tick failed {errors} times in a row; last "
-                    f"error: {exc!r}"
+                    f"workflow {wf}: the processor's tick failed {errors} times in a row; "
+                    f"last error: {exc!r}"
                 ),
             )
-            return "error"
+            return WorkflowStatus.ERROR.value
         logger.warning(
             "dyrygent: workflow %s: tick %d failed (%r); retry %d of %d",
             wf,
@@ -315,12 +329,15 @@ class Processor:
             self.max_errors,
             exc_info=True,
         )
-        if not keep:
-            try:  # give the hold up: the retry claims afresh, so this is no crash
-                self.store.release(wf, token)
-            except Exception:  # the store is what is down: the lease frees the hold
-                pass
-        raise self._again(task, self._backoff(task), exc)
+        if not keep:  # give the hold up: the retry claims afresh, so this is no crash
+            self._release(wf, token)
+        raise self.again(task, self.timing.backoff(task.request.retries), exc)
+
+    def _release(self, wf: str, token: str) -> None:
+        try:
+            self.store.release(wf, token)
+        except Exception:  # the store is what is down: the lease frees the hold
+            pass
 
     def _holds(self, wf: str, gen: int, token: str) -> bool:
         """Whether ``token`` holds ``wf`` now, claiming it again if it let it go (a failed
@@ -328,17 +345,20 @@ class Processor:
         try:
             if self.store.status(wf).get("holder") == token:
                 return True
-            return self.store.claim(wf, gen, token, False, self.lease).status in ("ok", "expired")
+            status = self.store.claim(wf, gen, token, False, self.timing.lease).status
+            return status in ("ok", "expired")
         except Exception:
             return False
 
-    def _again(self, task: Any, countdown: float, exc: Exception | None = None) -> Exception:
+    # -- publishing -------------------------------------------------------------------------
+
+    def again(self, task: Task, countdown: float, exc: Exception | None = None) -> Exception:
         """The exception that brings this processor message back after ``countdown``.
 
         Normally Celery's retry (a new message under the same id). But when that message
         cannot be published (a broker outage, a full Redis), Celery rejects the current one
-        *without* requeueing it, which would drop the workflow's driver; requeue it
-        instead, after a pause so that a broker refusing every publish is not spun on.
+        *without* requeueing it, which would drop the workflow's driver; requeue it instead,
+        after a pause so that a broker refusing every publish is not spun on.
         """
         try:
             return task.retry(exc=exc, countdown=countdown, max_retries=None)
@@ -346,170 +366,30 @@ class Processor:
             if rejected.requeue:
                 raise
             logger.warning(
-                "dyrygent: processor message %s: its retry could not be published "
-                "(%r); requeueing it",
+                "dyrygent: processor message %s: its retry could not be published (%r); "
+                "requeueing it",
                 task.request.id,
                 rejected.reason,
             )
-            time.sleep(self.max_interval)
+            time.sleep(self.timing.max_interval)
             return Reject(rejected.reason, requeue=True)
 
-    def _backoff(self, task: Any) -> float:
-        """Exponential from min_interval, capped at 10 s: outages last seconds to minutes."""
-        return min(10.0, self.min_interval * 2 ** min(task.request.retries, 16))
-
-    def _tick(
+    def publish_tick(
         self,
-        task: Any | None,
         wf: str,
-        gen: int,
-        token: str,
-        states: bytes,
-        graph: Graph,
-        header: dict,
-        retick: bool = False,
-        driver: bool = True,
+        processor_options: dict[str, Any],
+        gen: int | None,
+        countdown: float | None,
         idle: int = 0,
-        claimed_at: float | None = None,
-    ) -> str:
-        backend = self.app.backend
-        nodes = graph.nodes
-        flying = in_flight(states)
-        running = self._window(flying)
-        metas = dict(zip(running, read_metas(backend, [nodes[i].id for i in running])))
-        observations = {i: outcome_of(m) for i, m in metas.items()}
-        vanished = [
-            i
-            for i, m in metas.items()
-            if states[i] == NodeState.RUNNING and m.get("status") == celery_states.PENDING
-        ]
-        if vanished:  # seen started, now unknown: its result expired or was evicted
-            node = nodes[vanished[0]]
-            self._end_error(
-                wf,
-                token,
-                gen,
-                WorkflowError(
-                    f"node {node.id} ({node.task}) was seen running, but its result has vanished "
-                    f"from the result backend (expired or evicted) before the processor saw it "
-                    f"finish: raise result_expires, and give Redis enough maxmemory"
-                ),
-            )
-            return "error"
-        plan = plan_tick(graph, states, observations)
-        changes: dict[int, int] = dict(plan.changes)
-        results = {
-            i: m.get("result") for i, m in metas.items() if observations[i] is Outcome.SUCCEEDED
-        }
-
-        if plan.failed is not None:
-            i = plan.failed
-            meta = metas.get(i) or read_metas(backend, [nodes[i].id])[0]
-            exc = exception_of(meta, nodes[i].id)
-            fail_enclosing_chords(self.app, graph.nodes[i], exc)
-            backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
-            self.store.commit(wf, token, changes, gen + 1, "failed")
-            logger.info(
-                "dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id, nodes[i].task
-            )
-            return "failed"
-
-        try:
-            if plan.done:
-                fetch_results(backend, graph, set(expr_refs(graph.output)), results)
-                backend.store_result(wf, evaluate(graph.output, results), celery_states.SUCCESS)
-                self.store.commit(wf, token, changes, gen + 1, "succeeded")
-                return "succeeded"
-            needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
-            fetch_results(backend, graph, needed, results)
-        except Gone as exc:
-            self._end_error(wf, token, gen, WorkflowError(str(exc)), changes)
-            return "error"
-
-        ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
-        launched = launch(
-            self.app,
-            wf,
-            token,
-            graph,
-            header,
-            ready,
-            results,
-            changes,
-            allow_pickle=self.allow_pickle,
-            renew=lambda: self.store.touch(wf, token),
-            renew_at=(claimed_at or time.monotonic()) + self.lease / 5,
-            renew_every=self.lease / 5,
-        )
-        # Nodes wake the processor when they end (WAKE_HEADER), so the next tick published
-        # here is a backup: for wake-ups lost to a broker hiccup, nodes run by workers that
-        # do not import dyrygent, or a publish that failed this tick (then: soon).
-        # Only the driver (the self-re-enqueued message) advances the generation and
-        # publishes its successor; a wake-up tick leaves the outstanding driver valid.
-        # A driver that keeps finding nothing to do (the wake-ups do it all) backs off from
-        # max_interval to idle_interval; one that finds work comes back at max_interval.
-        next_gen = gen
-        if driver:
-            finished = any(v == NodeState.SUCCEEDED for v in plan.changes.values())
-            idle = 0 if finished or ready else idle + 1  # a node seen starting is no work
-            countdown = min(self.idle_interval, self.max_interval * 2 ** min(idle, 16))
-            if launched < len(ready):
-                countdown = self.min_interval  # a publish failed: soon
-            try:
-                self._publish_tick(wf, header, gen + 1, countdown, idle)
-            except Exception:
-                # this message stays the driver (it comes back: see _again), so keep what
-                # was launched under the current generation, and let the error retry it
-                self.store.commit(wf, token, changes, gen, "running")
-                raise
-            next_gen = gen + 1
-        dirty = self.store.commit(wf, token, changes, next_gen, "running")
-        if len(running) < len(flying) and plan.changes:
-            dirty = True  # more in flight than this tick read, and it saw progress: go on
-        return "again" if dirty else "running"
-
-    def _window(self, running: list[int]) -> list[int]:
-        """The in-flight nodes to read this tick: all of them up to ``poll_window``; beyond,
-        the oldest half-window (they end first: queues are FIFO) and a half-window that
-        moves on at every tick of this process over the rest, so every node is read
-        eventually. (Not by generation: wake-up ticks leave the generation unchanged.)"""
-        w = self.poll_window
-        if len(running) <= w:
-            return running
-        half = w // 2
-        rest = running[half:]
-        self._turn += 1
-        start = (self._turn * (w - half)) % len(rest)
-        rotating = (rest + rest)[start : start + w - half]
-        return sorted(set(running[:half]) | set(rotating))
-
-    def _publish_tick(
-        self, wf: str, header: dict, gen: int | None, countdown: float | None, idle: int = 0
     ) -> None:
-        options = dict(header.get("processor_options") or {})
+        """Publish a driver (``gen`` given) or a wake-up (``gen`` None) message for ``wf``."""
+        options = dict(processor_options)
         if countdown:
             options["countdown"] = countdown
         self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 
-    def _end_expired(self, wf: str, token: str, gen: int) -> None:
-        self._end_error(
-            wf,
-            token,
-            gen,
-            WorkflowError(
-                f"workflow {wf} passed its maximum age before finishing; raise "
-                f"Workflow(max_age=...) for workflows that run longer"
-            ),
-        )
-
-    def _end_error(
-        self,
-        wf: str,
-        token: str,
-        gen: int,
-        exc: WorkflowError,
-        changes: dict[int, int] | None = None,
-    ) -> None:
-        logger.error("dyrygent: %s", exc)
-        self.app.backend.mark_as_failure(wf, exc)
-        self.store.commit(wf, token, changes or {}, gen + 1, "error")
+    def published_hook(self, wf: str) -> Callable[[str], None] | None:
+        """The per-node publish callback for a tick of ``wf`` (None without hooks)."""
+        if not self.hooks.active("after_publish"):
+            return None
+        return lambda node_id: self.hooks.fire("after_publish", wf, node_id)

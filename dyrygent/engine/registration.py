@@ -8,6 +8,8 @@ from typing import Any
 from celery.signals import worker_init
 
 from dyrygent.engine.processor import PROCESSOR_NAME, Processor
+from dyrygent.engine.registry import processor_of, set_processor
+from dyrygent.engine.wake import connect_wake_ups
 from dyrygent.errors import ConfigurationError
 
 __all__ = ["DEFAULT_TASK_OPTIONS", "register_workflow_processor"]
@@ -85,9 +87,9 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     }
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     settings["allow_pickle"] = allow_pickle
-    existing = getattr(app, "_dyrygent_processor", None)
+    existing = processor_of(app)
     if existing is not None:
-        return existing
+        return existing.task
     _check_serializers(app, task_options, allow_pickle)
     processor = Processor(app, PROCESSOR_NAME, **settings)
     options = {**DEFAULT_TASK_OPTIONS, **task_options}
@@ -114,6 +116,7 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
             _check_serializers(app, task_options, allow_pickle)
 
     worker_init.connect(check_at_worker_start, weak=False)
-    dyrygent_processor._dyrygent = processor
-    app._dyrygent_processor = dyrygent_processor
+    connect_wake_ups()
+    processor.task = dyrygent_processor
+    set_processor(app, processor)
     return dyrygent_processor

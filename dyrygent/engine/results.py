@@ -8,15 +8,18 @@ read (RELIABILITY.md item 4).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import states as celery_states
 from celery.backends.base import BaseKeyValueStoreBackend
 from celery.exceptions import TaskRevokedError
 
+from dyrygent.core.graph import Graph
+from dyrygent.core.states import NodeState
 from dyrygent.core.tick import Outcome
 
-__all__ = ["exception_of", "outcome_of", "read_metas"]
+__all__ = ["Observation", "exception_of", "observe", "outcome_of", "read_metas"]
 
 _PENDING = {"status": celery_states.PENDING, "result": None}
 
@@ -90,3 +93,26 @@ def exception_of(meta: dict, node_id: str) -> BaseException:
     if meta.get("status") == celery_states.REVOKED:
         return TaskRevokedError(f"node {node_id} was revoked")
     return TaskRevokedError(f"node {node_id} failed: {result!r}")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one batched read saw of some in-flight nodes: each node's ``metas`` and
+    ``outcomes``, and the nodes seen RUNNING before whose result has ``vanished``."""
+
+    metas: dict[int, dict[str, Any]]
+    outcomes: dict[int, Outcome]
+    vanished: list[int]
+
+
+def observe(backend: Any, graph: Graph, states: bytes, indices: Sequence[int]) -> Observation:
+    """Read the outcome of the nodes ``indices`` in one batched read."""
+    nodes = graph.nodes
+    metas = dict(zip(indices, read_metas(backend, [nodes[i].id for i in indices])))
+    outcomes = {i: outcome_of(m) for i, m in metas.items()}
+    vanished = [
+        i
+        for i, m in metas.items()
+        if states[i] == NodeState.RUNNING and m.get("status") == celery_states.PENDING
+    ]
+    return Observation(metas, outcomes, vanished)

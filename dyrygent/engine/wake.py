@@ -17,8 +17,16 @@ from celery import states as celery_states
 from celery.signals import task_postrun
 
 from dyrygent.core.graph import Graph
+from dyrygent.engine.registry import processor_of
 
-__all__ = ["END", "PROCESSOR_NAME", "WAKE_HEADER", "join_counters", "wake_counters"]
+__all__ = [
+    "END",
+    "PROCESSOR_NAME",
+    "WAKE_HEADER",
+    "connect_wake_ups",
+    "join_counters",
+    "wake_counters",
+]
 
 logger = logging.getLogger("dyrygent.processor")
 
@@ -82,9 +90,8 @@ def _wake_after_node(
     ):
         return
     counters = wake[2]
-    registered = getattr(task.app, "_dyrygent_processor", None)
-    if registered is not None:  # tick right here, as native Celery chains from here
-        processor = registered._dyrygent
+    processor = processor_of(task.app)
+    if processor is not None:  # tick right here, as native Celery chains from here
         if state == celery_states.SUCCESS and isinstance(counters, list):
             try:
                 if not processor.store.count_down(wake[0], [int(c) for c in counters]):
@@ -105,4 +112,7 @@ def _wake_after_node(
         )
 
 
-task_postrun.connect(_wake_after_node, weak=False, dispatch_uid="dyrygent-wake-after-node")
+def connect_wake_ups() -> None:
+    """Connect the task_postrun handler (once per process; register_workflow_processor calls
+    it, so importing dyrygent connects nothing)."""
+    task_postrun.connect(_wake_after_node, weak=False, dispatch_uid="dyrygent-wake-after-node")

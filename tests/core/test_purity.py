@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,6 +44,29 @@ def test_errors_module_is_pure_too():
     )
 
 
+def test_importing_the_core_loads_no_celery_or_kombu():
+    # Given a fresh interpreter; when it imports the core and runs a plan
+    code = (
+        "import sys, dyrygent.core.tick, dyrygent.core.codec, dyrygent.core.outcome\n"
+        "import dyrygent\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu'))\n"
+        "print(','.join(loaded))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    # Then no module of Celery or kombu was loaded
+    assert out.stdout.strip() == ""
+
+
+def test_the_public_names_load_on_first_use():
+    code = "import sys, dyrygent\ndyrygent.Workflow\nprint('celery' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "True"
+
+
 def test_public_surface():
     assert dyrygent.__all__ == sorted(dyrygent.__all__)
     assert set(dyrygent.__all__) == {
@@ -54,6 +78,7 @@ def test_public_surface():
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
+        "TriggerRule",
         "UnknownDependencyError",
         "UnsupportedCanvasError",
         "Workflow",

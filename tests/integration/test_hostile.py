@@ -8,7 +8,7 @@ from celery.result import AsyncResult
 
 from dyrygent import Workflow, WorkflowError
 from dyrygent.engine.processor import PROCESSOR_NAME
-from dyrygent.engine.spec import encode_header
+from dyrygent.engine.spec import Header, encode_header
 from dyrygent.engine.store import store_for
 from dyrygent.engine.trust import seal
 
@@ -48,7 +48,7 @@ def test_malformed_processor_messages_are_rejected(app, t, ledger, args, kwargs)
 def test_a_corrupted_stored_graph_ends_the_workflow_with_the_reason(app, t, ledger, graph, reason):
     # Given a workflow whose stored graph was corrupted
     wf_id = f"corrupt-{reason.split()[0]}-{len(graph)}"
-    store_for(app).create(wf_id, graph, seal(app, graph, encode_header({"version": 1})), 1, 3600)
+    store_for(app).create(wf_id, graph, seal(app, graph, encode_header(Header())), 1, 3600)
     # When its processor runs
     app.send_task(PROCESSOR_NAME, (wf_id, 0))
     # Then the workflow ends in ERROR saying why, nothing ran, and the worker goes on
@@ -74,7 +74,7 @@ def start_with_stored(app, wf: Workflow, tamper=None, header=None):
     from dyrygent.core.codec import encode_graph
 
     data = encode_graph(wf.freeze())
-    sealed = seal(app, data, encode_header(header or {"version": 1}))
+    sealed = seal(app, data, encode_header(header or Header()))
     if tamper is not None:
         data, sealed = tamper(data, sealed)
     store_for(app).create(wf.id, data, sealed, len(wf.nodes), 3600)
@@ -92,6 +92,25 @@ def test_a_node_naming_an_unknown_task_is_refused(app, t, ledger):
     ):
         start_with_stored(app, wf).get(timeout=20)
     good_workflow_still_runs(app, t)
+
+
+def test_the_client_refuses_an_unknown_task_or_pickle_before_storing_or_publishing(app, t):
+    from dyrygent import PayloadError
+
+    # Given workflows the workers would refuse
+    unknown = Workflow(app=app)
+    unknown.add_celery_canvas(app.signature("os.system", args=("true",)))
+    pickled = Workflow(app=app)
+    pickled.add_celery_canvas(t.add.si(1, 1).set(serializer="pickle"))
+    # When they are started, then the client refuses them with the workers' reason
+    with pytest.raises(PayloadError, match=r"names task 'os.system', which this worker"):
+        unknown.apply_async()
+    with pytest.raises(PayloadError, match=r"asks for serializer 'pickle'"):
+        pickled.apply_async()
+    # and nothing was stored (nor published: the first tick never ran)
+    for wf in (unknown, pickled):
+        assert store_for(app).status(wf.id).get("status") is None
+        assert AsyncResult(wf.nodes[0].id, app=app).state == "PENDING"
 
 
 def test_a_node_asking_for_pickle_is_refused(app, t, ledger):

@@ -77,7 +77,7 @@ def test_state_is_one_byte_per_node_and_ends_succeeded(app, t):
     assert status["status"] == "succeeded"
 
 
-def test_failure_ends_the_workflow_and_nothing_after_it_runs(app, t, ledger):
+def test_a_failure_settles_its_descendants_upstream_failed_and_none_of_them_runs(app, t, ledger):
     import workerapp
 
     wf, result = start(app, chain(t.add.si(1, 1), t.fail.s(), t.add.s(1), t.add.s(2)))
@@ -86,7 +86,13 @@ def test_failure_ends_the_workflow_and_nothing_after_it_runs(app, t, ledger):
     # the result is written just before the final state commit (so a crash between the two
     # cannot lose the result): wait for the commit
     wait_for(lambda: list(result.states().values())[1] == "FAILED", 10, "the final commit")
-    assert list(result.states().values()) == ["SUCCEEDED", "FAILED", "WAITING", "WAITING"]
+    assert list(result.states().values()) == [
+        "SUCCEEDED",
+        "FAILED",
+        "UPSTREAM_FAILED",
+        "UPSTREAM_FAILED",
+    ]
+    wait_for(lambda: store_for(app).status(wf.id)["status"] == "failed", 10, "the end")
     runs = ledger.runs()
     assert wf.nodes[2].id not in runs and wf.nodes[3].id not in runs
 

@@ -1,0 +1,133 @@
+"""One tick of a claimed workflow: observe, plan, decide, launch, re-arm, commit.
+
+The caller (:class:`~dyrygent.engine.processor.Processor`) holds the workflow's claim. The tick
+reads the outcome of in-flight nodes in one batched read, plans
+(:func:`dyrygent.core.tick.plan_tick`), stores the workflow's result once it is decided,
+publishes the ready nodes with their parents' results injected, publishes the next driver if
+it is the driver, then commits the changed node states.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from dyrygent.core.graph import expr_refs
+from dyrygent.core.states import NodeState, WorkflowStatus
+from dyrygent.core.tick import in_flight, plan_tick
+from dyrygent.engine.loading import Loaded, check_states
+from dyrygent.engine.nodes import (
+    Gone,
+    fail_enclosing_chords,
+    fetch_results,
+    launch,
+    not_yet_published,
+)
+from dyrygent.engine.results import exception_of, observe
+from dyrygent.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from dyrygent.engine.processor import Processor
+
+__all__ = ["AGAIN", "tick"]
+
+#: What a tick returns when nodes ended while it held the workflow: tick again.
+AGAIN = "again"
+_SETTLED_UNRUN = (NodeState.UPSTREAM_FAILED, NodeState.CANCELLED)
+
+
+def tick(
+    proc: Processor,
+    wf: str,
+    gen: int,
+    token: str,
+    states: bytes,
+    loaded: Loaded,
+    *,
+    retick: bool = False,
+    driver: bool = True,
+    idle: int = 0,
+    claimed_at: float | None = None,
+) -> str:
+    """Run one tick; returns the workflow's status text, or AGAIN. Errors propagate (the
+    caller retries or releases)."""
+    app, store, graph, header = proc.app, proc.store, loaded.graph, loaded.header
+    backend = app.backend
+    check_states(wf, graph, states)
+    flying = in_flight(states)
+    reading = proc.window.select(flying)
+    seen = observe(backend, graph, states, reading)
+    if seen.vanished:  # seen started, now unknown: its result expired or was evicted
+        proc.finisher.vanished(wf, token, gen, graph, seen.vanished[0])
+        return WorkflowStatus.ERROR.value
+    plan = plan_tick(graph, states, seen.outcomes, fail_fast=header.fail_fast)
+    changes: dict[int, int] = dict(plan.changes)
+    metas = seen.metas
+    results = {i: metas[i].get("result") for i, s in changes.items() if s == NodeState.SUCCEEDED}
+    index = graph.index
+
+    def settled_now(body_id: str) -> bool:
+        j = index.get(body_id)
+        return j is None or changes.get(j) in _SETTLED_UNRUN
+
+    for i in plan.failed:  # chords whose body this failure settled get their errbacks
+        node = graph.nodes[i]
+        fail_enclosing_chords(app, node, exception_of(metas[i], node.id), settled_now)
+    current = bytearray(states)
+    for i, s in changes.items():
+        current[i] = s
+    try:
+        if plan.decided:
+            proc.finisher.decide(wf, graph, current, plan.verdict, metas, results)
+        if plan.done:
+            status = plan.verdict.status or WorkflowStatus.FAILED
+            store.commit(wf, token, changes, gen + 1, status.value)
+            proc.hooks.fire("after_tick", wf, plan.changes, 0)
+            return status.value
+        nodes = graph.nodes
+        needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
+        succeeded = {r for r in needed if current[r] == NodeState.SUCCEEDED}
+        fetch_results(backend, graph, succeeded, results)
+        for r in needed:
+            results.setdefault(r, None)  # a failed or skipped parent gives None
+    except Gone as exc:
+        proc.finisher.error(wf, token, gen, WorkflowError(str(exc)), changes)
+        return WorkflowStatus.ERROR.value
+
+    ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
+    launched = launch(
+        app,
+        wf,
+        token,
+        graph,
+        header,
+        ready,
+        results,
+        changes,
+        renew=lambda: store.touch(wf, token),
+        renew_at=(claimed_at or time.monotonic()) + proc.timing.renew_every,
+        renew_every=proc.timing.renew_every,
+        published=proc.published_hook(wf),
+    )
+    # Nodes wake the processor when they end, so the next driver published here is a backup:
+    # for wake-ups lost to a broker hiccup, nodes run by workers that do not import dyrygent,
+    # or a publish that failed this tick (then: soon). Only the driver advances the generation
+    # and publishes its successor; a wake-up tick leaves the outstanding driver valid.
+    next_gen = gen
+    if driver:
+        finished = any(v == NodeState.SUCCEEDED for v in plan.changes.values())
+        idle = proc.timing.next_idle(idle, finished or bool(ready))
+        countdown = proc.timing.driver_countdown(idle, launched < len(ready))
+        try:
+            proc.publish_tick(wf, header.processor_options, gen + 1, countdown, idle)
+        except Exception:
+            # this message stays the driver (it comes back: see Processor.again), so keep
+            # what was launched under the current generation, and let the error retry it
+            store.commit(wf, token, changes, gen, WorkflowStatus.RUNNING.value)
+            raise
+        next_gen = gen + 1
+    dirty = store.commit(wf, token, changes, next_gen, WorkflowStatus.RUNNING.value)
+    proc.hooks.fire("after_tick", wf, plan.changes, launched)
+    if len(reading) < len(flying) and plan.changes:
+        dirty = True  # more in flight than this tick read, and it saw progress: go on
+    return AGAIN if dirty else WorkflowStatus.RUNNING.value
