@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dyrygent.engine.registration import register_workflow_processor
 from dyrygent.errors import (
+    BrokerUnavailableError,
     BuildError,
     ConfigurationError,
     CycleError,
@@ -12,6 +13,8 @@ from dyrygent.errors import (
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
+    StoreUnavailableError,
+    TransientError,
     UnknownDependencyError,
     UnsupportedCanvasError,
     WorkflowError,
@@ -21,6 +24,7 @@ from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "BrokerUnavailableError",
     "BuildError",
     "ConfigurationError",
     "CycleError",
@@ -29,6 +33,8 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "StoreUnavailableError",
+    "TransientError",
     "UnknownDependencyError",
     "UnsupportedCanvasError",
     "Workflow",

@@ -46,6 +46,7 @@ def test_errors_module_is_pure_too():
 def test_public_surface():
     assert dyrygent.__all__ == sorted(dyrygent.__all__)
     assert set(dyrygent.__all__) == {
+        "BrokerUnavailableError",
         "BuildError",
         "ConfigurationError",
         "CycleError",
@@ -54,6 +55,8 @@ def test_public_surface():
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
+        "StoreUnavailableError",
+        "TransientError",
         "UnknownDependencyError",
         "UnsupportedCanvasError",
         "Workflow",
