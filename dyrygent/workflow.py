@@ -15,7 +15,7 @@ from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.spec import encode_header, encode_spec
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from dyrygent.engine.trust import seal
 from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
 from dyrygent.errors import ConfigurationError, LimitExceededError
@@ -55,7 +55,7 @@ class WorkflowResult(AsyncResult):
     def states(self) -> dict[str, str]:
         """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
         SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
-        raw = store_for(self.app).status(self.id).get("states") or b""
+        raw = store_for(self.app).status(self.id).states
         return {
             n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
             for i, n in enumerate(self.nodes)

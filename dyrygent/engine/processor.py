@@ -20,6 +20,7 @@ from celery.exceptions import Reject
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph, NodeState, evaluate, expr_refs
+from dyrygent.core.states import WorkflowStatus
 from dyrygent.core.tick import Outcome, in_flight, plan_tick
 from dyrygent.engine.nodes import (
     Gone,
@@ -30,7 +31,7 @@ from dyrygent.engine.nodes import (
 )
 from dyrygent.engine.results import exception_of, outcome_of, read_metas
 from dyrygent.engine.spec import decode_header
-from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
+from dyrygent.engine.stores import DEFAULT_LEASE, Claim, ClaimStatus, Store, store_for
 from dyrygent.engine.trust import unseal
 from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.errors import PayloadError, WorkflowError
@@ -150,7 +151,7 @@ class Processor:
                 return "dropped"
             logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
             raise self._again(task, self._backoff(task), exc)
-        if claim.status == "early" or (claim.status == "busy" and not wake):
+        if claim.status is ClaimStatus.EARLY or (claim.status is ClaimStatus.BUSY and not wake):
             # early: the tick that published this driver has not committed yet; busy: a
             # wake-up tick holds the workflow. Either way this is the workflow's driver: it
             # must not be lost, so it comes back shortly.
@@ -185,12 +186,12 @@ class Processor:
         self, task: Any | None, wf: str, token: str, claim: Claim, driver: bool, idle: int = 0
     ) -> str:
         # a live holder renews every lease/5: a hold older than lease/4 may be dead
-        if claim.status == "busy" and not driver and claim.age > self.lease / 4:
+        if claim.status is ClaimStatus.BUSY and not driver and claim.age > self.lease / 4:
             self._watch(wf, claim)
-        if claim.status == "expired":
+        if claim.status is ClaimStatus.EXPIRED:
             self._end_expired(wf, token, claim.gen)
             return "error"
-        if claim.status != "ok":
+        if claim.status is not ClaimStatus.OK:
             return claim.status
         if claim.attempts > self.max_attempts:
             self._end_error(
@@ -234,10 +235,10 @@ class Processor:
                 if outcome != "again":
                     break
                 claim = self.store.claim(wf, None, token, True, self.lease)
-                if claim.status == "expired":
+                if claim.status is ClaimStatus.EXPIRED:
                     self._end_expired(wf, token, claim.gen)
                     return "error"
-                if claim.status != "ok":
+                if claim.status is not ClaimStatus.OK:
                     return claim.status
                 outcome = self._tick(
                     task,
@@ -326,9 +327,12 @@ class Processor:
         """Whether ``token`` holds ``wf`` now, claiming it again if it let it go (a failed
         successor publish commits and releases): only a holder may end a workflow."""
         try:
-            if self.store.status(wf).get("holder") == token:
+            if self.store.status(wf).holder == token:
                 return True
-            return self.store.claim(wf, gen, token, False, self.lease).status in ("ok", "expired")
+            return self.store.claim(wf, gen, token, False, self.lease).status in (
+                ClaimStatus.OK,
+                ClaimStatus.EXPIRED,
+            )
         except Exception:
             return False
 
@@ -408,7 +412,7 @@ class Processor:
             exc = exception_of(meta, nodes[i].id)
             fail_enclosing_chords(self.app, graph.nodes[i], exc)
             backend.mark_as_failure(wf, exc, traceback=meta.get("traceback"))
-            self.store.commit(wf, token, changes, gen + 1, "failed")
+            self.store.commit(wf, token, changes, gen + 1, WorkflowStatus.FAILED)
             logger.info(
                 "dyrygent: workflow %s failed at node %s (%s)", wf, nodes[i].id, nodes[i].task
             )
@@ -418,7 +422,7 @@ class Processor:
             if plan.done:
                 fetch_results(backend, graph, set(expr_refs(graph.output)), results)
                 backend.store_result(wf, evaluate(graph.output, results), celery_states.SUCCESS)
-                self.store.commit(wf, token, changes, gen + 1, "succeeded")
+                self.store.commit(wf, token, changes, gen + 1, WorkflowStatus.SUCCEEDED)
                 return "succeeded"
             needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
             fetch_results(backend, graph, needed, results)
@@ -460,10 +464,10 @@ class Processor:
             except Exception:
                 # this message stays the driver (it comes back: see _again), so keep what
                 # was launched under the current generation, and let the error retry it
-                self.store.commit(wf, token, changes, gen, "running")
+                self.store.commit(wf, token, changes, gen, WorkflowStatus.RUNNING)
                 raise
             next_gen = gen + 1
-        dirty = self.store.commit(wf, token, changes, next_gen, "running")
+        dirty = self.store.commit(wf, token, changes, next_gen, WorkflowStatus.RUNNING)
         if len(running) < len(flying) and plan.changes:
             dirty = True  # more in flight than this tick read, and it saw progress: go on
         return "again" if dirty else "running"
@@ -512,4 +516,4 @@ class Processor:
     ) -> None:
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
-        self.store.commit(wf, token, changes or {}, gen + 1, "error")
+        self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR)

@@ -9,7 +9,7 @@ from celery.result import AsyncResult
 from dyrygent import Workflow, WorkflowError
 from dyrygent.engine.processor import PROCESSOR_NAME
 from dyrygent.engine.spec import encode_header
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from dyrygent.engine.trust import seal
 
 
