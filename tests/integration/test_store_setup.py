@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import kombu.exceptions
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
@@ -13,8 +14,14 @@ from celery.backends.base import BaseBackend
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dyrygent import ConfigurationError, StoreUnavailableError, TransientError
+from dyrygent import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    StoreUnavailableError,
+    TransientError,
+)
 from dyrygent.core.states import NodeState, WorkflowStatus
+from dyrygent.engine.failures import broker_calls
 from dyrygent.engine.stores import ClaimStatus, store_for
 from dyrygent.engine.stores.kv import KVStore
 from dyrygent.engine.stores.redis import RedisStore
@@ -157,3 +164,17 @@ def test_a_database_table_of_the_previous_release_is_upgraded_in_place(tmp_path)
     # while new workflows are listed
     store.create("new", b"g", b"h", 1, 3600)
     assert [i.id for i in store.list_workflows()] == ["new"]
+
+
+def test_broker_errors_that_may_pass_are_mapped_and_others_are_not():
+    # Given kombu's error for a publish that found no broker
+    lost = kombu.exceptions.OperationalError("[Errno 111] Connection refused")
+    # When it is raised inside broker_calls, Then it is ours, chained, naming the call
+    with pytest.raises(BrokerUnavailableError, match=r"publish node n1: the broker") as caught:
+        with broker_calls("publish node n1"):
+            raise lost
+    assert caught.value.error is lost and caught.value.__cause__ is lost
+    # and an error that retrying will not fix passes unchanged
+    with pytest.raises(kombu.exceptions.EncodeError):
+        with broker_calls("publish node n1"):
+            raise kombu.exceptions.EncodeError("cannot serialize")

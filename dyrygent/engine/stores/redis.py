@@ -115,7 +115,7 @@ class RedisStore(Store):
 
     def _read(self, wf: str, events: bool) -> list[Any]:
         """[meta fields, states(, event log)] of ``wf`` in one MULTI/EXEC round trip."""
-        pipe = self.client.pipeline(transaction=events)
+        pipe = self.client.pipeline(transaction=True)
         pipe.hmget(self._key(wf, "m"), _FIELDS)
         pipe.get(self._key(wf, "s"))
         if events:
