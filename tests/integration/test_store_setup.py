@@ -22,7 +22,7 @@ from dyrygent import (
 )
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.engine.failures import broker_calls
-from dyrygent.engine.stores import ClaimStatus, store_for
+from dyrygent.engine.stores import KEEP_AFTER, ClaimStatus, store_for
 from dyrygent.engine.stores.kv import KVStore
 from dyrygent.engine.stores.redis import RedisStore
 from dyrygent.engine.stores.sql import SQLStore
@@ -178,3 +178,20 @@ def test_broker_errors_that_may_pass_are_mapped_and_others_are_not():
     with pytest.raises(kombu.exceptions.EncodeError):
         with broker_calls("publish node n1"):
             raise kombu.exceptions.EncodeError("cannot serialize")
+
+
+def test_redis_prunes_index_entries_older_than_the_longest_ttl_at_create(redis_server):
+    # Given an index holding a workflow created before the longest TTL, and a recent one
+    client = redis_lib.Redis.from_url(redis_server.url(5))
+    client.flushdb()
+    store = RedisStore(client)
+    now = float(client.time()[0])
+    client.zadd(store.index_key, {"ancient": now - 3 * 86400, "recent": now - 60})
+    # When a workflow of one hour is created
+    store.create("wf", b"g", b"h", 1, 3600)
+    # Then the entry past its TTL (an hour and KEEP_AFTER) is gone, the recent one stays,
+    # and every record of the new workflow expires with it
+    assert client.zrange(store.index_key, 0, -1) == [b"recent", b"wf"]
+    ttl = 3600 + KEEP_AFTER
+    for kind in "msge":  # (no join counters: no ":c" key)
+        assert ttl - 5 <= client.ttl(f"{store.prefix}wf:{kind}") <= ttl, kind
