@@ -141,7 +141,7 @@ def meta_decode_cost(n_launched: int) -> tuple[float, float]:
 
 
 def core_row(n: int) -> dict[str, Any]:
-    from dyrygent.engine.store import _runs  # the commit's (offset, bytes) runs
+    from dyrygent.engine.stores.base import change_runs  # the commit's (offset, bytes) runs
 
     rep = 5 if n <= 10_000 else 2
     ids = layered_ids(n)
@@ -159,7 +159,7 @@ def core_row(n: int) -> dict[str, Any]:
     t_plan, plan = best(lambda: plan_tick(graph, st, obs), 20)
     assert len(plan.changes) == CHANGED, len(plan.changes)
     t_find, _ = best(lambda: find_all(st, NodeState.LAUNCHED), 20)
-    t_runs, runs = best(lambda: _runs(plan.changes), 20)
+    t_runs, runs = best(lambda: change_runs(plan.changes), 20)
     wg = wide_graph(n)
     _ = wg.children
     wst, wobs = states_wide(n)

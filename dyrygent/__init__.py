@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from dyrygent.errors import (
+    BrokerUnavailableError,
     BuildError,
     ConfigurationError,
     CycleError,
@@ -18,6 +19,8 @@ from dyrygent.errors import (
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
+    StoreUnavailableError,
+    TransientError,
     UnknownDependencyError,
     UnsupportedCanvasError,
     WorkflowError,
@@ -39,6 +42,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BrokerUnavailableError",
     "BuildError",
     "ConfigurationError",
     "CycleError",
@@ -47,6 +51,8 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "StoreUnavailableError",
+    "TransientError",
     "TriggerRule",
     "UnknownDependencyError",
     "UnsupportedCanvasError",

@@ -12,6 +12,9 @@
     │   └── LimitExceededError     the workflow is larger than a configured limit
     ├── PayloadError               stored workflow state that cannot be decoded or trusted
     ├── ConfigurationError         the Celery app cannot run dyrygent as configured
+    ├── TransientError             a server dyrygent needs failed for now; retry the call later
+    │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
+    │   └── BrokerUnavailableError the broker did not answer
     └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
 
 Every message names the node or call at fault and says how to fix it.
@@ -22,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BrokerUnavailableError",
     "BuildError",
     "ConfigurationError",
     "CycleError",
@@ -30,6 +34,8 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "StoreUnavailableError",
+    "TransientError",
     "UnknownDependencyError",
     "UnsupportedCanvasError",
     "WorkflowError",
@@ -97,6 +103,23 @@ class PayloadError(DyrygentError):
 
 class ConfigurationError(DyrygentError):
     """The Celery app or its backend cannot run dyrygent as configured."""
+
+
+class TransientError(DyrygentError):
+    """A server dyrygent talks to failed in a way that may pass (a lost connection, a
+    timeout); ``error`` is the original exception, also chained as ``__cause__``."""
+
+    def __init__(self, message: str, error: BaseException) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class StoreUnavailableError(TransientError):
+    """The workflow store (the Redis or database result backend) did not answer."""
+
+
+class BrokerUnavailableError(TransientError):
+    """The broker did not answer (publishing a node or the processor's next tick)."""
 
 
 class WorkflowError(DyrygentError):

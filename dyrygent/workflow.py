@@ -16,7 +16,7 @@ from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
@@ -56,7 +56,7 @@ class WorkflowResult(AsyncResult):
     def states(self) -> dict[str, str]:
         """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
         SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
-        raw = store_for(self.app).status(self.id).get("states") or b""
+        raw = store_for(self.app).status(self.id).states
         return {
             n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
             for i, n in enumerate(self.nodes)

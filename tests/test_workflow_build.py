@@ -14,7 +14,7 @@ from dyrygent import (
     register_workflow_processor,
 )
 from dyrygent.engine.registry import processor_of
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 
 
 def make_app(**settings):
@@ -34,11 +34,11 @@ def test_apply_async_twice_is_refused_and_the_first_run_is_untouched():
     wf = Workflow(app=app)
     wf.add_celery_canvas(chain(add.si(1, 1), add.s(2)))
     wf.apply_async()
-    states = store_for(app).status(wf.id)["states"]
+    states = store_for(app).status(wf.id).states
     # When it is started again, then it is refused, and its state is as it was
     with pytest.raises(BuildError, match=f"workflow {wf.id} was already started.*new Workflow"):
         wf.apply_async()
-    assert store_for(app).status(wf.id)["states"] == states
+    assert store_for(app).status(wf.id).states == states
 
 
 def test_an_empty_workflow_is_refused():
@@ -54,7 +54,7 @@ def test_known_tasks_star_accepts_any_task_name():
     wf.add_celery_canvas(app.signature("elsewhere.task", args=(1,)))
     # When it starts, then it is stored and its node launched (the client's first tick)
     wf.apply_async()
-    assert store_for(app).status(wf.id)["states"] == bytes([1])  # LAUNCHED
+    assert store_for(app).status(wf.id).states == bytes([1])  # LAUNCHED
     assert processor_of(app).loader.load(wf.id).graph.nodes[0].task == "elsewhere.task"
 
 

@@ -24,7 +24,7 @@ from dyrygent.errors import WorkflowError
 if TYPE_CHECKING:
     from celery import Celery
 
-    from dyrygent.engine.store import Store
+    from dyrygent.engine.stores import Store
 
 __all__ = ["Finisher"]
 
@@ -83,7 +83,7 @@ class Finisher:
         """End ``wf`` in ERROR with ``exc`` as its result."""
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
-        self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR.value)
+        self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR)
 
     def expired(self, wf: str, token: str, gen: int) -> None:
         """End ``wf`` in ERROR: it passed its ``max_age``."""

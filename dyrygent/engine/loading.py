@@ -24,7 +24,7 @@ from dyrygent.errors import PayloadError
 if TYPE_CHECKING:
     from celery import Celery
 
-    from dyrygent.engine.store import Store
+    from dyrygent.engine.stores import Store
 
 __all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states"]
 

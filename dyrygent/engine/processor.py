@@ -1,6 +1,6 @@
 """The processor: claims a workflow for a tick, wherever the tick runs, and starts workflows.
 
-A tick claims the workflow (the generation fence in :mod:`dyrygent.engine.store`), then runs
+A tick claims the workflow (the generation fence in :mod:`dyrygent.engine.stores`), then runs
 :func:`dyrygent.engine.ticking.tick`. Ticks run in three places: the processor task
 (:mod:`dyrygent.engine.registration`) for the workflow's driver and wake-up messages, the
 client for the first tick (:meth:`Processor.start`), and the worker that just ran a node
@@ -25,7 +25,7 @@ from dyrygent.engine.hooks import Hooks
 from dyrygent.engine.loading import Loaded, Loader
 from dyrygent.engine.nodes import HoldLost
 from dyrygent.engine.spec import Header, encode_header
-from dyrygent.engine.store import DEFAULT_LEASE, Claim, Store, store_for
+from dyrygent.engine.stores import DEFAULT_LEASE, Claim, ClaimStatus, Store, store_for
 from dyrygent.engine.ticking import AGAIN, tick
 from dyrygent.engine.timing import PollWindow, Timing
 from dyrygent.engine.trust import seal
@@ -150,7 +150,7 @@ class Processor:
                     return outcome
                 logger.warning("dyrygent: workflow %s: claim failed (%r); retrying", wf, exc)
                 raise self.again(task, self.timing.backoff(task.request.retries), exc)
-            if claim.status == "early" or (claim.status == "busy" and not wake):
+            if claim.status is ClaimStatus.EARLY or (claim.status is ClaimStatus.BUSY and not wake):
                 # early: the tick that published this driver has not committed yet; busy: a
                 # wake-up tick holds the workflow. Either way this is the workflow's driver:
                 # it must not be lost, so it comes back shortly.
@@ -189,13 +189,13 @@ class Processor:
     def _claimed(
         self, task: Task | None, wf: str, token: str, claim: Claim, driver: bool, idle: int = 0
     ) -> str:
-        if claim.status == "busy" and not driver and self.timing.may_be_dead(claim.age):
+        if claim.status is ClaimStatus.BUSY and not driver and self.timing.may_be_dead(claim.age):
             self._watch(wf, claim)
-        if claim.status == "expired":
+        if claim.status is ClaimStatus.EXPIRED:
             self.finisher.expired(wf, token, claim.gen)
             return WorkflowStatus.ERROR.value
-        if claim.status != "ok":
-            return str(claim.status)
+        if claim.status is not ClaimStatus.OK:
+            return claim.status.value
         if claim.attempts > self.max_attempts:
             self.finisher.error(
                 wf,
@@ -271,11 +271,11 @@ class Processor:
             if outcome != AGAIN:
                 break
             claim = self.store.claim(wf, None, token, True, self.timing.lease)
-            if claim.status == "expired":
+            if claim.status is ClaimStatus.EXPIRED:
                 self.finisher.expired(wf, token, claim.gen)
                 return WorkflowStatus.ERROR.value
-            if claim.status != "ok":
-                return str(claim.status)
+            if claim.status is not ClaimStatus.OK:
+                return claim.status.value
             self.hooks.fire("before_tick", wf, claim.gen, claim.attempts, False)
             outcome = tick(
                 self, wf, claim.gen, token, bytes(claim.states), loaded, driver=False,
@@ -343,10 +343,10 @@ class Processor:
         """Whether ``token`` holds ``wf`` now, claiming it again if it let it go (a failed
         successor publish commits and releases): only a holder may end a workflow."""
         try:
-            if self.store.status(wf).get("holder") == token:
+            if self.store.status(wf).holder == token:
                 return True
             status = self.store.claim(wf, gen, token, False, self.timing.lease).status
-            return status in ("ok", "expired")
+            return status in (ClaimStatus.OK, ClaimStatus.EXPIRED)
         except Exception:
             return False
 

@@ -81,7 +81,7 @@ def tick(
             proc.finisher.decide(wf, graph, current, plan.verdict, metas, results)
         if plan.done:
             status = plan.verdict.status or WorkflowStatus.FAILED
-            store.commit(wf, token, changes, gen + 1, status.value)
+            store.commit(wf, token, changes, gen + 1, status)
             proc.hooks.fire("after_tick", wf, plan.changes, 0)
             return status.value
         nodes = graph.nodes
@@ -123,10 +123,10 @@ def tick(
         except Exception:
             # this message stays the driver (it comes back: see Processor.again), so keep
             # what was launched under the current generation, and let the error retry it
-            store.commit(wf, token, changes, gen, WorkflowStatus.RUNNING.value)
+            store.commit(wf, token, changes, gen, WorkflowStatus.RUNNING)
             raise
         next_gen = gen + 1
-    dirty = store.commit(wf, token, changes, next_gen, WorkflowStatus.RUNNING.value)
+    dirty = store.commit(wf, token, changes, next_gen, WorkflowStatus.RUNNING)
     proc.hooks.fire("after_tick", wf, plan.changes, launched)
     if len(reading) < len(flying) and plan.changes:
         dirty = True  # more in flight than this tick read, and it saw progress: go on

@@ -35,7 +35,8 @@ from celery.result import AsyncResult
 
 from dyrygent import Workflow
 from dyrygent.core.graph import NodeState
-from dyrygent.engine.store import store_for
+from dyrygent.core.states import WorkflowStatus
+from dyrygent.engine.stores import store_for
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ TIMEOUT = 15
 QUIET = 0.4
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NATIVE = object()  # "whatever native Celery returns"
-FINAL = {"succeeded", "failed", "error"}
+FINAL = {WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED, WorkflowStatus.ERROR}
 #: Node states of nodes that were launched (the others never ran).
 RAN = {NodeState.LAUNCHED, NodeState.RUNNING, NodeState.SUCCEEDED, NodeState.FAILED}
 
@@ -229,10 +230,10 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     # then on it launches nothing, so the node states below are final.
     store = store_for(app)
     try:
-        wait_for(lambda: store.status(wf.id).get("status") in FINAL, 10, "the final status")
+        wait_for(lambda: store.status(wf.id).status in FINAL, 10, "the final status")
     except TimeoutError:
         raise AssertionError(f"workflow {wf.id} outcome {outcome} store {store.status(wf.id)}")
-    raw = store.status(wf.id)["states"]
+    raw = store.status(wf.id).states
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     launched = [i for i, s in states.items() if s in RAN]
     # Nodes already running when another one failed still finish (SEMANTICS 29).
@@ -806,8 +807,8 @@ def test_revoking_one_task_of_a_chain_ends_the_workflow(t: Any, ledger: Any) -> 
     with pytest.raises(TaskRevokedError):
         result.get(timeout=TIMEOUT)
     store = store_for(t.app)
-    wait_for(lambda: store.status(wf.id).get("status") in FINAL, 10, "the final status")
-    raw = store.status(wf.id)["states"]
+    wait_for(lambda: store.status(wf.id).status in FINAL, 10, "the final status")
+    raw = store.status(wf.id).states
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     # And the revoked node kept its id and failed, the step after it was never launched
     assert states[revoked] is NodeState.FAILED

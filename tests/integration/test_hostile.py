@@ -9,7 +9,7 @@ from celery.result import AsyncResult
 from dyrygent import Workflow, WorkflowError
 from dyrygent.engine.processor import PROCESSOR_NAME
 from dyrygent.engine.spec import Header, encode_header
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from dyrygent.engine.trust import seal
 
 
@@ -109,7 +109,7 @@ def test_the_client_refuses_an_unknown_task_or_pickle_before_storing_or_publishi
         pickled.apply_async()
     # and nothing was stored (nor published: the first tick never ran)
     for wf in (unknown, pickled):
-        assert store_for(app).status(wf.id).get("status") is None
+        assert store_for(app).status(wf.id).status is None
         assert AsyncResult(wf.nodes[0].id, app=app).state == "PENDING"
 
 

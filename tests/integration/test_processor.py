@@ -8,8 +8,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from dyrygent import Workflow
+from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.processor import PROCESSOR_NAME
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from tests.harness import wait_for
 
 
@@ -71,10 +72,12 @@ def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t):
 def test_state_is_one_byte_per_node_and_ends_succeeded(app, t):
     wf, result = start(app, group(t.noop.si() for _ in range(50)))
     assert result.get(timeout=30) == [None] * 50
-    wait_for(lambda: store_for(app).status(wf.id)["status"] != "running", 10, "the commit")
+    wait_for(
+        lambda: store_for(app).status(wf.id).status is not WorkflowStatus.RUNNING, 10, "the commit"
+    )
     status = store_for(app).status(wf.id)
-    assert status["states"] == bytes([2]) * 50
-    assert status["status"] == "succeeded"
+    assert status.states == bytes([2]) * 50
+    assert status.status is WorkflowStatus.SUCCEEDED
 
 
 def test_a_failure_settles_its_descendants_upstream_failed_and_none_of_them_runs(app, t, ledger):
@@ -92,7 +95,7 @@ def test_a_failure_settles_its_descendants_upstream_failed_and_none_of_them_runs
         "UPSTREAM_FAILED",
         "UPSTREAM_FAILED",
     ]
-    wait_for(lambda: store_for(app).status(wf.id)["status"] == "failed", 10, "the end")
+    wait_for(lambda: store_for(app).status(wf.id).status == "failed", 10, "the end")
     runs = ledger.runs()
     assert wf.nodes[2].id not in runs and wf.nodes[3].id not in runs
 

@@ -9,7 +9,7 @@ from kombu.utils.json import dumps
 
 from dyrygent import Workflow
 from dyrygent.engine.processor import PROCESSOR_NAME
-from dyrygent.engine.store import store_for
+from dyrygent.engine.stores import store_for
 from dyrygent.engine.trust import seal
 from dyrygent.engine.wake import join_counters
 from tests.legacy.format1 import encode_graph_v1

@@ -1,103 +1,58 @@
 """The workflow store on Celery's database result backend (``db+postgresql://``, MySQL,
-SQLite, ...), in two tables of its own next to Celery's: ``dyrygent_workflow`` (one row per
-workflow: meta, graph and state) and ``dyrygent_join`` (join counters).
+SQLite, ...), in tables of its own next to Celery's (:mod:`dyrygent.engine.stores.sql_schema`
+says which, and why the event log is one row per commit).
 
 Every change is a compare-and-set on the row's ``version`` column, so the fence of
-:mod:`dyrygent.engine.store` holds across processes and hosts on any SQL database, without
-row locks. Time is the database server's clock, never the client's (RELIABILITY.md item 8).
+:mod:`dyrygent.engine.stores.base` holds across processes and hosts on any SQL database,
+without row locks. Time is the database server's clock, never the client's (RELIABILITY.md
+item 8). A snapshot reads the row, then the events of commits before its version: consistent
+at any isolation level.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from dyrygent.engine.store import DEFAULT_LEASE, KEEP_AFTER, Claim, Store, claim_rule
+from dyrygent.core.states import WorkflowStatus
+from dyrygent.engine.failures import transient
+from dyrygent.engine.stores.base import (
+    DEFAULT_LEASE,
+    KEEP_AFTER,
+    Claim,
+    ClaimStatus,
+    Store,
+    WorkflowInfo,
+    claim_rule,
+)
+from dyrygent.engine.stores.events import (
+    EVENTS_VERSION,
+    NodeEvent,
+    diff,
+    pack_events,
+    unpack_events,
+)
+from dyrygent.engine.stores.sql_schema import (
+    clock,
+    engine_for,
+    event_table,
+    join_table,
+    workflows,
+)
 
 __all__ = ["SQLStore"]
-
-_metadata = sa.MetaData()
-_BLOB = sa.LargeBinary(length=2**32 - 1)  # LONGBLOB on MySQL, bytea on PostgreSQL
-_SECONDS = sa.Float(precision=53)  # double precision everywhere
-
-workflows = sa.Table(
-    "dyrygent_workflow",
-    _metadata,
-    sa.Column("wf", sa.String(155), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("gen", sa.Integer, nullable=False),
-    sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("held", _SECONDS),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("dirty", sa.Boolean, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("deadline", _SECONDS, nullable=False),
-    sa.Column("expires", _SECONDS, nullable=False, index=True),
-    sa.Column("header", _BLOB),
-    sa.Column("graph", _BLOB),
-    sa.Column("states", _BLOB, nullable=False),
-)
-join_table = sa.Table(
-    "dyrygent_join",
-    _metadata,
-    sa.Column("wf", sa.String(155), primary_key=True),
-    sa.Column("k", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("n", sa.Integer, nullable=False),
-)
 
 _META = [
     workflows.c[k]
     for k in ("version", "gen", "holder", "held", "attempts", "dirty", "status", "deadline")
 ]
+_INFO = [workflows.c[k] for k in ("status", "gen", "holder", "attempts", "created", "ended")]
 #: Compare-and-set rounds before giving up (each lost round means another claim or commit
 #: of the same workflow went through).
 _ROUNDS = 200
-
-_engines: dict[tuple[int, str], sa.engine.Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _engine(url: str, options: Mapping[str, Any]) -> sa.engine.Engine:
-    """One pooled engine per process and URL (a forked worker child gets its own), with the
-    tables created on first use. No ping before each use (Celery's default engine options
-    ask for one: a round trip per transaction); a connection lost to a database restart
-    fails one tick, which is retried."""
-    key = (os.getpid(), url)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = sa.create_engine(url, **{**options, "pool_pre_ping": False})
-            for attempt in range(10):  # workers starting together race to create them
-                try:
-                    _metadata.create_all(engine, checkfirst=True)
-                    break
-                except sa.exc.DatabaseError:
-                    if attempt == 9:
-                        raise
-                    time.sleep(0.05 * (attempt + 1))
-            _engines[key] = engine
-        return engine
-
-
-def _clock(dialect: str) -> Any:
-    """The database server's clock in seconds since the epoch, as a SQL expression."""
-    if dialect == "postgresql":
-        return sa.func.extract("epoch", sa.func.clock_timestamp())
-    if dialect in ("mysql", "mariadb"):  # UTC: the session time zone may have DST
-        return (
-            sa.func.timestampdiff(
-                sa.text("MICROSECOND"), "1970-01-01 00:00:00", sa.func.utc_timestamp(6)
-            )
-            / 1000000.0
-        )
-    if dialect == "sqlite":  # one file, one host
-        return (sa.func.julianday("now") - 2440587.5) * 86400.0
-    return sa.literal(time.time())  # an unknown dialect: this host's clock
 
 
 class SQLStore(Store):
@@ -109,14 +64,12 @@ class SQLStore(Store):
 
     @classmethod
     def for_backend(cls, backend: Any) -> SQLStore:
+        """The store in the database of ``backend`` (a Celery DatabaseBackend)."""
         return cls(backend.url, getattr(backend, "engine_options", None) or {})
 
     @property
     def engine(self) -> sa.engine.Engine:
-        return _engine(self.url, self.engine_options)
-
-    def _now(self, conn: sa.Connection) -> float:
-        return float(conn.execute(sa.select(_clock(conn.dialect.name))).scalar_one())
+        return engine_for(self.url, self.engine_options)
 
     def _cas(self, conn: sa.Connection, wf: str, version: int, **values: Any) -> bool:
         """Write ``values`` if the row is still at ``version``; false if someone was first."""
@@ -127,6 +80,14 @@ class SQLStore(Store):
         )
         return done.rowcount == 1
 
+    @staticmethod
+    def _delete(conn: sa.Connection, wf: Any) -> None:
+        """Delete the rows of ``wf`` (an id, or a select of ids) but the workflow's own."""
+        for table in (join_table, event_table):
+            match = table.c.wf == wf if isinstance(wf, str) else table.c.wf.in_(wf)
+            conn.execute(table.delete().where(match))
+
+    @transient
     def create(
         self,
         wf: str,
@@ -140,7 +101,7 @@ class SQLStore(Store):
         for attempt in range(_ROUNDS):
             try:
                 with self.engine.begin() as conn:
-                    now = self._now(conn)
+                    now = float(conn.execute(sa.select(clock(conn.dialect.name))).scalar_one())
                     conn.execute(
                         workflows.insert().values(
                             wf=wf,
@@ -150,12 +111,13 @@ class SQLStore(Store):
                             held=None,
                             attempts=0,
                             dirty=False,
-                            status="running",
+                            status=WorkflowStatus.RUNNING.value,
                             deadline=now + max_age,
                             expires=now + max_age + KEEP_AFTER,
                             header=header,
                             graph=graph,
                             states=bytes(size),
+                            created=now,
                         )
                     )
                     if joins:
@@ -165,9 +127,7 @@ class SQLStore(Store):
                         )
                 return
             except sa.exc.IntegrityError:  # the id was used before: the new one replaces it
-                with self.engine.begin() as conn:
-                    conn.execute(join_table.delete().where(join_table.c.wf == wf))
-                    conn.execute(workflows.delete().where(workflows.c.wf == wf))
+                self.forget(wf)
             except sa.exc.OperationalError:  # a deadlock (MySQL's gap locks): again
                 if attempt >= 10:
                     raise
@@ -178,16 +138,13 @@ class SQLStore(Store):
         and in a transaction of its own (Redis lets them expire)."""
         try:
             with self.engine.begin() as conn:
-                expired = sa.select(workflows.c.wf).where(
-                    workflows.c.expires < _clock(conn.dialect.name)
-                )
-                conn.execute(join_table.delete().where(join_table.c.wf.in_(expired)))
-                conn.execute(
-                    workflows.delete().where(workflows.c.expires < _clock(conn.dialect.name))
-                )
+                now = clock(conn.dialect.name)
+                self._delete(conn, sa.select(workflows.c.wf).where(workflows.c.expires < now))
+                conn.execute(workflows.delete().where(workflows.c.expires < now))
         except sa.exc.DBAPIError:  # contention: the next workflow tries again
             pass
 
+    @transient
     def count_down(self, wf: str, counters: list[int]) -> bool:
         if not counters:
             return False
@@ -206,6 +163,7 @@ class SQLStore(Store):
             ).scalar_one()
         return bool(hits)
 
+    @transient
     def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -213,6 +171,7 @@ class SQLStore(Store):
             ).first()
         return (None, None) if row is None else (row.graph, row.header)
 
+    @transient
     def claim(
         self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
     ) -> Claim:
@@ -220,27 +179,24 @@ class SQLStore(Store):
             with self.engine.begin() as conn:
                 row = conn.execute(
                     sa.select(
-                        *_META, workflows.c.states, _clock(conn.dialect.name).label("now")
+                        *_META, workflows.c.states, clock(conn.dialect.name).label("now")
                     ).where(workflows.c.wf == wf)
                 ).first()
                 if row is None:
-                    return Claim("gone")
+                    return Claim(ClaimStatus.GONE)
                 meta = row._asdict()
                 now = float(meta["now"])
                 status, writes = claim_rule(meta, gen, token, wake, lease, now)
                 if writes and not self._cas(conn, wf, meta["version"], **writes):
                     continue
-                if status == "busy":
-                    return Claim(status, meta["gen"], age=now - float(meta["held"] or now))
-                if status not in ("ok", "expired"):
-                    return Claim(status, meta["gen"])
-                attempts = writes.get("attempts", meta["attempts"])
-                return Claim(status, meta["gen"], attempts, bytes(meta["states"]))
+                return Claim.from_rule(status, meta, writes, now, meta["states"])
         raise RuntimeError(f"workflow {wf}: claim lost {_ROUNDS} compare-and-set rounds")
 
+    @transient
     def commit(
-        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: str
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: WorkflowStatus
     ) -> bool | None:
+        status = WorkflowStatus(status)
         for _ in range(_ROUNDS):
             with self.engine.begin() as conn:
                 row = conn.execute(
@@ -249,30 +205,36 @@ class SQLStore(Store):
                         workflows.c.holder,
                         workflows.c.dirty,
                         workflows.c.states,
+                        clock(conn.dialect.name).label("now"),
                     ).where(workflows.c.wf == wf)
                 ).first()
                 if row is None or row.holder != token:
                     return None
+                now = float(row.now)
+                events = diff(bytes(row.states), changes)
                 states = bytearray(row.states)
                 for i, s in changes.items():
+                    if i >= len(states):
+                        states.extend(bytes(i + 1 - len(states)))
                     states[i] = int(s)
-                if self._cas(
-                    conn,
-                    wf,
-                    row.version,
-                    states=bytes(states),
-                    gen=gen,
-                    holder="",
-                    status=status,
-                    dirty=False,
-                ):
+                values: dict[str, Any] = {"gen": gen, "holder": "", "dirty": False}
+                values.update(states=bytes(states), status=status.value)
+                if status is not WorkflowStatus.RUNNING:
+                    values["ended"] = now
+                if self._cas(conn, wf, row.version, **values):
+                    if events:
+                        conn.execute(
+                            event_table.insert().values(
+                                wf=wf, seq=row.version, data=pack_events(now, events)
+                            )
+                        )
                     return bool(row.dirty)
         raise RuntimeError(f"workflow {wf}: commit lost {_ROUNDS} compare-and-set rounds")
 
     def _if_holder(self, wf: str, token: str, **values: Any) -> bool:
         with self.engine.begin() as conn:
             if "held" in values:
-                values["held"] = _clock(conn.dialect.name)
+                values["held"] = clock(conn.dialect.name)
             done = conn.execute(
                 workflows.update()
                 .where(workflows.c.wf == wf, workflows.c.holder == token)
@@ -280,21 +242,71 @@ class SQLStore(Store):
             )
             return done.rowcount == 1
 
+    @transient
     def release(self, wf: str, token: str) -> None:
         self._if_holder(wf, token, holder="", attempts=0)
 
+    @transient
     def touch(self, wf: str, token: str) -> bool:
         return self._if_holder(wf, token, held=None)
 
-    def status(self, wf: str) -> dict[str, Any]:
+    @transient
+    def status(self, wf: str) -> WorkflowInfo:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(*_META, workflows.c.header, workflows.c.states).where(
+                sa.select(*_INFO, workflows.c.states).where(workflows.c.wf == wf)
+            ).first()
+        return (
+            WorkflowInfo(wf)
+            if row is None
+            else WorkflowInfo.from_stored(wf, row._asdict(), row.states)
+        )
+
+    @transient
+    def history(self, wf: str) -> list[NodeEvent]:
+        return self.snapshot(wf)[1]
+
+    @transient
+    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(*_INFO, workflows.c.version, workflows.c.states).where(
                     workflows.c.wf == wf
                 )
             ).first()
-        if row is None:
-            return {"states": b""}
-        meta = row._asdict()
-        meta["states"] = bytes(meta["states"])
-        return meta
+            if row is None:
+                return WorkflowInfo(wf), []
+            groups = conn.execute(
+                sa.select(event_table.c.data)
+                .where(event_table.c.wf == wf, event_table.c.seq < row.version)
+                .order_by(event_table.c.seq)
+            ).scalars()
+            log = EVENTS_VERSION + b"".join(bytes(g) for g in groups)
+        return WorkflowInfo.from_stored(wf, row._asdict(), row.states), unpack_events(log)
+
+    @transient
+    def list_workflows(
+        self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
+    ) -> list[WorkflowInfo]:
+        with self.engine.connect() as conn:
+            query = (
+                sa.select(workflows.c.wf, *_INFO, workflows.c.states)
+                .where(
+                    workflows.c.created.is_not(None),
+                    workflows.c.expires >= clock(conn.dialect.name),
+                )
+                .order_by(workflows.c.created.desc())
+                .limit(limit)
+            )
+            if status is not None:
+                query = query.where(workflows.c.status == WorkflowStatus(status).value)
+            if before is not None:
+                query = query.where(workflows.c.created < before)
+            rows = conn.execute(query).all()
+        return [WorkflowInfo.from_stored(r.wf, r._asdict(), r.states) for r in rows]
+
+    @transient
+    def forget(self, wf: str) -> None:
+        with self.engine.begin() as conn:
+            self._delete(conn, wf)
+            conn.execute(workflows.delete().where(workflows.c.wf == wf))

@@ -1,0 +1,89 @@
+"""The workflow store: where a workflow lives between ticks, next to the node results in
+the result backend, and the factory that picks one for a Celery app.
+
+Modules: :mod:`.base` (the interface and the claim rule), :mod:`.events` (the event log's
+format), :mod:`.redis` with :mod:`.redis_lua` (Redis), :mod:`.sql` with :mod:`.sql_schema`
+(Celery's database backend, SQLAlchemy), :mod:`.kv` (other key-value backends). The
+backend modules are imported only when chosen (SQLAlchemy is optional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dyrygent.engine.stores.base import (
+    DEFAULT_LEASE,
+    KEEP_AFTER,
+    PREFIX,
+    Claim,
+    ClaimStatus,
+    Store,
+    WorkflowInfo,
+    claim_rule,
+)
+from dyrygent.engine.stores.events import NodeEvent
+from dyrygent.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "KEEP_AFTER",
+    "PREFIX",
+    "Claim",
+    "ClaimStatus",
+    "NodeEvent",
+    "Store",
+    "WorkflowInfo",
+    "claim_rule",
+    "store_for",
+]
+
+_SUPPORTED = (
+    "Redis (result_backend='redis://...'), Celery's database backend "
+    "(result_backend='db+postgresql://...', db+mysql://, db+sqlite://) or another key-value "
+    "backend such as cache+memory://"
+)
+
+
+def _database_backend() -> type | None:
+    """Celery's SQLAlchemy DatabaseBackend class, or None if SQLAlchemy is not importable
+    (then no backend can be one)."""
+    try:
+        from celery.backends.database import DatabaseBackend
+    except ImportError:
+        return None
+    return DatabaseBackend
+
+
+def store_for(app: Any) -> Store:
+    """The store for ``app``'s result backend, chosen by the backend's class.
+
+    Raises ConfigurationError when the backend cannot hold workflow state (no backend, or
+    one of another kind, e.g. django-celery-results' ``django-db``).
+    """
+    from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+    from celery.backends.redis import RedisBackend
+
+    backend = app.backend
+    if isinstance(backend, RedisBackend):
+        from dyrygent.engine.stores.redis import RedisStore
+
+        return RedisStore(backend.client)
+    database = _database_backend()
+    if database is not None and isinstance(backend, database):
+        from dyrygent.engine.stores.sql import SQLStore
+
+        return SQLStore.for_backend(backend)
+    if isinstance(backend, BaseKeyValueStoreBackend):
+        from dyrygent.engine.stores.kv import KVStore
+
+        return KVStore(backend)
+    if isinstance(backend, DisabledBackend):
+        raise ConfigurationError(
+            "dyrygent needs a result backend to see node outcomes, and this Celery app has "
+            "none: set result_backend (e.g. 'redis://localhost:6379/1')"
+        )
+    kind = type(backend)
+    raise ConfigurationError(
+        f"dyrygent cannot keep workflow state in the result backend "
+        f"{kind.__module__}.{kind.__qualname__}: use {_SUPPORTED}"
+    )

@@ -1,0 +1,160 @@
+"""The workflow store on a Redis result backend: each step one Lua script
+(:mod:`dyrygent.engine.stores.redis_lua`), atomic on the server and timed by its clock;
+reads are one pipelined round trip. See :mod:`dyrygent.engine.stores.base` for the protocol.
+
+The event log is one string per workflow, appended by the commit script (6 bytes per event,
+12 per commit); the index is one sorted set scored by creation time, pruned by score when a
+workflow is created and of expired ids when listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dyrygent.core.states import WorkflowStatus
+from dyrygent.engine.failures import transient
+from dyrygent.engine.stores import redis_lua
+from dyrygent.engine.stores.base import (
+    DEFAULT_LEASE,
+    KEEP_AFTER,
+    PREFIX,
+    Claim,
+    ClaimStatus,
+    Store,
+    WorkflowInfo,
+    change_runs,
+)
+from dyrygent.engine.stores.events import EVENTS_VERSION, NodeEvent, unpack_events
+
+__all__ = ["RedisStore"]
+
+_FIELDS = ("status", "gen", "holder", "attempts", "created", "ended")
+
+
+class RedisStore(Store):
+    """The store on a Redis result backend (``backend.client``), fenced by Lua scripts."""
+
+    def __init__(self, client: Any, prefix: str = PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.index_key = prefix + "index"
+        self._create = client.register_script(redis_lua.CREATE)
+        self._claim = client.register_script(redis_lua.CLAIM)
+        self._commit = client.register_script(redis_lua.COMMIT)
+        self._release = client.register_script(redis_lua.RELEASE)
+        self._touch = client.register_script(redis_lua.TOUCH)
+        self._count = client.register_script(redis_lua.COUNT)
+        self._list = client.register_script(redis_lua.LIST)
+
+    def _key(self, wf: str, kind: str) -> str:
+        """The key of ``wf``'s record ``kind`` (m, s, g, c or e)."""
+        return f"{self.prefix}{wf}:{kind}"
+
+    @transient
+    def create(
+        self,
+        wf: str,
+        graph: bytes,
+        header: bytes,
+        size: int,
+        max_age: int,
+        joins: Mapping[int, int] | None = None,
+    ) -> None:
+        keys = [self._key(wf, k) for k in "msgce"] + [self.index_key, self.index_key + "-ttl"]
+        args: list[Any] = [graph, header, bytes(size), max_age, max_age + KEEP_AFTER, wf]
+        args.append(EVENTS_VERSION)
+        for k, v in (joins or {}).items():
+            args += [k, v]
+        self._create(keys=keys, args=args)
+
+    @transient
+    def count_down(self, wf: str, counters: list[int]) -> bool:
+        return bool(self._count(keys=[self._key(wf, "c")], args=counters))
+
+    @transient
+    def load(self, wf: str) -> tuple[bytes | None, bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self._key(wf, "g"))
+        pipe.hget(self._key(wf, "m"), "header")
+        graph, header = pipe.execute()
+        return graph, header
+
+    @transient
+    def claim(
+        self, wf: str, gen: int | None, token: str, wake: bool, lease: float = DEFAULT_LEASE
+    ) -> Claim:
+        r = self._claim(
+            keys=[self._key(wf, "m"), self._key(wf, "s")],
+            args=[-1 if gen is None else gen, token, "1" if wake else "0", lease],
+        )
+        status = ClaimStatus(r[0].decode() if isinstance(r[0], bytes) else r[0])
+        if status is ClaimStatus.BUSY:
+            return Claim(status, int(r[1]), age=float(r[4]))
+        if status not in (ClaimStatus.OK, ClaimStatus.EXPIRED):
+            return Claim(status, int(r[1]))
+        return Claim(status, int(r[1]), int(r[2]), r[3] or b"")
+
+    @transient
+    def commit(
+        self, wf: str, token: str, changes: Mapping[int, int], gen: int, status: WorkflowStatus
+    ) -> bool | None:
+        args: list[Any] = [token, gen, WorkflowStatus(status).value, EVENTS_VERSION]
+        for offset, data in change_runs(changes):
+            args += [offset, data]
+        r = self._commit(keys=[self._key(wf, k) for k in "mse"], args=args)
+        return None if r == -1 else bool(r)
+
+    @transient
+    def release(self, wf: str, token: str) -> None:
+        self._release(keys=[self._key(wf, "m")], args=[token])
+
+    @transient
+    def touch(self, wf: str, token: str) -> bool:
+        return bool(self._touch(keys=[self._key(wf, "m")], args=[token]))
+
+    def _read(self, wf: str, events: bool) -> list[Any]:
+        """[meta fields, states(, event log)] of ``wf`` in one MULTI/EXEC round trip."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self._key(wf, "m"), _FIELDS)
+        pipe.get(self._key(wf, "s"))
+        if events:
+            pipe.get(self._key(wf, "e"))
+        return list(pipe.execute())
+
+    @transient
+    def status(self, wf: str) -> WorkflowInfo:
+        fields, states = self._read(wf, events=False)
+        return WorkflowInfo.from_stored(wf, dict(zip(_FIELDS, fields)), states)
+
+    @transient
+    def history(self, wf: str) -> list[NodeEvent]:
+        return unpack_events(self.client.get(self._key(wf, "e")))
+
+    @transient
+    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+        fields, states, log = self._read(wf, events=True)
+        info = WorkflowInfo.from_stored(wf, dict(zip(_FIELDS, fields)), states)
+        return info, unpack_events(log) if info.status is not None else []
+
+    @transient
+    def list_workflows(
+        self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
+    ) -> list[WorkflowInfo]:
+        if limit <= 0:
+            return []
+        top = "+inf" if before is None else f"({before!r}"
+        wanted = "" if status is None else WorkflowStatus(status).value
+        rows = self._list(keys=[self.index_key], args=[self.prefix, limit, wanted, top])
+        out = []
+        for wf, *fields, states in rows:
+            meta = dict(zip(_FIELDS, fields))
+            out.append(WorkflowInfo.from_stored(wf.decode(), meta, states))
+        return out
+
+    @transient
+    def forget(self, wf: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*(self._key(wf, k) for k in "msgce"))
+        pipe.zrem(self.index_key, wf)
+        pipe.execute()
