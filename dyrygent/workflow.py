@@ -240,7 +240,7 @@ class Workflow:
                 f"their task ids); build a new Workflow to run the same work again"
             )
         graph = self.freeze()
-        if not len(graph):
+        if not len(graph) and graph.output is None:  # (an empty group's result is [])
             raise BuildError(
                 "the workflow has no nodes: add a canvas or a signature before apply_async()"
             )

@@ -41,6 +41,15 @@ def test_apply_async_twice_is_refused_and_the_first_run_is_untouched():
     assert store_for(app).status(wf.id).states == states
 
 
+def test_an_empty_group_is_no_empty_workflow():
+    # Given a workflow of one empty group (natively: [])
+    app, _ = make_app()
+    wf = Workflow(app=app)
+    wf.add_celery_canvas(group([]))
+    # When it starts, then its result is stored by the client's first tick
+    assert wf.apply_async().get(timeout=5) == []
+
+
 def test_an_empty_workflow_is_refused():
     app, _ = make_app()
     with pytest.raises(BuildError, match="the workflow has no nodes: add a canvas"):

@@ -812,7 +812,7 @@ def test_revoking_one_task_of_a_chain_ends_the_workflow(t: Any, ledger: Any) -> 
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     # And the revoked node kept its id and failed, the step after it was never launched
     assert states[revoked] is NodeState.FAILED
-    assert states[last] is NodeState.WAITING
+    assert states[last] is NodeState.UPSTREAM_FAILED
     assert AsyncResult(revoked, app=t.app).state == "REVOKED"
     assert calls_of(ledger.entries()) == Counter([call("t.add", 1, 1)])
 
