@@ -16,15 +16,22 @@ _PROCESSORS: weakref.WeakKeyDictionary[Any, Processor] = weakref.WeakKeyDictiona
 
 def processor_of(app: Any) -> Processor | None:
     """The processor registered on ``app`` (None if register_workflow_processor was not
-    called on it)."""
-    return _PROCESSORS.get(app)
+    called on it). ``app`` may be Celery's ``current_app`` proxy."""
+    return _PROCESSORS.get(_real(app))
 
 
 def set_processor(app: Any, processor: Processor) -> None:
     """Record ``processor`` as ``app``'s."""
-    _PROCESSORS[app] = processor
+    _PROCESSORS[_real(app)] = processor
 
 
 def all_processors() -> list[Processor]:
     """Every processor registered in this process (for tools that hook them all)."""
     return list(_PROCESSORS.values())
+
+
+def _real(app: Any) -> Any:
+    """The app behind a proxy such as ``celery.current_app`` (proxies cannot be weakly
+    referenced)."""
+    get = getattr(app, "_get_current_object", None)
+    return get() if get is not None else app
