@@ -38,8 +38,6 @@ from dyrygent.core.graph import NodeState
 from dyrygent.engine.store import store_for
 from tests.harness import wait_for
 
-pytestmark = pytest.mark.integration
-
 #: Bound on every ``.get()``; the whole file runs in well under a minute.
 TIMEOUT = 15
 #: How long the ledger must stay unchanged before we accept that nothing more will run. Only
