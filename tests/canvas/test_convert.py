@@ -9,6 +9,7 @@ from celery.canvas import Signature, _chain
 from dyrygent import Workflow
 from dyrygent.errors import (
     CycleError,
+    DuplicateNodeError,
     InvalidNodeError,
     LimitExceededError,
     UnknownDependencyError,
@@ -250,12 +251,18 @@ def test_dependency_on_unknown_node(c):
 
 
 def test_duplicate_node_ids(c):
+    # Given a workflow holding a frozen signature
     wf = Workflow(app=c.app)
     sig = c.add.si(1, 1)
     sig.freeze()
     wf.add_signature(sig)
-    with pytest.raises(Exception, match=r"added twice"):
+    # When the same signature (the same task id) is added again
+    # Then it is refused, naming the node, its task and the fix
+    with pytest.raises(
+        DuplicateNodeError, match=rf"node '{sig.id}' \(c.add\) was added twice.*sig.clone\(\)"
+    ) as info:
         wf.add_signature(sig)
+    assert info.value.node == sig.id
 
 
 def test_cycle_through_add_signature(c):

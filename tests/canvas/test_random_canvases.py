@@ -8,7 +8,7 @@ from celery.canvas import _chain, _chord
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.canvas.conftest import echo, run
+from tests.canvas.helpers import echo, run
 
 NOTHING = object()
 

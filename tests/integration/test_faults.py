@@ -8,57 +8,14 @@ for) and a short Redis visibility timeout so restored messages come back within 
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 
 import pytest
 from celery import chain, group
 
 from dyrygent import Workflow, WorkflowError
 from tests.harness import RabbitVhost, Worker, wait_for
-
-VISIBILITY = 3
-_queues = itertools.count()
-
-
-class Cluster:
-    """A client app and a restartable fault-injecting worker on one queue."""
-
-    def __init__(self, broker: str, backend: str, ledger_url: str) -> None:
-        import workerapp
-
-        self.queue = f"faults-{os.getpid()}-{next(_queues)}"
-        self.env = {
-            "DYRYGENT_TEST_BROKER": broker,
-            "DYRYGENT_TEST_BACKEND": backend,
-            "DYRYGENT_TEST_LEDGER": ledger_url,
-            "DYRYGENT_TEST_QUEUE": self.queue,
-            "DYRYGENT_TEST_FAULTS": "1",
-            "DYRYGENT_TEST_ACKS_LATE": "1",
-            "DYRYGENT_TEST_VISIBILITY": str(VISIBILITY),
-        }
-        self.app = workerapp.make_app(
-            broker,
-            backend,
-            name=f"client-{self.queue}",
-            queue=self.queue,
-            visibility_timeout=VISIBILITY,
-            acks_late=True,
-        )
-        self.t = workerapp.Tasks(self.app)
-        self.worker: Worker | None = None
-        self.workers: list[Worker] = []
-
-    def start_worker(self) -> Worker:
-        self.worker = Worker(self.env, name=f"fault{len(self.workers)}")
-        self.workers.append(self.worker)
-        self.worker.wait_ready(self.app)
-        return self.worker
-
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
+from tests.integration.cluster import Cluster, next_queue
 
 
 @pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), "database"])
@@ -178,7 +135,7 @@ def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeo
     ending before it finds the hold busy and schedules a wake-up for just past the lease."""
     import workerapp
 
-    queue = f"faults-{os.getpid()}-{next(_queues)}"
+    queue = next_queue()
     env = {
         "DYRYGENT_TEST_BROKER": redis_server.url(14),
         "DYRYGENT_TEST_BACKEND": redis_server.url(15),
