@@ -126,15 +126,26 @@ def test_13_body_gets_results_in_header_order(c):
 
 
 def test_order_chain_steps_run_in_successive_waves(c):
-    canvas = chain(c.add.s(1, 1), c.add.s(1), c.add.s(1))
-    _, calls = c.run(canvas)
-    assert sorted(w for *_, w in calls.values()) == [1, 2, 3]
+    # Given a chain of three steps
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(chain(c.add.s(1, 1), c.add.s(10), c.add.s(100)))
+    # When run tick by tick
+    _, calls = c.run_graph(wf.freeze())
+    # Then step k runs in wave k, with the result of step k - 1
+    assert [calls[n.id][3] for n in wf.nodes] == [1, 2, 3]
+    assert [calls[n.id][1] for n in wf.nodes] == [[1, 1], [2, 10], [12, 100]]
 
 
 def test_group_members_run_in_one_wave_and_the_body_after(c):
-    _, calls = c.run(chord([c.add.si(i, i) for i in range(4)], c.tsum.s()))
-    waves = sorted(w for *_, w in calls.values())
-    assert waves == [1, 1, 1, 1, 2]
+    # Given a chord of four header members
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(chord([c.add.si(i, i) for i in range(4)], c.tsum.s()))
+    # When run tick by tick
+    _, calls = c.run_graph(wf.freeze())
+    # Then every header member runs in the first wave, and the body alone in the second
+    assert [(calls[n.id][0], calls[n.id][3]) for n in wf.nodes] == [("c.add", 1)] * 4 + [
+        ("c.tsum", 2)
+    ]
 
 
 def test_frozen_ids_are_kept_and_unfrozen_ones_are_frozen(c):
@@ -175,8 +186,9 @@ def test_link_and_link_error_stay_on_their_nodes(c):
 
     opts = [decode_spec(n.spec)[2] for n in graph.nodes]
     # Then the link is on the first node only, the chain's errback on every node
-    assert [o["link"][0]["task"] for o in opts if "link" in o] == ["c.identity"]
-    assert all(o["link_error"][0]["task"] == "c.echo" for o in opts)
+    assert len(opts) == 2
+    assert [[cb["task"] for cb in o.get("link", [])] for o in opts] == [["c.identity"], []]
+    assert [[eb["task"] for eb in o.get("link_error", [])] for o in opts] == [["c.echo"]] * 2
 
 
 def test_per_signature_options_are_kept(c):
