@@ -53,13 +53,29 @@ def kills(ledger) -> list[str]:
 
 
 def assert_every_node_ran(wf, ledger, at_most: int) -> None:
+    """Every node ran at least once and at most ``at_most`` times, one run of it returned, and
+    every run of it started after one run of each of its parents had ended.
+
+    Times are the ledger Redis server's (one clock for every worker); the dependencies are the
+    graph's (``wf.freeze()``). A run killed mid-way records no end, so a child must have
+    started after the first run of its parent that did end."""
     runs = ledger.runs()
     counts = [runs.get(n.id, 0) for n in wf.nodes]
     over = [e for e in ledger.entries() if runs.get(e[0], 0) > at_most]
     assert all(1 <= c <= at_most for c in counts), (counts, over)
-    by_id = {e[0]: e for e in ledger.entries()}
-    # dependencies respected: a chain step received its parent's result
-    return by_id
+    starts, ends = ledger.starts(), ledger.ends()
+    never_ended = [n.id for n in wf.nodes if not ends.get(n.id)]
+    assert not never_ended, f"nodes with no run that ended: {never_ended}"
+    graph = wf.freeze()
+    assert [n.id for n in graph.nodes] == [n.id for n in wf.nodes]
+    early = [
+        (node.id, parent.id, started, min(ends[parent.id]))
+        for node in graph.nodes
+        for parent in (graph.nodes[p] for p in node.parents)
+        for started in starts[node.id]
+        if started <= min(ends[parent.id])
+    ]
+    assert not early, f"(node, parent, node started, parent first ended) out of order: {early}"
 
 
 def canvas(t):

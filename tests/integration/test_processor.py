@@ -39,12 +39,59 @@ def test_get_honours_its_timeout(app, t):
     assert result.get(timeout=20) == 6
 
 
-def test_node_options_from_apply_async_reach_every_node(app, t, ledger):
-    # Given workflow-wide node options (a header the tasks do not use)
+def test_node_options_from_apply_async_reach_every_node(app, t):
+    # Given a group of tasks that report what reached them besides their arguments
     wf = Workflow(app=app)
-    wf.add_celery_canvas(group(t.add.si(1, 1), t.add.si(2, 2)))
+    wf.add_celery_canvas(group(t.request_info.si(), t.request_info.si(), t.request_info.si()))
+    # When the workflow starts with node options for every node
     result = wf.apply_async(options={"headers": {"x-trace": "abc"}, "priority": 3})
-    assert result.get(timeout=20) == [2, 4]
+    # Then every node was delivered with that header and that priority
+    seen = result.get(timeout=20)
+    assert [(r["headers"], r["priority"]) for r in seen] == [({"x-trace": "abc"}, 3)] * 3
+
+
+def test_per_signature_options_reach_their_own_node_only(app, t, worker, ledger):
+    """SEMANTICS item 5 (README, Semantics): queue, priority, countdown, expires, time limits
+    and headers set on one signature are honoured for that node."""
+    queue = "options-q"
+    replies = app.control.add_consumer(queue, reply=True, timeout=5)
+    assert replies, "the worker did not confirm consuming the extra queue"
+    try:
+        # Given a chain whose nodes each carry one option (and a last one with none)
+        info = t.request_info
+        wf = Workflow(app=app)
+        wf.add_celery_canvas(
+            chain(
+                info.si().set(queue=queue),
+                info.si().set(priority=7),
+                info.si().set(countdown=0.5),
+                info.si().set(expires=600),
+                info.si().set(soft_time_limit=30, time_limit=40),
+                info.si().set(headers={"x-node": "5"}),
+                info.si(),
+            )
+        )
+        # When it runs
+        result = wf.apply_async()
+        result.get(timeout=20)
+        seen = [result.node(n).get(timeout=5) for n in wf.nodes]
+    finally:
+        app.control.cancel_consumer(queue, reply=True, timeout=5)
+    # Then each node got its own option, and the plain node none of them
+    plain = seen[-1]
+    assert plain["queue"] == "celery" and plain["priority"] in (None, 0)
+    assert plain["eta"] is None and plain["expires"] is None
+    assert plain["timelimit"] == [None, None] and plain["headers"] == {}
+    assert seen[0]["queue"] == queue
+    assert seen[1]["priority"] == 7
+    assert seen[2]["eta"] is not None
+    # (the countdown counts from the launch, after the previous node ended: one clock, Redis's)
+    waited = min(ledger.starts()[wf.nodes[2].id]) - min(ledger.ends()[wf.nodes[1].id])
+    assert waited >= 0.45, waited
+    assert seen[3]["expires"] is not None
+    assert seen[4]["timelimit"] == [40, 30]
+    assert seen[5]["headers"] == {"x-node": "5"}
+    assert all(s["queue"] == "celery" for s in seen[1:])
 
 
 def test_duplicate_processor_messages_launch_nothing(app, t, ledger):

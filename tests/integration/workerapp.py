@@ -2,8 +2,10 @@
 
 Configured from the environment: DYRYGENT_TEST_BROKER, DYRYGENT_TEST_BACKEND,
 DYRYGENT_TEST_LEDGER (a Redis URL whose list ``ledger`` records every task run) and
-DYRYGENT_TEST_QUEUE. Each task appends ``[task_id, name, args, kwargs, pid]`` to the ledger
-before it runs, so tests can check what every node received and how often it ran.
+DYRYGENT_TEST_QUEUE. Each task appends ``[task_id, name, args, kwargs, pid, started]`` to the
+list ``ledger`` before it runs, and ``[task_id, ended]`` to ``ledger:ends`` when it returns or
+raises, so tests can check what every node received, how often it ran, and in which order.
+Both times are the ledger Redis server's ``TIME``: one clock for every worker and host.
 """
 
 from __future__ import annotations
@@ -163,18 +165,26 @@ def _ledger_client():
     return _ledger
 
 
+def server_time() -> float:
+    """Now on the ledger Redis server's clock (``TIME``), the one clock every test compares."""
+    seconds, micros = _ledger_client().time()
+    return seconds + micros / 1e6
+
+
 def recorded(fn):
     pass_self = getattr(fn, "bound", False)
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        _ledger_client().rpush(
-            "ledger",
-            json.dumps([self.request.id, self.name, list(args), kwargs, os.getpid(), time.time()]),
-        )
-        if pass_self:
-            return fn(self, *args, **kwargs)
-        return fn(*args, **kwargs)
+        r = _ledger_client()
+        entry = [self.request.id, self.name, list(args), kwargs, os.getpid(), server_time()]
+        r.rpush("ledger", json.dumps(entry))
+        try:
+            if pass_self:
+                return fn(self, *args, **kwargs)
+            return fn(*args, **kwargs)
+        finally:  # a run killed mid-way (SIGKILL) records no end
+            r.rpush("ledger:ends", json.dumps([self.request.id, server_time()]))
 
     return wrapper
 
@@ -249,7 +259,23 @@ def flaky(self, x, key, failures=2):
     return x
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky]
+@bound
+def request_info(self, *a, **k):
+    """What reached this run besides its arguments: the queue it was delivered from, its
+    priority, custom headers (those starting ``x-``), ETA, expiry and time limits."""
+    r = self.request
+    delivery = r.delivery_info or {}
+    return {
+        "queue": delivery.get("routing_key"),
+        "priority": delivery.get("priority"),
+        "headers": {k: v for k, v in (r.headers or {}).items() if k.startswith("x-")},
+        "eta": r.eta,
+        "expires": r.expires,
+        "timelimit": list(r.timelimit or (None, None)),
+    }
+
+
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky, request_info]
 
 app = make_app(
     os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
