@@ -59,7 +59,10 @@ def test_a_failing_node_raises_its_own_exception_from_get(app: Celery) -> None:
     # Then get() raises the node's exception, its type and message unchanged
     with pytest.raises(NodeFailed, match=r"^node failed on purpose with \[2\]$"):
         result.get(timeout=TIMEOUT)
-    # And the step after it never ran
+    # And once the failure is committed, the step after it was never launched
+    failed = wf.nodes[1].id
+    wait_until(lambda: result.states()[failed] == "FAILED", TIMEOUT, "the final commit")
+    assert list(result.states().values()) == ["SUCCEEDED", "FAILED", "WAITING"]
     assert not result.node(wf.nodes[2]).ready()
 
 
@@ -91,6 +94,9 @@ def test_wait_until_names_what_it_waited_for_and_the_last_error() -> None:
 
 
 def test_make_app_gives_each_app_its_own_queue_and_the_processor() -> None:
+    # When two apps are made with the same name
     a, b = make_app(), make_app()
+    # Then each has its own default queue (the in-memory broker is shared by the process),
+    # and the processor registered
     assert a.conf.task_default_queue != b.conf.task_default_queue
     assert "dyrygent.processor" in a.tasks and "dyrygent.processor" in b.tasks

@@ -556,11 +556,17 @@ CASES = [
         "21-empty-group-in-chain", lambda t: chain(t.add.si(1, 1), group([]), t.add.s(1)), (21,), 3
     ),
     Case("22-one-task-chain", lambda t: typed(chain, chain(t.identity.si(1))), (22,), 1),
+    # t.request_info returns what reached it besides its arguments (queue, priority, headers,
+    # ETA, expiry, time limits). Natively a chain's own options go to its first task only
+    # (the later steps are sent by the worker from the request's chain, with their own
+    # options): the last step gets priority 0. dyrygent gives them to every step.
     Case(
         "22-chain-with-options",
-        lambda t: typed(chain, chain(t.add.si(1, 1), t.add.s(2), priority=3)),
+        lambda t: typed(
+            chain, chain(t.request_info.si(), t.add.si(1, 1), t.request_info.s(), priority=3)
+        ),
         (22, 5),
-        4,
+        xfail="dyrygent applies a chain's own options to every step, native to the first only",
     ),
     Case(
         "23-chain-group-task-becomes-chord",
