@@ -1,4 +1,5 @@
-"""Flattening real canvas objects (no broker): every SEMANTICS.md rule that shapes the graph."""
+"""Flattening real canvas objects (no broker): every rule of the README's Semantics section
+that shapes the graph."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dyrygent.errors import (
 )
 
 CASES = {
-    # name: (canvas builder, native result) -- numbers are SEMANTICS.md items
+    # name: (canvas builder, native result) -- numbers are items of README, Semantics
     "2 chain passes result first": (
         lambda c: chain(c.echo.s(1), c.echo.s(2)),
         [[[[1], {}], 2], {}],

@@ -1,5 +1,5 @@
 """Differential tests: every canvas runs natively on Celery and through dyrygent, and both runs
-must agree (SEMANTICS.md).
+must agree (README, Semantics).
 
 For each case (a function building a fresh canvas from a task namespace; freezing mutates
 canvases, so each run gets its own), we
@@ -56,18 +56,18 @@ def call(task: str, *args: Any, **kwargs: Any) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One differential case; ``items`` are SEMANTICS.md item numbers (or shapes of its last
-    section)."""
+    """One differential case; ``items`` are item numbers of the README's Semantics section
+    (or shapes from its list of deliberate differences)."""
 
     id: str
     build: Callable[[Any], Any]  # task namespace -> a fresh canvas
     items: tuple = ()
-    value: Any = NATIVE  # the SEMANTICS.md value, asserted for both runs
+    value: Any = NATIVE  # the value the README's Semantics section gives, asserted for both runs
     raises: type | None = None  # .get() raises this (with native's message)
     args: tuple = ()  # partial args for the whole canvas (apply_async(args=...))
     skip_native: str = ""  # why native is not run; ``value``/``raises`` and ``calls`` rule
     calls: tuple = ()  # the expected calls when native is skipped
-    only_native: tuple = ()  # calls native makes that dyrygent must not (SEMANTICS 29)
+    only_native: tuple = ()  # calls native makes that dyrygent must not (Semantics, item 29)
     tail: bool = False  # callbacks/errbacks may still run after the result is ready
     replaces: bool = False  # Task.replace: replacement tasks run under new task ids
     check: Callable[[list], None] | None = None  # extra check of each run's ledger
@@ -231,7 +231,7 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     raw = store.status(wf.id)["states"]
     states = {n.id: NodeState(raw[i]) for i, n in enumerate(wf.nodes)}
     launched = [i for i, s in states.items() if s not in (NodeState.WAITING, NodeState.READY)]
-    # Nodes already running when another one failed still finish (SEMANTICS 29).
+    # Nodes already running when another one failed still finish (README, Semantics, item 29).
     wait_for(
         lambda: all(AsyncResult(i, app=app).ready() for i in launched),
         10,
@@ -310,7 +310,7 @@ def differential(case: Case, tasks: Any, ledger: Any) -> None:
         if case.raises is None:
             assert native.outcome[0] == "value", native.outcome
             if case.value is not NATIVE:
-                assert native.outcome[1] == case.value  # SEMANTICS.md states it
+                assert native.outcome[1] == case.value  # the README's Semantics section states it
         else:
             assert native.outcome[:2] == ("raised", case.raises), native.outcome
             assert_never_ran(native)
@@ -374,7 +374,8 @@ def chords_in_a_chain(t: Any, n: int) -> Any:
 
 
 def typed(cls: type, canvas: Any) -> Any:
-    assert type(canvas) is cls  # SEMANTICS 22: chain(x) / chain(a, b, **opts) vs a | b
+    # README, Semantics, item 22: chain(x) / chain(a, b, **opts) vs a | b
+    assert type(canvas) is cls
     return canvas
 
 
@@ -483,14 +484,14 @@ CASES = [
         (14,),
         [[], {"tag": "body"}],
     ),
-    # Native Celery returns [4, 2, 6] here (it applies the inner group out of order): SEMANTICS
-    # 15 says header order, so native is not the reference.
+    # Native Celery returns [4, 2, 6] here (it applies the inner group out of order); README,
+    # Semantics, item 15 says header order, so native is not the reference.
     Case(
         "15-group-in-header-unrolled",
         lambda t: chord([group(t.add.si(1, 1), t.add.si(2, 2)), t.add.si(3, 3)], t.identity.s()),
         (15,),
         [2, 4, 6],
-        skip_native="native returns [4, 2, 6], a Celery bug (SEMANTICS 15)",
+        skip_native="native returns [4, 2, 6], a Celery bug (README, Semantics, item 15)",
         calls=(
             call("t.add", 1, 1),
             call("t.add", 2, 2),

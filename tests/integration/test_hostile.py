@@ -1,5 +1,5 @@
 """Hostile or corrupted input reaching the processor: rejected, nothing launched, and the
-worker still runs the next good workflow (RELIABILITY.md item 9)."""
+worker still runs the next good workflow (README, Reliability, item 9)."""
 
 from __future__ import annotations
 

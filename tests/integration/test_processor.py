@@ -51,8 +51,8 @@ def test_node_options_from_apply_async_reach_every_node(app, t):
 
 
 def test_per_signature_options_reach_their_own_node_only(app, t, worker, ledger):
-    """SEMANTICS item 5 (README, Semantics): queue, priority, countdown, expires, time limits
-    and headers set on one signature are honoured for that node."""
+    """README, Semantics, item 5: queue, priority, countdown, expires, time limits and headers
+    set on one signature reach that node's message."""
     queue = "options-q"
     replies = app.control.add_consumer(queue, reply=True, timeout=5)
     assert replies, "the worker did not confirm consuming the extra queue"
@@ -209,7 +209,7 @@ def test_outcomes_are_read_in_one_batched_round_trip_on_redis(app, t):
     before = calls("mget"), calls("get")
     # When the processor reads their outcomes
     metas = read_metas(app.backend, ids)
-    # Then it took one MGET and no GET (RELIABILITY.md item 4)
+    # Then it took one MGET and no GET (README, Reliability, item 4)
     assert (calls("mget") - before[0], calls("get") - before[1]) == (1, 0)
     assert [m["result"] for m in metas] == [2 * i for i in range(50)]
 

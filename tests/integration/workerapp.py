@@ -234,7 +234,7 @@ def sleep_then(x, seconds=0.1):
 
 @bound
 def replace_with(self, x, kind="task"):
-    """Replace this task (Task.replace, SEMANTICS item 25) by a canvas built from ``x``:
+    """Replace this task (Task.replace, README, Semantics, item 25) by a canvas built from ``x``:
     "task": add(x, 100); "chain": add(x, 1) | mul(10); "group": [add(x, 1), add(x, 2)]."""
     add, mul = self.app.tasks["t.add"], self.app.tasks["t.mul"]
     if kind == "chain":
