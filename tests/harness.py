@@ -377,7 +377,14 @@ class Ledger:
         self.client = client
 
     def clear(self) -> None:
-        self.client.delete("ledger", "ledger:ends", "processor", "publish:tried", "publish:done")
+        self.client.delete(
+            "ledger", "ledger:ends", "processor", "processor:done", "publish:tried", "publish:done"
+        )
+
+    def handled(self, *message_ids: str) -> bool:
+        """Whether a worker has ended a processor run for each of ``message_ids``."""
+        done = {x.decode() for x in self.client.lrange("processor:done", 0, -1)}
+        return set(message_ids) <= done
 
     def starts(self) -> dict[str, list[float]]:
         """task id -> the start time of each of its runs, in order."""

@@ -100,17 +100,23 @@ def test_duplicate_processor_messages_launch_nothing(app, t, ledger):
     first = wf.nodes[0].id
     wait_for(lambda: first in ledger.runs(), 20, "the first node to start")
     # When stale copies of the processor message (generation 0) and spurious wake-ups arrive
+    sent = []
     for _ in range(3):
-        app.send_task(PROCESSOR_NAME, (wf.id, 0))
-        app.send_task(PROCESSOR_NAME, (wf.id, None))
-    # Then the workflow completes and no node ran twice
+        sent.append(app.send_task(PROCESSOR_NAME, (wf.id, 0)).id)
+        sent.append(app.send_task(PROCESSOR_NAME, (wf.id, None)).id)
+    # Then the workflow completes, and once every copy was handled no node had run twice
     assert result.get(timeout=20) == 3
+    wait_for(lambda: ledger.handled(*sent), 20, "the worker to handle every copy")
     runs = ledger.runs()
     assert [runs.get(n.id) for n in wf.nodes] == [1, 1, 1]
 
 
-def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t):
-    app.send_task(PROCESSOR_NAME, ("no-such-workflow", 0))
+def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t, ledger):
+    # Given a processor message for a workflow that does not exist, handled by a worker
+    sent = app.send_task(PROCESSOR_NAME, ("no-such-workflow", 0))
+    wait_for(lambda: ledger.handled(sent.id), 20, "the worker to handle the message")
+    # Then it launched nothing, and the worker still runs workflows
+    assert ledger.entries() == []
     _, result = start(app, t.add.si(2, 3))
     assert result.get(timeout=20) == 5
 

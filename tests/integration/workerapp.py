@@ -139,6 +139,15 @@ def _record_processor_run(sender=None, task_id=None, args=None, retval=None, **_
     _ledger_client().rpush("processor", json.dumps([task_id, list(args or ()), repr(retval)]))
 
 
+@task_postrun.connect
+def _record_every_processor_message(sender=None, task_id=None, **_):
+    """In every worker: the ledger list ``processor:done`` records the message id of each
+    processor run that ended (whatever it did), so a test can wait until a processor message
+    it sent has been handled before checking that it launched nothing."""
+    if sender is not None and sender.name == PROCESSOR_NAME:
+        _ledger_client().rpush("processor:done", task_id)
+
+
 @tick_claimed.connect
 def _die_every_tick(workflow_id=None, driver=False, **_):
     """In a fault worker: ``fault:always`` names a workflow every tick of which dies (SIGKILL
