@@ -19,6 +19,8 @@ import time
 import redis
 from celery import Celery, group
 from celery.signals import after_task_publish, before_task_publish, task_postrun
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 from dyrygent import register_workflow_processor
 from dyrygent.engine.wake import PROCESSOR_NAME
@@ -166,10 +168,15 @@ def _die_every_tick(workflow_id=None, driver=False, **_):
 
 
 def _ledger_client():
+    """The ledger's Redis client. It retries for up to a minute on connection errors: the
+    outage tests restart the server the ledger lives on, and a node that ends during the
+    outage must record its end when the server is back, not fail."""
     global _ledger
     if _ledger is None:
         _ledger = redis.Redis.from_url(
-            os.environ.get("DYRYGENT_TEST_LEDGER", "redis://127.0.0.1:6379/2")
+            os.environ.get("DYRYGENT_TEST_LEDGER", "redis://127.0.0.1:6379/2"),
+            retry=Retry(ConstantBackoff(0.1), 600),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     return _ledger
 
