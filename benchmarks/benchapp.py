@@ -10,7 +10,8 @@ Built on tests/integration/workerapp.make_app (the test tasks and dyrygent's pro
   it with the integration tests' faster ones); ``BENCH_DYRYGENT_INTERVALS=min,max`` overrides;
 * the broker's visibility timeout back to kombu's default (1 h): make_app lowers it to 30 s for
   fast recovery in kill tests, and celery-dyrygent's idle countdown reaches 30 s, which would
-  let Redis redeliver its processor (RELIABILITY.md item 1), an artefact of the test setting;
+  let Redis redeliver its processor (README, Reliability, item 1), an artefact of the test
+  setting;
 * ``task_track_started`` and ``task_acks_late`` back to Celery's defaults (off): make_app turns
   them on for the kill tests (BENCH_TRACK_STARTED=1 measures with STARTED states);
 * :mod:`benchmarks.instrument` in every process, recording to ``BENCH_STATS_URL``.

@@ -369,13 +369,37 @@ class Worker:
 
 
 class Ledger:
-    """What the test tasks recorded: one entry per run, [id, name, args, kwargs, pid, time]."""
+    """What the test tasks recorded (see tests/integration/workerapp.py): one entry per run,
+    ``[id, name, args, kwargs, pid, started]``, and one end per run that returned or raised.
+    Times are the ledger Redis server's clock (``TIME``), never a worker's."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
     def clear(self) -> None:
-        self.client.delete("ledger", "processor", "publish:tried", "publish:done")
+        self.client.delete(
+            "ledger", "ledger:ends", "processor", "processor:done", "publish:tried", "publish:done"
+        )
+
+    def handled(self, *message_ids: str) -> bool:
+        """Whether a worker has ended a processor run for each of ``message_ids``."""
+        done = {x.decode() for x in self.client.lrange("processor:done", 0, -1)}
+        return set(message_ids) <= done
+
+    def starts(self) -> dict[str, list[float]]:
+        """task id -> the start time of each of its runs, in order."""
+        out: dict[str, list[float]] = {}
+        for e in self.entries():
+            out.setdefault(e[0], []).append(e[5])
+        return out
+
+    def ends(self) -> dict[str, list[float]]:
+        """task id -> the end time of each of its runs that returned or raised, in order."""
+        out: dict[str, list[float]] = {}
+        for raw in self.client.lrange("ledger:ends", 0, -1):
+            task_id, ended = json.loads(raw)
+            out.setdefault(task_id, []).append(ended)
+        return out
 
     def entries(self) -> list[list]:
         return [json.loads(x) for x in self.client.lrange("ledger", 0, -1)]

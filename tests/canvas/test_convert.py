@@ -1,4 +1,5 @@
-"""Flattening real canvas objects (no broker): every SEMANTICS.md rule that shapes the graph."""
+"""Flattening real canvas objects (no broker): every rule of the README's Semantics section
+that shapes the graph."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from celery.canvas import Signature, _chain
 from dyrygent import Workflow
 from dyrygent.errors import (
     CycleError,
+    DuplicateNodeError,
     InvalidNodeError,
     LimitExceededError,
     UnknownDependencyError,
@@ -16,7 +18,7 @@ from dyrygent.errors import (
 )
 
 CASES = {
-    # name: (canvas builder, native result) -- numbers are SEMANTICS.md items
+    # name: (canvas builder, native result) -- numbers are items of README, Semantics
     "2 chain passes result first": (
         lambda c: chain(c.echo.s(1), c.echo.s(2)),
         [[[[1], {}], 2], {}],
@@ -125,15 +127,26 @@ def test_13_body_gets_results_in_header_order(c):
 
 
 def test_order_chain_steps_run_in_successive_waves(c):
-    canvas = chain(c.add.s(1, 1), c.add.s(1), c.add.s(1))
-    _, calls = c.run(canvas)
-    assert sorted(w for *_, w in calls.values()) == [1, 2, 3]
+    # Given a chain of three steps
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(chain(c.add.s(1, 1), c.add.s(10), c.add.s(100)))
+    # When run tick by tick
+    _, calls = c.run_graph(wf.freeze())
+    # Then step k runs in wave k, with the result of step k - 1
+    assert [calls[n.id][3] for n in wf.nodes] == [1, 2, 3]
+    assert [calls[n.id][1] for n in wf.nodes] == [[1, 1], [2, 10], [12, 100]]
 
 
 def test_group_members_run_in_one_wave_and_the_body_after(c):
-    _, calls = c.run(chord([c.add.si(i, i) for i in range(4)], c.tsum.s()))
-    waves = sorted(w for *_, w in calls.values())
-    assert waves == [1, 1, 1, 1, 2]
+    # Given a chord of four header members
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(chord([c.add.si(i, i) for i in range(4)], c.tsum.s()))
+    # When run tick by tick
+    _, calls = c.run_graph(wf.freeze())
+    # Then every header member runs in the first wave, and the body alone in the second
+    assert [(calls[n.id][0], calls[n.id][3]) for n in wf.nodes] == [("c.add", 1)] * 4 + [
+        ("c.tsum", 2)
+    ]
 
 
 def test_frozen_ids_are_kept_and_unfrozen_ones_are_frozen(c):
@@ -174,8 +187,9 @@ def test_link_and_link_error_stay_on_their_nodes(c):
 
     opts = [decode_spec(n.spec)[2] for n in graph.nodes]
     # Then the link is on the first node only, the chain's errback on every node
-    assert [o["link"][0]["task"] for o in opts if "link" in o] == ["c.identity"]
-    assert all(o["link_error"][0]["task"] == "c.echo" for o in opts)
+    assert len(opts) == 2
+    assert [[cb["task"] for cb in o.get("link", [])] for o in opts] == [["c.identity"], []]
+    assert [[eb["task"] for eb in o.get("link_error", [])] for o in opts] == [["c.echo"]] * 2
 
 
 def test_per_signature_options_are_kept(c):
@@ -250,12 +264,18 @@ def test_dependency_on_unknown_node(c):
 
 
 def test_duplicate_node_ids(c):
+    # Given a workflow holding a frozen signature
     wf = Workflow(app=c.app)
     sig = c.add.si(1, 1)
     sig.freeze()
     wf.add_signature(sig)
-    with pytest.raises(Exception, match=r"added twice"):
+    # When the same signature (the same task id) is added again
+    # Then it is refused, naming the node, its task and the fix
+    with pytest.raises(
+        DuplicateNodeError, match=rf"node '{sig.id}' \(c.add\) was added twice.*sig.clone\(\)"
+    ) as info:
         wf.add_signature(sig)
+    assert info.value.node == sig.id
 
 
 def test_cycle_through_add_signature(c):

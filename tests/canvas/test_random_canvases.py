@@ -8,13 +8,13 @@ from celery.canvas import _chain, _chord
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.canvas.conftest import echo, run
+from tests.canvas.helpers import echo, run
 
 NOTHING = object()
 
 
 def reference(sig, incoming=NOTHING):
-    """Evaluate a canvas directly, by the rules of SEMANTICS.md, with echo leaves."""
+    """Evaluate a canvas directly, by the rules of README, Semantics, with echo leaves."""
     if isinstance(sig, _chain):
         steps = list(sig.tasks)
         non_empty = [s for s in steps if not (isinstance(s, group) and not list(s.tasks))]

@@ -2,6 +2,9 @@
 
 The Redis-brokered worker is started once per session (two prefork processes); tests that
 kill workers start their own. RabbitMQ tests get a fresh vhost on the local server.
+
+Every test under this folder carries the ``integration`` marker (added at collection below:
+pytest ignores a ``pytestmark`` set in a conftest), so ``-m "not integration"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -16,7 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.harness import Ledger, PostgresDatabase, RabbitVhost, RedisServer, Worker  # noqa: E402
 
-pytestmark = pytest.mark.integration
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test collected from this folder ``integration``.
+
+    A conftest's hook sees the whole session's items, so only those under this folder are
+    marked.
+    """
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

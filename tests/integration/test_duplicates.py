@@ -1,4 +1,4 @@
-"""Duplicate deliveries of the processor message (RELIABILITY.md item 1): kombu's Redis
+"""Duplicate deliveries of the processor message (README, Reliability, item 1): kombu's Redis
 transport re-delivers a message its worker holds as an ETA task for longer than the
 visibility timeout, and every copy used to re-enqueue itself (1, 3, 9, 27 processors). Here
 the processor's countdown (3 s) is three times the visibility timeout (1 s): copies must

@@ -8,57 +8,14 @@ for) and a short Redis visibility timeout so restored messages come back within 
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 
 import pytest
 from celery import chain, group
 
 from dyrygent import Workflow, WorkflowError
 from tests.harness import RabbitVhost, Worker, wait_for
-
-VISIBILITY = 3
-_queues = itertools.count()
-
-
-class Cluster:
-    """A client app and a restartable fault-injecting worker on one queue."""
-
-    def __init__(self, broker: str, backend: str, ledger_url: str) -> None:
-        import workerapp
-
-        self.queue = f"faults-{os.getpid()}-{next(_queues)}"
-        self.env = {
-            "DYRYGENT_TEST_BROKER": broker,
-            "DYRYGENT_TEST_BACKEND": backend,
-            "DYRYGENT_TEST_LEDGER": ledger_url,
-            "DYRYGENT_TEST_QUEUE": self.queue,
-            "DYRYGENT_TEST_FAULTS": "1",
-            "DYRYGENT_TEST_ACKS_LATE": "1",
-            "DYRYGENT_TEST_VISIBILITY": str(VISIBILITY),
-        }
-        self.app = workerapp.make_app(
-            broker,
-            backend,
-            name=f"client-{self.queue}",
-            queue=self.queue,
-            visibility_timeout=VISIBILITY,
-            acks_late=True,
-        )
-        self.t = workerapp.Tasks(self.app)
-        self.worker: Worker | None = None
-        self.workers: list[Worker] = []
-
-    def start_worker(self) -> Worker:
-        self.worker = Worker(self.env, name=f"fault{len(self.workers)}")
-        self.workers.append(self.worker)
-        self.worker.wait_ready(self.app)
-        return self.worker
-
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
+from tests.integration.cluster import Cluster, next_queue
 
 
 @pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), "database"])
@@ -96,13 +53,29 @@ def kills(ledger) -> list[str]:
 
 
 def assert_every_node_ran(wf, ledger, at_most: int) -> None:
+    """Every node ran at least once and at most ``at_most`` times, one run of it returned, and
+    every run of it started after one run of each of its parents had ended.
+
+    Times are the ledger Redis server's (one clock for every worker); the dependencies are the
+    graph's (``wf.freeze()``). A run killed mid-way records no end, so a child must have
+    started after the first run of its parent that did end."""
     runs = ledger.runs()
     counts = [runs.get(n.id, 0) for n in wf.nodes]
     over = [e for e in ledger.entries() if runs.get(e[0], 0) > at_most]
     assert all(1 <= c <= at_most for c in counts), (counts, over)
-    by_id = {e[0]: e for e in ledger.entries()}
-    # dependencies respected: a chain step received its parent's result
-    return by_id
+    starts, ends = ledger.starts(), ledger.ends()
+    never_ended = [n.id for n in wf.nodes if not ends.get(n.id)]
+    assert not never_ended, f"nodes with no run that ended: {never_ended}"
+    graph = wf.freeze()
+    assert [n.id for n in graph.nodes] == [n.id for n in wf.nodes]
+    early = [
+        (node.id, parent.id, started, min(ends[parent.id]))
+        for node in graph.nodes
+        for parent in (graph.nodes[p] for p in node.parents)
+        for started in starts[node.id]
+        if started <= min(ends[parent.id])
+    ]
+    assert not early, f"(node, parent, node started, parent first ended) out of order: {early}"
 
 
 def canvas(t):
@@ -178,7 +151,7 @@ def test_a_driver_killed_with_its_worker_is_replaced_before_the_visibility_timeo
     ending before it finds the hold busy and schedules a wake-up for just past the lease."""
     import workerapp
 
-    queue = f"faults-{os.getpid()}-{next(_queues)}"
+    queue = next_queue()
     env = {
         "DYRYGENT_TEST_BROKER": redis_server.url(14),
         "DYRYGENT_TEST_BACKEND": redis_server.url(15),

@@ -1,5 +1,5 @@
 """Hostile or corrupted input reaching the processor: rejected, nothing launched, and the
-worker still runs the next good workflow (RELIABILITY.md item 9)."""
+worker still runs the next good workflow (README, Reliability, item 9)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dyrygent.engine.processor import PROCESSOR_NAME
 from dyrygent.engine.spec import Header, encode_header
 from dyrygent.engine.stores import store_for
 from dyrygent.engine.trust import seal
+from tests.harness import wait_for
 
 
 def good_workflow_still_runs(app, t):
@@ -33,7 +34,11 @@ def good_workflow_still_runs(app, t):
     ],
 )
 def test_malformed_processor_messages_are_rejected(app, t, ledger, args, kwargs):
-    app.send_task(PROCESSOR_NAME, args, kwargs)
+    # Given a malformed processor message, handled by a worker
+    sent = app.send_task(PROCESSOR_NAME, args, kwargs)
+    wait_for(lambda: ledger.handled(sent.id), 20, "the worker to handle the message")
+    # Then it launched nothing, and the worker still runs a good workflow
+    assert ledger.entries() == []
     good_workflow_still_runs(app, t)
     assert len(ledger.entries()) == 1  # only the good workflow's node ran
 
@@ -63,10 +68,12 @@ def test_a_replayed_old_generation_launches_nothing(app, t, ledger):
     wf.add_celery_canvas(t.add.si(1, 1))
     result = wf.apply_async()
     assert result.get(timeout=20) == 2
-    # replaying generation 0 after the workflow finished
-    app.send_task(PROCESSOR_NAME, (wf.id, 0))
-    good_workflow_still_runs(app, t)
+    # When generation 0 is replayed after the workflow finished, and a worker handles it
+    sent = app.send_task(PROCESSOR_NAME, (wf.id, 0))
+    wait_for(lambda: ledger.handled(sent.id), 20, "the worker to handle the replay")
+    # Then the node did not run again, and the worker still runs a good workflow
     assert ledger.runs()[wf.nodes[0].id] == 1
+    good_workflow_still_runs(app, t)
 
 
 def start_with_stored(app, wf: Workflow, tamper=None, header=None):

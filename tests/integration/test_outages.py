@@ -1,4 +1,4 @@
-"""Transient faults are not failures (RELIABILITY.md item 5): a result backend restart, a
+"""Transient faults are not failures (README, Reliability, item 5): a result backend restart, a
 Redis broker restart (with persistence) and a RabbitMQ restart mid-workflow fail no node,
 and the workflow completes after them; a publish that fails mid-launch loses no node; a
 broker that refuses publishes for a while (while still taking acks) loses no workflow.

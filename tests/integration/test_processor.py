@@ -40,12 +40,59 @@ def test_get_honours_its_timeout(app, t):
     assert result.get(timeout=20) == 6
 
 
-def test_node_options_from_apply_async_reach_every_node(app, t, ledger):
-    # Given workflow-wide node options (a header the tasks do not use)
+def test_node_options_from_apply_async_reach_every_node(app, t):
+    # Given a group of tasks that report what reached them besides their arguments
     wf = Workflow(app=app)
-    wf.add_celery_canvas(group(t.add.si(1, 1), t.add.si(2, 2)))
+    wf.add_celery_canvas(group(t.request_info.si(), t.request_info.si(), t.request_info.si()))
+    # When the workflow starts with node options for every node
     result = wf.apply_async(options={"headers": {"x-trace": "abc"}, "priority": 3})
-    assert result.get(timeout=20) == [2, 4]
+    # Then every node was delivered with that header and that priority
+    seen = result.get(timeout=20)
+    assert [(r["headers"], r["priority"]) for r in seen] == [({"x-trace": "abc"}, 3)] * 3
+
+
+def test_per_signature_options_reach_their_own_node_only(app, t, worker, ledger):
+    """README, Semantics, item 5: queue, priority, countdown, expires, time limits and headers
+    set on one signature reach that node's message."""
+    queue = "options-q"
+    replies = app.control.add_consumer(queue, reply=True, timeout=5)
+    assert replies, "the worker did not confirm consuming the extra queue"
+    try:
+        # Given a chain whose nodes each carry one option (and a last one with none)
+        info = t.request_info
+        wf = Workflow(app=app)
+        wf.add_celery_canvas(
+            chain(
+                info.si().set(queue=queue),
+                info.si().set(priority=7),
+                info.si().set(countdown=0.5),
+                info.si().set(expires=600),
+                info.si().set(soft_time_limit=30, time_limit=40),
+                info.si().set(headers={"x-node": "5"}),
+                info.si(),
+            )
+        )
+        # When it runs
+        result = wf.apply_async()
+        result.get(timeout=20)
+        seen = [result.node(n).get(timeout=5) for n in wf.nodes]
+    finally:
+        app.control.cancel_consumer(queue, reply=True, timeout=5)
+    # Then each node got its own option, and the plain node none of them
+    plain = seen[-1]
+    assert plain["queue"] == "celery" and plain["priority"] in (None, 0)
+    assert plain["eta"] is None and plain["expires"] is None
+    assert plain["timelimit"] == [None, None] and plain["headers"] == {}
+    assert seen[0]["queue"] == queue
+    assert seen[1]["priority"] == 7
+    assert seen[2]["eta"] is not None
+    # (the countdown counts from the launch, after the previous node ended: one clock, Redis's)
+    waited = min(ledger.starts()[wf.nodes[2].id]) - min(ledger.ends()[wf.nodes[1].id])
+    assert waited >= 0.45, waited
+    assert seen[3]["expires"] is not None
+    assert seen[4]["timelimit"] == [40, 30]
+    assert seen[5]["headers"] == {"x-node": "5"}
+    assert all(s["queue"] == "celery" for s in seen[1:])
 
 
 def test_duplicate_processor_messages_launch_nothing(app, t, ledger):
@@ -54,17 +101,23 @@ def test_duplicate_processor_messages_launch_nothing(app, t, ledger):
     first = wf.nodes[0].id
     wait_for(lambda: first in ledger.runs(), 20, "the first node to start")
     # When stale copies of the processor message (generation 0) and spurious wake-ups arrive
+    sent = []
     for _ in range(3):
-        app.send_task(PROCESSOR_NAME, (wf.id, 0))
-        app.send_task(PROCESSOR_NAME, (wf.id, None))
-    # Then the workflow completes and no node ran twice
+        sent.append(app.send_task(PROCESSOR_NAME, (wf.id, 0)).id)
+        sent.append(app.send_task(PROCESSOR_NAME, (wf.id, None)).id)
+    # Then the workflow completes, and once every copy was handled no node had run twice
     assert result.get(timeout=20) == 3
+    wait_for(lambda: ledger.handled(*sent), 20, "the worker to handle every copy")
     runs = ledger.runs()
     assert [runs.get(n.id) for n in wf.nodes] == [1, 1, 1]
 
 
-def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t):
-    app.send_task(PROCESSOR_NAME, ("no-such-workflow", 0))
+def test_a_processor_message_for_an_unknown_workflow_is_harmless(app, t, ledger):
+    # Given a processor message for a workflow that does not exist, handled by a worker
+    sent = app.send_task(PROCESSOR_NAME, ("no-such-workflow", 0))
+    wait_for(lambda: ledger.handled(sent.id), 20, "the worker to handle the message")
+    # Then it launched nothing, and the worker still runs workflows
+    assert ledger.entries() == []
     _, result = start(app, t.add.si(2, 3))
     assert result.get(timeout=20) == 5
 
@@ -171,7 +224,7 @@ def test_outcomes_are_read_in_one_batched_round_trip_on_redis(app, t):
     before = calls("mget"), calls("get")
     # When the processor reads their outcomes
     metas = read_metas(app.backend, ids)
-    # Then it took one MGET and no GET (RELIABILITY.md item 4)
+    # Then it took one MGET and no GET (README, Reliability, item 4)
     assert (calls("mget") - before[0], calls("get") - before[1]) == (1, 0)
     assert [m["result"] for m in metas] == [2 * i for i in range(50)]
 

@@ -13,7 +13,7 @@ from celery import chain, chord
 
 from dyrygent import Workflow
 from tests.harness import wait_for
-from tests.integration.test_faults import Cluster
+from tests.integration.cluster import Cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

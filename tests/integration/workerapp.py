@@ -2,8 +2,10 @@
 
 Configured from the environment: DYRYGENT_TEST_BROKER, DYRYGENT_TEST_BACKEND,
 DYRYGENT_TEST_LEDGER (a Redis URL whose list ``ledger`` records every task run) and
-DYRYGENT_TEST_QUEUE. Each task appends ``[task_id, name, args, kwargs, pid]`` to the ledger
-before it runs, so tests can check what every node received and how often it ran.
+DYRYGENT_TEST_QUEUE. Each task appends ``[task_id, name, args, kwargs, pid, started]`` to the
+list ``ledger`` before it runs, and ``[task_id, ended]`` to ``ledger:ends`` when it returns or
+raises, so tests can check what every node received, how often it ran, and in which order.
+Both times are the ledger Redis server's ``TIME``: one clock for every worker and host.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 import redis
 from celery import Celery, group
 from celery.signals import after_task_publish, before_task_publish, task_postrun
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 from dyrygent import register_workflow_processor
 from dyrygent.engine.wake import PROCESSOR_NAME
@@ -137,6 +141,15 @@ def _record_processor_run(sender=None, task_id=None, args=None, retval=None, **_
     _ledger_client().rpush("processor", json.dumps([task_id, list(args or ()), repr(retval)]))
 
 
+@task_postrun.connect
+def _record_every_processor_message(sender=None, task_id=None, **_):
+    """In every worker: the ledger list ``processor:done`` records the message id of each
+    processor run that ended (whatever it did), so a test can wait until a processor message
+    it sent has been handled before checking that it launched nothing."""
+    if sender is not None and sender.name == PROCESSOR_NAME:
+        _ledger_client().rpush("processor:done", task_id)
+
+
 @tick_claimed.connect
 def _die_every_tick(workflow_id=None, driver=False, **_):
     """In a fault worker: ``fault:always`` names a workflow every tick of which dies (SIGKILL
@@ -155,12 +168,23 @@ def _die_every_tick(workflow_id=None, driver=False, **_):
 
 
 def _ledger_client():
+    """The ledger's Redis client. It retries for up to a minute on connection errors: the
+    outage tests restart the server the ledger lives on, and a node that ends during the
+    outage must record its end when the server is back, not fail."""
     global _ledger
     if _ledger is None:
         _ledger = redis.Redis.from_url(
-            os.environ.get("DYRYGENT_TEST_LEDGER", "redis://127.0.0.1:6379/2")
+            os.environ.get("DYRYGENT_TEST_LEDGER", "redis://127.0.0.1:6379/2"),
+            retry=Retry(ConstantBackoff(0.1), 600),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     return _ledger
+
+
+def server_time() -> float:
+    """Now on the ledger Redis server's clock (``TIME``), the one clock every test compares."""
+    seconds, micros = _ledger_client().time()
+    return seconds + micros / 1e6
 
 
 def recorded(fn):
@@ -168,13 +192,15 @@ def recorded(fn):
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        _ledger_client().rpush(
-            "ledger",
-            json.dumps([self.request.id, self.name, list(args), kwargs, os.getpid(), time.time()]),
-        )
-        if pass_self:
-            return fn(self, *args, **kwargs)
-        return fn(*args, **kwargs)
+        r = _ledger_client()
+        entry = [self.request.id, self.name, list(args), kwargs, os.getpid(), server_time()]
+        r.rpush("ledger", json.dumps(entry))
+        try:
+            if pass_self:
+                return fn(self, *args, **kwargs)
+            return fn(*args, **kwargs)
+        finally:  # a run killed mid-way (SIGKILL) records no end
+            r.rpush("ledger:ends", json.dumps([self.request.id, server_time()]))
 
     return wrapper
 
@@ -224,7 +250,7 @@ def sleep_then(x, seconds=0.1):
 
 @bound
 def replace_with(self, x, kind="task"):
-    """Replace this task (Task.replace, SEMANTICS item 25) by a canvas built from ``x``:
+    """Replace this task (Task.replace, README, Semantics, item 25) by a canvas built from ``x``:
     "task": add(x, 100); "chain": add(x, 1) | mul(10); "group": [add(x, 1), add(x, 2)]."""
     add, mul = self.app.tasks["t.add"], self.app.tasks["t.mul"]
     if kind == "chain":
@@ -249,7 +275,23 @@ def flaky(self, x, key, failures=2):
     return x
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky]
+@bound
+def request_info(self, *a, **k):
+    """What reached this run besides its arguments: the queue it was delivered from, its
+    priority, custom headers (those starting ``x-``), ETA, expiry and time limits."""
+    r = self.request
+    delivery = r.delivery_info or {}
+    return {
+        "queue": delivery.get("routing_key"),
+        "priority": delivery.get("priority"),
+        "headers": {k: v for k, v in (r.headers or {}).items() if k.startswith("x-")},
+        "eta": r.eta,
+        "expires": r.expires,
+        "timelimit": list(r.timelimit or (None, None)),
+    }
+
+
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky, request_info]
 
 app = make_app(
     os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),
