@@ -41,7 +41,7 @@ def encode_graph(graph: Graph) -> bytes:
     names: dict[str, int] = {}
     task_of = [names.setdefault(n.task, len(names)) for n in graph.nodes]
     nodes = graph.nodes
-    return msgpack.packb(
+    data: bytes = msgpack.packb(
         [
             MAGIC,
             FORMAT,
@@ -56,6 +56,7 @@ def encode_graph(graph: Graph) -> bytes:
         ],
         use_bin_type=True,
     )
+    return data
 
 
 def _attrs(graph: Graph) -> dict[str, list[list[Any]]]:

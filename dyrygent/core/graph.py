@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import enum
 import graphlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 from dyrygent.core.rules import TriggerRule
 from dyrygent.core.states import TRANSITIONS, NodeState
@@ -31,11 +31,12 @@ __all__ = [
     "NodeState",
     "TRANSITIONS",
     "expr_refs",
+    "index_refs",
     "evaluate",
 ]
 
 #: An input expression: None, a node index (or id while building), or a list of expressions.
-Expr = Union[None, int, str, list]
+Expr = Union[None, int, str, "list[Expr]"]
 
 
 class NodeKind(enum.IntEnum):
@@ -108,7 +109,7 @@ class Graph:
         return [i for i, n in enumerate(self.nodes) if not n.parents]
 
 
-def expr_refs(expr: Expr) -> Iterator:
+def expr_refs(expr: Expr) -> Iterator[int | str]:
     """Every node reference (index or id) inside ``expr``, depth first, in order."""
     if expr is None:
         return
@@ -117,6 +118,11 @@ def expr_refs(expr: Expr) -> Iterator:
             yield from expr_refs(item)
     else:
         yield expr
+
+
+def index_refs(expr: Expr) -> Iterator[int]:
+    """The node indices inside ``expr`` of a frozen graph (where every reference is one)."""
+    return cast("Iterator[int]", expr_refs(expr))
 
 
 def evaluate(expr: Expr, results: dict[int, object] | Sequence[object]) -> object:
@@ -243,7 +249,7 @@ class GraphBuilder:
             if ref not in index:
                 raise UnknownDependencyError(
                     f"the workflow result refers to {ref!r}, which is not in the workflow",
-                    node=ref,
+                    node=str(ref),
                 )
         check_acyclic(self._ids, self._parents)
         labels, rules = self._labels, self._rules
@@ -264,9 +270,9 @@ class GraphBuilder:
         return Graph(nodes, _map_expr(output, index))
 
 
-def check_acyclic(ids: Sequence, parents: Sequence[Sequence]) -> None:
+def check_acyclic(ids: Sequence[Hashable], parents: Sequence[Sequence[Hashable]]) -> None:
     """Raise CycleError if the dependencies (by id or index) form a cycle."""
-    sorter: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+    sorter: graphlib.TopologicalSorter[Hashable] = graphlib.TopologicalSorter()
     for node_id, deps in zip(ids, parents):
         sorter.add(node_id, *deps)
     try:

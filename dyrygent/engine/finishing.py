@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import states as celery_states
 
-from dyrygent.core.graph import Graph, evaluate, expr_refs
+from dyrygent.core.graph import Graph, evaluate, index_refs
 from dyrygent.core.outcome import Verdict
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.engine.nodes import fetch_results
@@ -52,7 +52,7 @@ class Finisher:
         Raises nodes.Gone if a result the output needs is no longer in the backend."""
         backend = self.app.backend
         if verdict.status is WorkflowStatus.SUCCEEDED:
-            refs = set(expr_refs(graph.output))
+            refs = set(index_refs(graph.output))
             succeeded = {r for r in refs if states[r] == NodeState.SUCCEEDED}
             fetch_results(backend, graph, succeeded, results)
             values = {r: results.get(r) for r in refs}  # a skipped node gives None

@@ -133,7 +133,7 @@ def not_yet_published(
     return [i for i in ready if i not in seen]
 
 
-def fetch_results(backend: Any, graph: Graph, refs: set, results: dict) -> None:
+def fetch_results(backend: Any, graph: Graph, refs: set[int], results: dict[int, Any]) -> None:
     """Add to ``results`` the results of the nodes ``refs`` it lacks (one batched read);
     raise Gone if one is no longer in the backend."""
     missing = sorted(r for r in refs if r not in results)

@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_TASK_OPTIONS", "register_workflow_processor"]
 logger = logging.getLogger("dyrygent.processor")
 
 #: Options every processor task gets unless the caller overrides them: the message is
-#: acknowledged after the tick, and re-queued if the worker dies (RELIABILITY.md item 2).
+#: acknowledged after the tick, and re-queued if the worker dies (README, Reliability, item 2).
 DEFAULT_TASK_OPTIONS = {
     # retry(max_retries=None) means "the task's max_retries"; None here means unbounded:
     # the processor bounds its retries itself (max_errors), and a driver must never be
@@ -31,7 +31,7 @@ DEFAULT_TASK_OPTIONS = {
 
 
 def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None:
-    """Refuse to run a processor that would accept pickle (RELIABILITY.md item 9)."""
+    """Refuse to run a processor that would accept pickle (README, Reliability, item 9)."""
     if allow_pickle:
         return
     accepted = {str(c).lower() for c in (app.conf.accept_content or ())}

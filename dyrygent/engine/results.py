@@ -2,7 +2,7 @@
 
 One batched read per call (MGET on key-value backends such as Redis, one SELECT ... IN on the
 database backend), one meta per node, so a node's state and result always come from the same
-read (RELIABILITY.md item 4).
+read (README, Reliability, item 4).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["Observation", "exception_of", "observe", "outcome_of", "read_metas"]
 _PENDING = {"status": celery_states.PENDING, "result": None}
 
 
-def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
+def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The stored meta of each task id, in order ({'status': 'PENDING'} when absent)."""
     if not task_ids:
         return []
@@ -45,7 +45,7 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
 DB_BATCH = 1000
 
 
-def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
+def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any]]:
     """One SELECT ... WHERE task_id IN (...) per DB_BATCH ids, decoded as Celery's
     DatabaseBackend decodes one row (``_get_task_meta_for``)."""
 
@@ -58,7 +58,7 @@ def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
         return payload
 
     model = backend.task_cls
-    found: dict[str, dict] = {}
+    found: dict[str, dict[str, Any]] = {}
     session = backend.ResultSession()
     try:
         for start in range(0, len(task_ids), DB_BATCH):
@@ -72,7 +72,7 @@ def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict]:
     return [found.get(t, _PENDING) for t in task_ids]
 
 
-def outcome_of(meta: dict) -> Outcome:
+def outcome_of(meta: dict[str, Any]) -> Outcome:
     """What a meta says of a launched node: PENDING (or a custom state) is no news, and
     anything else but success and failure (STARTED, RETRY, ...) means it started."""
     status = meta.get("status")
@@ -85,14 +85,16 @@ def outcome_of(meta: dict) -> Outcome:
     return Outcome.RUNNING
 
 
-def exception_of(meta: dict, node_id: str) -> BaseException:
+def exception_of(meta: dict[str, Any], node_id: str) -> BaseException:
     """The exception a failed node's meta holds (TaskRevokedError for a revoked node)."""
     result = meta.get("result")
     if isinstance(result, BaseException):
         return result
     if meta.get("status") == celery_states.REVOKED:
-        return TaskRevokedError(f"node {node_id} was revoked")
-    return TaskRevokedError(f"node {node_id} failed: {result!r}")
+        revoked: BaseException = TaskRevokedError(f"node {node_id} was revoked")
+        return revoked
+    failed: BaseException = TaskRevokedError(f"node {node_id} failed: {result!r}")
+    return failed
 
 
 @dataclass(frozen=True)

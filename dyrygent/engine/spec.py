@@ -43,15 +43,24 @@ class Header:
     version: int = 2
 
 
+def _json(value: Any) -> bytes:
+    """``value`` as JSON bytes (kombu's encoder: datetimes, UUIDs, Decimals)."""
+    text: str = dumps(value)
+    return text.encode()
+
+
 def encode_spec(
-    node_id: str, task: str, args: list, kwargs: dict, options: dict, extras: dict | None = None
+    node_id: str,
+    task: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    extras: dict[str, Any] | None = None,
 ) -> bytes:
     """``extras`` is what the processor needs besides the call (e.g. the errbacks of the
     chords whose header holds this node); it is never sent with the task."""
     try:
-        return dumps(
-            [args, kwargs, options, extras] if extras else [args, kwargs, options]
-        ).encode()
+        return _json([args, kwargs, options, extras] if extras else [args, kwargs, options])
     except TypeError as exc:
         from dyrygent.errors import InvalidNodeError  # noqa: PLC0415 (only on errors)
 
@@ -62,13 +71,13 @@ def encode_spec(
         ) from exc
 
 
-def decode_spec(spec: bytes) -> tuple[list, dict, dict]:
+def decode_spec(spec: bytes) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """(args, kwargs, options) of a node."""
     args, kwargs, options = loads(spec)[:3]
     return list(args), dict(kwargs), dict(options)
 
 
-def spec_extras(spec: bytes) -> dict:
+def spec_extras(spec: bytes) -> dict[str, Any]:
     """The extras of a node (empty for most)."""
     decoded = loads(spec)
     return dict(decoded[3]) if len(decoded) > 3 and decoded[3] else {}
@@ -95,14 +104,14 @@ def check_spec(node_id: str, spec: bytes) -> None:
 
 
 def encode_header(header: Header) -> bytes:
-    return dumps(
+    return _json(
         {
             "version": header.version,
             "node_options": header.node_options,
             "processor_options": header.processor_options,
             "fail_fast": header.fail_fast,
         }
-    ).encode()
+    )
 
 
 def decode_header(data: bytes) -> Header:

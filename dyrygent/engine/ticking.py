@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from dyrygent.core.graph import expr_refs
+from dyrygent.core.graph import index_refs
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import in_flight, plan_tick
 from dyrygent.engine.loading import Loaded, check_states
@@ -85,7 +85,7 @@ def tick(
             proc.hooks.fire("after_tick", wf, plan.changes, 0)
             return status.value
         nodes = graph.nodes
-        needed = {r for i in plan.ready for r in expr_refs(nodes[i].input)}
+        needed = {r for i in plan.ready for r in index_refs(nodes[i].input)}
         succeeded = {r for r in needed if current[r] == NodeState.SUCCEEDED}
         fetch_results(backend, graph, succeeded, results)
         for r in needed:

@@ -28,12 +28,12 @@ class Timing:
     def backoff(self, retries: int) -> float:
         """The delay before retrying a failed tick: exponential from ``min_interval``, capped
         at 10 s (outages last seconds to minutes)."""
-        return min(10.0, self.min_interval * 2 ** min(retries, 16))
+        return min(10.0, self.min_interval * 2.0 ** min(retries, 16))
 
     def wait(self, retries: int) -> float:
         """The delay of a driver that found the workflow busy or its predecessor not yet
         committed: it must come back soon, never later than ``max_interval``."""
-        return min(self.max_interval, self.min_interval * 2 ** min(retries, 16))
+        return min(self.max_interval, self.min_interval * 2.0 ** min(retries, 16))
 
     def next_idle(self, idle: int, found_work: bool) -> int:
         """The idle count the next driver carries: 0 after a tick that found work."""
@@ -45,7 +45,7 @@ class Timing:
         if publish_failed:
             return self.min_interval
         longest = max(self.idle_interval, self.max_interval)
-        return min(longest, self.max_interval * 2 ** min(idle, 16))
+        return min(longest, self.max_interval * 2.0 ** min(idle, 16))
 
     @property
     def renew_every(self) -> float:

@@ -1,4 +1,4 @@
-"""What the processor trusts in stored workflows (RELIABILITY.md item 9).
+"""What the processor trusts in stored workflows (README, Reliability, item 9).
 
 The broker and the result backend are the trust boundary. When the Celery config holds
 ``dyrygent_signing_key`` (a secret shared by clients and workers, like Celery's own message

@@ -51,7 +51,8 @@ def _database_backend() -> type | None:
         from celery.backends.database import DatabaseBackend
     except ImportError:
         return None
-    return DatabaseBackend
+    found: type | None = DatabaseBackend
+    return found
 
 
 def store_for(app: Any) -> Store:

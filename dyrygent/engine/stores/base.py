@@ -13,7 +13,7 @@ Per workflow, these records, all expiring ``max_age + KEEP_AFTER`` after creatio
 * join counters (:meth:`Store.count_down`), and an entry in the index of workflows.
 
 Every time is the store server's clock (Redis ``TIME``, the database's own), never a
-client's: one clock, so no two hosts' clocks are ever compared (RELIABILITY.md item 8).
+client's: one clock, so no two hosts' clocks are ever compared (README, Reliability, item 8).
 
 :meth:`Store.claim` and :meth:`Store.commit` implement the fence: a processor message for
 generation ``g`` may tick only while the stored generation is ``g`` and nobody holds it;

@@ -4,9 +4,9 @@ says which, and why the event log is one row per commit).
 
 Every change is a compare-and-set on the row's ``version`` column, so the fence of
 :mod:`dyrygent.engine.stores.base` holds across processes and hosts on any SQL database,
-without row locks. Time is the database server's clock, never the client's (RELIABILITY.md
-item 8). A snapshot reads the row, then the events of commits before its version: consistent
-at any isolation level.
+without row locks. Time is the database server's clock, never the client's (README,
+Reliability, item 8). A snapshot reads the row, then the events of commits before its
+version: consistent at any isolation level.
 """
 
 from __future__ import annotations
