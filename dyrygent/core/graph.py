@@ -43,6 +43,7 @@ class NodeKind(enum.IntEnum):
     """What a node is; room for kinds the processor treats specially."""
 
     TASK = 0  # a Celery task call
+    BRANCH = 1  # a task call whose result names the direct children to follow
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class GraphBuilder:
         self._inputs: list[Expr] = []
         self._labels: dict[int, str] = {}
         self._rules: dict[int, TriggerRule] = {}
+        self._kinds: dict[int, NodeKind] = {}
         self._seen: set[str] = set()
 
     def __len__(self) -> int:
@@ -201,6 +203,7 @@ class GraphBuilder:
         *,
         label: str | None = None,
         rule: TriggerRule = TriggerRule.ALL_SUCCESS,
+        kind: NodeKind = NodeKind.TASK,
     ) -> None:
         """Add a node; raises DuplicateNodeError if ``node_id`` was added before."""
         if node_id in self._seen:
@@ -221,6 +224,8 @@ class GraphBuilder:
             self._labels[position] = label
         if rule is not TriggerRule.ALL_SUCCESS:
             self._rules[position] = rule
+        if kind is not NodeKind.TASK:
+            self._kinds[position] = kind
 
     def freeze(self, output: Expr = None) -> Graph:
         """Validate and return the graph.
@@ -252,7 +257,7 @@ class GraphBuilder:
                     node=str(ref),
                 )
         check_acyclic(self._ids, self._parents)
-        labels, rules = self._labels, self._rules
+        labels, rules, kinds = self._labels, self._rules, self._kinds
         nodes = [
             Node(
                 node_id,
@@ -262,6 +267,7 @@ class GraphBuilder:
                 _map_expr(inp, index),
                 labels.get(i),
                 rules.get(i, TriggerRule.ALL_SUCCESS),
+                kinds.get(i, NodeKind.TASK),
             )
             for i, (node_id, task, spec, parents, inp) in enumerate(
                 zip(self._ids, self._tasks, self._specs, self._parents, self._inputs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dyrygent.core.graph import Graph, Node
@@ -135,12 +135,30 @@ def _settle(graph: Graph, work: _Changes, candidates: Iterable[int]) -> None:
             queue.extend(children[i])
 
 
+def _skip_unchosen(
+    graph: Graph, work: _Changes, settled: list[int], choices: Mapping[int, Collection[str]]
+) -> list[int]:
+    """Skip the children a succeeded branch did not choose; returns them."""
+    skipped: list[int] = []
+    nodes = graph.nodes
+    for i in settled:
+        chosen = choices.get(i)
+        if chosen is None or work.cur[i] != NodeState.SUCCEEDED:
+            continue
+        for c in graph.children[i]:
+            if nodes[c].name not in chosen and work.cur[c] == NodeState.WAITING:
+                work.set(c, NodeState.SKIPPED)
+                skipped.append(c)
+    return skipped
+
+
 def plan_tick(
     graph: Graph,
     states: bytes | bytearray,
     observations: Mapping[int, Outcome],
     *,
     fail_fast: bool = False,
+    choices: Mapping[int, Collection[str]] | None = None,
 ) -> TickPlan:
     """Plan a tick.
 
@@ -148,8 +166,10 @@ def plan_tick(
     indices to what was seen; a node missing from it is unchanged. Nodes whose parents
     changed are decided by their start rule; when nothing is in flight or ready (the first
     tick, or after a retry) every WAITING node is. With ``fail_fast`` the first failure
-    cancels every node that has not started. Raises ValueError on an observation that is
-    not a legal transition, or states of the wrong length.
+    cancels every node that has not started. ``choices`` gives, for a BRANCH node seen
+    succeeding, the names (label or task) of the direct children to follow: the others are
+    SKIPPED, and their descendants decided by their own rules. Raises ValueError on an
+    observation that is not a legal transition, or states of the wrong length.
     """
     if len(states) != len(graph):
         raise ValueError(f"state has {len(states)} entries for a graph of {len(graph)} nodes")
@@ -168,6 +188,8 @@ def plan_tick(
             work.set(i, NodeState.RUNNING)
     plan.failed.sort()
     cur = work.cur
+    if choices:
+        settled += _skip_unchosen(graph, work, settled, choices)
     if fail_fast and NodeState.FAILED in cur:
         for i in find_all(cur, NodeState.WAITING) + find_all(cur, NodeState.READY):
             work.set(i, NodeState.CANCELLED)

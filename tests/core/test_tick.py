@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyrygent.core.graph import GraphBuilder, NodeState
+from dyrygent.core.graph import GraphBuilder, NodeKind, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.core.tick import (
     Outcome,
@@ -270,3 +270,44 @@ def test_simulated_runs_match_an_independent_reference(g, seed, fails):
     leaves_ok = all(expected[i] == S for i in g.leaves)
     assert plan.verdict.status == ("succeeded" if leaves_ok else "failed")
     assert decided == 1
+
+
+def branching():
+    """choose -> {left, right}; left -> after_left; join(after_left, right) with
+    none_failed_min_one_success, as Airflow's docs join branches."""
+    b = GraphBuilder()
+    b.add("choose", "t.choose", b"", kind=NodeKind.BRANCH)
+    b.add("left", "t.left", b"", parents=["choose"], label="left")
+    b.add("right", "t.right", b"", parents=["choose"], label="right")
+    b.add("after_left", "t.after", b"", parents=["left"])
+    b.add(
+        "join",
+        "t.join",
+        b"",
+        parents=["after_left", "right"],
+        rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    )
+    return b.freeze()
+
+
+def test_a_branch_skips_the_children_it_did_not_choose_and_the_skip_propagates():
+    g = branching()
+    # Given the branch node succeeded choosing "right"
+    plan = plan_tick(g, bytes([L, W, W, W, W]), {0: Outcome.SUCCEEDED}, choices={0: {"right"}})
+    # Then left and its descendant are skipped, right is ready, the join waits for right
+    assert plan.changes == {0: S, 1: K, 2: R, 3: K}
+    assert plan.ready == [2]
+    # When right succeeds, the join runs (one success, no failure)
+    later = plan_tick(g, bytes([S, K, L, K, W]), {2: Outcome.SUCCEEDED})
+    assert later.changes == {2: S, 4: R}
+    # and once it succeeded, the workflow succeeds: its skipped nodes are no failure
+    end = plan_tick(g, bytes([S, K, S, K, L]), {4: Outcome.SUCCEEDED})
+    assert end.verdict.status == "succeeded" and end.done
+
+
+def test_a_branch_choosing_every_child_skips_nothing():
+    g = branching()
+    plan = plan_tick(
+        g, bytes([L, W, W, W, W]), {0: Outcome.SUCCEEDED}, choices={0: {"left", "right"}}
+    )
+    assert plan.changes == {0: S, 1: R, 2: R}
