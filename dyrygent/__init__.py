@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from dyrygent.errors import (
+    BranchError,
     BrokerUnavailableError,
     BuildError,
     ConfigurationError,
@@ -42,6 +43,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BranchError",
     "BrokerUnavailableError",
     "BuildError",
     "ConfigurationError",

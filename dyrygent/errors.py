@@ -15,6 +15,7 @@
     ├── TransientError             a server dyrygent needs failed for now; retry the call later
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
+    ├── BranchError                a branch node chose no child of its own (its result raises it)
     └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
 
 Every message names the node or call at fault and says how to fix it.
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BranchError",
     "BrokerUnavailableError",
     "BuildError",
     "ConfigurationError",
@@ -120,6 +122,15 @@ class StoreUnavailableError(TransientError):
 
 class BrokerUnavailableError(TransientError):
     """The broker did not answer (publishing a node or the processor's next tick)."""
+
+
+class BranchError(DyrygentError):
+    """A branch node returned something other than the labels of its children; ``node`` is
+    its task id. Raised by the workflow's ``get()`` when that failure decided it."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class WorkflowError(DyrygentError):

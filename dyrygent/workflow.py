@@ -11,7 +11,7 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 from celery.utils import uuid
 
-from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
+from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeKind, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.registry import processor_of
@@ -211,16 +211,21 @@ class Workflow:
         *,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
+        branch: bool = False,
     ) -> WorkflowNode:
         """Add one task call that runs after ``dependencies``; returns its node.
 
         ``label`` names it for people (default: its task name); ``trigger_rule`` says when
         it starts given its dependencies' outcomes (default ``all_success``); an unknown
-        rule raises InvalidNodeError naming the node and the valid rules.
+        rule raises InvalidNodeError naming the node and the valid rules. ``branch``: the
+        task returns the label (or list of labels) of the direct children to follow; the
+        others are SKIPPED (see README, "Dynamic workflows").
         """
         nodes = self._add(
             signature, dependencies, label=label, prefix=False, trigger_rule=trigger_rule
         )
+        if branch:
+            self._builder.set_kind(nodes[0].id, NodeKind.BRANCH)
         return nodes[0]
 
     def freeze(self) -> Graph:

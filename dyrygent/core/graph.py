@@ -76,12 +76,14 @@ class Graph:
     Build one with :class:`GraphBuilder`. ``children`` is derived, never stored.
     """
 
-    __slots__ = ("nodes", "output", "index", "_children", "_leaves")
+    __slots__ = ("nodes", "output", "index", "kinds", "_children", "_leaves")
 
     def __init__(self, nodes: Sequence[Node], output: Expr) -> None:
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.output: Expr = output
         self.index: dict[str, int] = {n.id: i for i, n in enumerate(self.nodes)}
+        #: the node kinds present (a tick skips what a kind needs when it is absent)
+        self.kinds: frozenset[NodeKind] = frozenset(n.kind for n in self.nodes)
         self._children: list[list[int]] | None = None
         self._leaves: list[int] | None = None
 
@@ -192,6 +194,14 @@ class GraphBuilder:
             self._rules.pop(position, None)
         else:
             self._rules[position] = rule
+
+    def set_kind(self, node_id: str, kind: NodeKind) -> None:
+        """Make the node ``node_id`` a node of ``kind``."""
+        position = self._ids.index(node_id)
+        if kind is NodeKind.TASK:
+            self._kinds.pop(position, None)
+        else:
+            self._kinds[position] = kind
 
     def add(
         self,

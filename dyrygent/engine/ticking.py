@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from dyrygent.core.graph import index_refs
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import in_flight, plan_tick
+from dyrygent.engine.branching import branch_choices
 from dyrygent.engine.loading import Loaded, check_states
 from dyrygent.engine.nodes import (
     Gone,
@@ -60,7 +61,8 @@ def tick(
     if seen.vanished:  # seen started, now unknown: its result expired or was evicted
         proc.finisher.vanished(wf, token, gen, graph, seen.vanished[0])
         return WorkflowStatus.ERROR.value
-    plan = plan_tick(graph, states, seen.outcomes, fail_fast=header.fail_fast)
+    choices = branch_choices(backend, graph, seen)
+    plan = plan_tick(graph, states, seen.outcomes, fail_fast=header.fail_fast, choices=choices)
     changes: dict[int, int] = dict(plan.changes)
     metas = seen.metas
     results = {i: metas[i].get("result") for i, s in changes.items() if s == NodeState.SUCCEEDED}

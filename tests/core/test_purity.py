@@ -70,6 +70,7 @@ def test_the_public_names_load_on_first_use():
 def test_public_surface():
     assert dyrygent.__all__ == sorted(dyrygent.__all__)
     assert set(dyrygent.__all__) == {
+        "BranchError",
         "BrokerUnavailableError",
         "BuildError",
         "ConfigurationError",
