@@ -144,7 +144,23 @@ def floor_group(n: int) -> Shape:
     )
 
 
+def fan_out(n: int) -> Shape:
+    """One task returning ``n`` items, then dyrygent.expand(noop) over them: ``n`` nodes made
+    at run time (dyrygent only; compared with the floor of ``n`` tasks)."""
+
+    def build(s: Sig) -> Any:
+        from celery import signature
+
+        from dyrygent import expand
+
+        items = signature("t.identity", args=(list(range(n)),), immutable=True)
+        return chain(items, expand(s()))
+
+    return Shape(f"fanout{n}", f"fan-out over a result: 1 task, then {n:,} expanded", n + 1, build)
+
+
 _KINDS: dict[str, Callable[..., Shape]] = {
+    "fanout": fan_out,
     "chain": chain_of,
     "group": group_of,
     "chord": chord_of,

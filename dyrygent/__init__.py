@@ -17,6 +17,7 @@ from dyrygent.errors import (
     CycleError,
     DuplicateNodeError,
     DyrygentError,
+    ExpandError,
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
@@ -29,12 +30,14 @@ from dyrygent.errors import (
 
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
+    from dyrygent.dynamic import expand
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 
 __version__ = "0.2.0"
 
 _LAZY = {
+    "expand": "dyrygent.dynamic",
     "TriggerRule": "dyrygent.core.rules",
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
@@ -50,6 +53,7 @@ __all__ = [
     "CycleError",
     "DuplicateNodeError",
     "DyrygentError",
+    "ExpandError",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
@@ -63,6 +67,7 @@ __all__ = [
     "WorkflowNode",
     "WorkflowResult",
     "__version__",
+    "expand",
     "register_workflow_processor",
 ]
 

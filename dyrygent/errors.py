@@ -16,6 +16,7 @@
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
     ├── BranchError                a branch node chose no child of its own (its result raises it)
+    ├── ExpandError                an expand node's input is not a list, or is over a limit
     └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
 
 Every message names the node or call at fault and says how to fix it.
@@ -33,6 +34,7 @@ __all__ = [
     "CycleError",
     "DuplicateNodeError",
     "DyrygentError",
+    "ExpandError",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
@@ -127,6 +129,15 @@ class BrokerUnavailableError(TransientError):
 class BranchError(DyrygentError):
     """A branch node returned something other than the labels of its children; ``node`` is
     its task id. Raised by the workflow's ``get()`` when that failure decided it."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class ExpandError(DyrygentError):
+    """An expand node could not expand (its input is not a list, or is over a limit); ``node``
+    is its task id. Raised by the workflow's ``get()`` when that failure decided it."""
 
     def __init__(self, message: str, node: str | None = None) -> None:
         super().__init__(message)

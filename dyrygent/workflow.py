@@ -71,7 +71,9 @@ class Workflow:
     before anything is published); ``max_age`` (seconds, measured on the store's clock) ends a
     workflow still running after it in ERROR. ``fail_fast``: the first failed node ends the
     workflow at once (nothing more is launched; by default independent branches go on, as
-    they do in a native canvas).
+    they do in a native canvas). ``max_expand`` caps the items of one expansion
+    (:class:`dyrygent.expand`); an expansion over more fails its node, as one that would grow
+    the workflow past ``max_nodes`` does.
     """
 
     def __init__(
@@ -83,9 +85,11 @@ class Workflow:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age: int = DEFAULT_MAX_AGE,
         fail_fast: bool = False,
+        max_expand: int = 10_000,
     ) -> None:
         self.options = dict(options or {})
         self.fail_fast = fail_fast
+        self.max_expand = max_expand
         self._started = False
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
@@ -256,7 +260,13 @@ class Workflow:
                 f"no dyrygent processor is registered on app {app.main!r}: call "
                 f"dyrygent.register_workflow_processor(app) in a module the workers import"
             )
-        header = Header(dict(options or {}), self.options, self.fail_fast)
+        header = Header(
+            dict(options or {}),
+            self.options,
+            self.fail_fast,
+            max_expand=self.max_expand,
+            max_nodes=self.max_nodes,
+        )
         processor.start(self.id, graph, header, self.max_age, self.max_bytes)
         self._started = True
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

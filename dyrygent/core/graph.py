@@ -44,6 +44,7 @@ class NodeKind(enum.IntEnum):
 
     TASK = 0  # a Celery task call
     BRANCH = 1  # a task call whose result names the direct children to follow
+    EXPAND = 2  # no task: a canvas run once per item of its input (see core/segments.py)
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,33 @@ class Graph:
     Build one with :class:`GraphBuilder`. ``children`` is derived, never stored.
     """
 
-    __slots__ = ("nodes", "output", "index", "kinds", "_children", "_leaves")
+    __slots__ = (
+        "nodes",
+        "output",
+        "index",
+        "kinds",
+        "expansions",
+        "_children",
+        "_leaves",
+        "_owners",
+    )
 
-    def __init__(self, nodes: Sequence[Node], output: Expr) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        output: Expr,
+        expansions: dict[int, tuple[int, int, Expr]] | None = None,
+    ) -> None:
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.output: Expr = output
         self.index: dict[str, int] = {n.id: i for i, n in enumerate(self.nodes)}
         #: the node kinds present (a tick skips what a kind needs when it is absent)
         self.kinds: frozenset[NodeKind] = frozenset(n.kind for n in self.nodes)
+        #: EXPAND node -> (first node, end, gather expression) of the nodes it appended
+        self.expansions: dict[int, tuple[int, int, Expr]] = dict(expansions or {})
         self._children: list[list[int]] | None = None
         self._leaves: list[int] | None = None
+        self._owners: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -107,6 +125,17 @@ class Graph:
         if self._leaves is None:
             self._leaves = [i for i, c in enumerate(self.children) if not c]
         return self._leaves
+
+    def expansion_of(self, i: int) -> int | None:
+        """The EXPAND node whose expansion appended node ``i`` (the innermost), or None."""
+        if not self.expansions:
+            return None
+        if self._owners is None:
+            owners: dict[int, int] = {}
+            for k, (start, end, _) in sorted(self.expansions.items(), key=lambda e: e[1][0]):
+                owners.update(dict.fromkeys(range(start, end), k))
+            self._owners = owners
+        return self._owners.get(i)
 
     def roots(self) -> list[int]:
         return [i for i, n in enumerate(self.nodes) if not n.parents]

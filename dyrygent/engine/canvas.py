@@ -19,8 +19,11 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
+from celery.utils import uuid
+from kombu.utils.json import dumps, loads
 
-from dyrygent.core.graph import Expr, GraphBuilder
+from dyrygent.core.graph import Expr, GraphBuilder, NodeKind
+from dyrygent.dynamic import EXPAND_TASK
 from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 
 __all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
@@ -48,6 +51,25 @@ SpecEncoder = Callable[..., bytes]
 def _links(sig: Signature) -> tuple[list, list]:
     opts = sig.options
     return list(opts.get("link") or []), list(opts.get("link_error") or [])
+
+
+def json_safe(sig: Signature) -> dict[str, Any]:
+    """A canvas as plain data (nested signatures as dicts), as Celery serializes it."""
+    data: dict[str, Any] = loads(dumps(sig))
+    return data
+
+
+def _without_ids(data: Any) -> Any:
+    """``data`` (a canvas as plain data) with every task id dropped: each expansion gives its
+    nodes ids of their own."""
+    if isinstance(data, list):
+        return [_without_ids(d) for d in data]
+    if isinstance(data, dict):
+        out = {k: _without_ids(v) for k, v in data.items()}
+        if isinstance(out.get("options"), dict):
+            out["options"] = {k: v for k, v in out["options"].items() if k != "task_id"}
+        return out
+    return data
 
 
 def _is_group(sig: Any) -> bool:
@@ -191,6 +213,21 @@ class CanvasConverter:
                 self._chord_errbacks.pop()
         return self.convert(body, out, ends, inherited)
 
+    def _expand(
+        self, sig: Signature, incoming: Expr, deps: tuple[str, ...], pre_args: tuple
+    ) -> tuple[Expr, tuple[str, ...]]:
+        """An EXPAND node: no task; its canvas, as data, is expanded at run time over its
+        input, or over the first partial arg when it has one (an expand nested in another
+        gets its item so)."""
+        node_id = sig.options.get("task_id") or uuid()
+        template = _without_ids(json_safe(self._sig(sig.kwargs["canvas"])))
+        extras: dict[str, Any] = {"template": template}
+        if pre_args:
+            extras["items"], incoming = pre_args[0], None
+        spec = self.encode(node_id, EXPAND_TASK, [], {}, {}, extras)
+        self.builder.add(node_id, EXPAND_TASK, spec, deps, incoming, kind=NodeKind.EXPAND)
+        return node_id, (node_id,)
+
     def _task(
         self,
         sig: Signature,
@@ -199,6 +236,8 @@ class CanvasConverter:
         inherited: dict,
         pre_args: tuple,
     ) -> tuple[Expr, tuple[str, ...]]:
+        if sig.task == EXPAND_TASK:
+            return self._expand(sig, incoming, deps, pre_args)
         if not sig.options.get("task_id"):
             sig.freeze()
         node_id = sig.options["task_id"]

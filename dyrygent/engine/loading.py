@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dyrygent.core.codec import decode_graph
-from dyrygent.core.graph import Graph
+from dyrygent.core.graph import Graph, NodeKind
+from dyrygent.core.segments import decode_segment, extend_graph
 from dyrygent.core.states import NodeState
 from dyrygent.engine.spec import Header, check_spec, decode_header, decode_spec
-from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal
+from dyrygent.engine.trust import UNSAFE_SERIALIZERS, unseal, unseal_segment
 from dyrygent.errors import PayloadError
 
 if TYPE_CHECKING:
@@ -83,10 +84,19 @@ class Loader:
                 f"workflow {wf}: its graph is missing from the result backend (expired or deleted)"
             )
         raw = unseal(self.app, wf, bytes(data), bytes(sealed))
-        loaded = Loaded(decode_graph(bytes(data)), decode_header(raw))
+        graph = decode_graph(bytes(data))
+        header = decode_header(raw)
+        for stored in self.store.segments(wf) if NodeKind.EXPAND in graph.kinds else ():
+            segment = decode_segment(unseal_segment(self.app, wf, stored), len(graph))
+            graph = extend_graph(graph, [segment])
+        loaded = Loaded(graph, header)
         self.check(wf, loaded)
         self.remember(wf, loaded)
         return loaded
+
+    def forget(self, wf: str) -> None:
+        """Drop ``wf`` from the cache (its graph grew elsewhere)."""
+        self._cache.pop(wf, None)
 
     def remember(self, wf: str, loaded: Loaded) -> None:
         self._cache[wf] = loaded
@@ -102,7 +112,13 @@ class Loader:
         """Every node names a known task and has a well-formed call; no node asks for an
         unsafe serializer unless pickle is allowed. Raises PayloadError naming the node."""
         graph = loaded.graph
-        unknown = sorted({n.task for n in graph.nodes if not self.knows(n.task)})
+        unknown = sorted(
+            {
+                n.task
+                for n in graph.nodes
+                if n.kind is not NodeKind.EXPAND and not self.knows(n.task)
+            }
+        )
         if unknown:
             node = next(n for n in graph.nodes if n.task == unknown[0])
             raise PayloadError(

@@ -41,6 +41,8 @@ class Header:
     processor_options: dict[str, Any] = field(default_factory=dict)
     fail_fast: bool = False
     version: int = 2
+    max_expand: int = 10_000
+    max_nodes: int = 100_000
 
 
 def _json(value: Any) -> bytes:
@@ -110,6 +112,8 @@ def encode_header(header: Header) -> bytes:
             "node_options": header.node_options,
             "processor_options": header.processor_options,
             "fail_fast": header.fail_fast,
+            "max_expand": header.max_expand,
+            "max_nodes": header.max_nodes,
         }
     )
 
@@ -130,10 +134,12 @@ def decode_header(data: bytes) -> Header:
     node_options = raw.get("node_options") or {}
     processor_options = raw.get("processor_options") or {}
     fail_fast = raw.get("fail_fast", False)
+    limits = [raw.get("max_expand", 10_000), raw.get("max_nodes", 100_000)]
     if not (
         isinstance(node_options, dict)
         and isinstance(processor_options, dict)
         and isinstance(fail_fast, bool)
+        and all(type(v) is int and v >= 0 for v in limits)
     ):
         raise PayloadError("the workflow header has a field of the wrong type", data)
-    return Header(dict(node_options), dict(processor_options), fail_fast, raw["version"])
+    return Header(dict(node_options), dict(processor_options), fail_fast, raw["version"], *limits)

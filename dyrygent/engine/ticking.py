@@ -16,6 +16,7 @@ from dyrygent.core.graph import index_refs
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import in_flight, plan_tick
 from dyrygent.engine.branching import branch_choices
+from dyrygent.engine.expanding import complete_expansions, expand_ready, expansions_pending
 from dyrygent.engine.loading import Loaded, check_states
 from dyrygent.engine.nodes import (
     Gone,
@@ -54,10 +55,15 @@ def tick(
     caller retries or releases)."""
     app, store, graph, header = proc.app, proc.store, loaded.graph, loaded.header
     backend = app.backend
+    if len(states) != len(graph):  # the graph grew (an expansion): here, or elsewhere
+        loaded, states = grown(proc, wf, loaded, states)
+        graph = loaded.graph
     check_states(wf, graph, states)
     flying = in_flight(states)
     reading = proc.window.select(flying)
     seen = observe(backend, graph, states, reading)
+    if graph.expansions:
+        complete_expansions(backend, graph, states, seen)
     if seen.vanished:  # seen started, now unknown: its result expired or was evicted
         proc.finisher.vanished(wf, token, gen, graph, seen.vanished[0])
         return WorkflowStatus.ERROR.value
@@ -96,7 +102,14 @@ def tick(
         proc.finisher.error(wf, token, gen, WorkflowError(str(exc)), changes)
         return WorkflowStatus.ERROR.value
 
-    ready = not_yet_published(backend, graph, states, plan.ready, changes, retick)
+    loaded, ready, again = expand_ready(proc, wf, token, loaded, plan.ready, results, changes)
+    if loaded.graph is not graph:
+        graph = loaded.graph
+        states += bytes(len(graph) - len(states))
+        current += bytes(len(graph) - len(current))
+        for i, s in changes.items():
+            current[i] = s
+    ready = not_yet_published(backend, graph, states, ready, changes, retick)
     launched = launch(
         app,
         wf,
@@ -132,4 +145,18 @@ def tick(
     proc.hooks.fire("after_tick", wf, plan.changes, launched)
     if len(reading) < len(flying) and plan.changes:
         dirty = True  # more in flight than this tick read, and it saw progress: go on
+    if again or (graph.expansions and expansions_pending(graph, current)):
+        dirty = True  # an expand node can end now: tick again
     return AGAIN if dirty else WorkflowStatus.RUNNING.value
+
+
+def grown(proc: Processor, wf: str, loaded: Loaded, states: bytes) -> tuple[Loaded, bytes]:
+    """The workflow and states when their sizes differ: a graph grown elsewhere is loaded
+    again; states shorter than the graph (a tick stored a segment, then died before its
+    commit) are WAITING for the rest."""
+    if len(states) > len(loaded.graph):
+        proc.loader.forget(wf)
+        loaded = proc.loader.load(wf)
+    if len(states) < len(loaded.graph):
+        states += bytes(len(loaded.graph) - len(states))
+    return loaded, states

@@ -16,7 +16,7 @@ from typing import Any
 
 from dyrygent.errors import PayloadError
 
-__all__ = ["UNSAFE_SERIALIZERS", "seal", "unseal"]
+__all__ = ["UNSAFE_SERIALIZERS", "seal", "seal_segment", "unseal", "unseal_segment"]
 
 #: Serializers a node may not ask for unless the processor allows pickle.
 UNSAFE_SERIALIZERS = frozenset(
@@ -68,3 +68,28 @@ def unseal(app: Any, wf: str, graph: bytes, stored: bytes) -> bytes:
             f"or signed with another dyrygent_signing_key"
         )
     return header
+
+
+def seal_segment(app: Any, wf: str, segment: bytes) -> bytes:
+    """A graph segment as stored: the signature (empty when unsigned), a newline, the segment.
+    The workflow id is signed with it, so a segment cannot be moved to another workflow."""
+    key = _key(app)
+    return (_mac(key, wf.encode(), segment) if key else b"") + _SEP + segment
+
+
+def unseal_segment(app: Any, wf: str, stored: bytes) -> bytes:
+    """The segment of a stored one, after checking its signature when a key is set.
+
+    Raises PayloadError when the signature is missing or wrong."""
+    mac, sep, segment = bytes(stored).partition(_SEP)
+    if not sep:
+        raise PayloadError(f"workflow {wf}: a stored graph segment is not sealed", bytes(stored))
+    key = _key(app)
+    if key is None:
+        return segment
+    if not mac or not hmac.compare_digest(mac, _mac(key, wf.encode(), segment)):
+        raise PayloadError(
+            f"workflow {wf}: a stored graph segment has a missing or wrong signature: it was "
+            f"altered, or signed with another dyrygent_signing_key"
+        )
+    return segment

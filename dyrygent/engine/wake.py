@@ -24,6 +24,7 @@ __all__ = [
     "PROCESSOR_NAME",
     "WAKE_HEADER",
     "connect_wake_ups",
+    "expansion_counter",
     "join_counters",
     "wake_counters",
 ]
@@ -51,12 +52,19 @@ def join_counters(graph: Graph) -> dict[int, int]:
     return joins
 
 
+def expansion_counter(k: int) -> int:
+    """The join counter of EXPAND node ``k``'s expansion (the leaves of its segment count
+    it down; node counters are >= 0 and the end's is -1)."""
+    return -2 - k
+
+
 def wake_counters(graph: Graph, i: int) -> list[int] | None:
     """The join counters node ``i`` counts down when it ends, or None when its end alone can
     make a child ready (a child with a single parent): then it always ticks."""
     children = graph.children[i]
-    if not children:
-        return [END]
+    if not children:  # a leaf: the workflow's end, or the end of the expansion it is in
+        owner = graph.expansion_of(i)
+        return [END if owner is None else expansion_counter(owner)]
     nodes = graph.nodes
     if any(len(nodes[c].parents) == 1 for c in children) or len(children) > _MAX_COUNTERS:
         return None

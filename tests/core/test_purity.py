@@ -77,6 +77,7 @@ def test_public_surface():
         "CycleError",
         "DuplicateNodeError",
         "DyrygentError",
+        "ExpandError",
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
@@ -90,6 +91,7 @@ def test_public_surface():
         "WorkflowNode",
         "WorkflowResult",
         "__version__",
+        "expand",
         "register_workflow_processor",
     }
     for name in dyrygent.__all__:

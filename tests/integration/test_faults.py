@@ -227,3 +227,35 @@ def test_an_idle_driver_backs_off(redis_server, ledger):
     idles = [args[2] if len(args) > 2 else 0 for args in drivers]
     # (0.5 s, then 1 s, 2 s, 2 s ...: every 0.5 s, it would have been 10 ticks)
     assert 3 <= len(drivers) <= 5 and idles == list(range(len(idles))), drivers
+
+
+@pytest.mark.parametrize("mode", ["worker", "child"])
+def test_a_fan_out_killed_mid_expansion_runs_each_item_at_least_once_at_most_twice(
+    cluster, ledger, mode
+):
+    from dyrygent import expand
+
+    # Given a fan-out over 6 items, and a kill armed after its third expanded node is
+    # published (the expansion is stored; the tick dies before its commit)
+    arm(ledger, after_launches=3, mode=mode)
+    items = list(range(6))
+    wf = Workflow(app=cluster.app)
+    wf.add_celery_canvas(
+        chain(cluster.t.identity.si(items), expand(cluster.t.add.s(10)), cluster.t.tsum.s())
+    )
+    result = wf.apply_async()
+    wait_for(lambda: kills(ledger), 30, "the injected kill")
+    if mode == "worker":
+        wait_for(lambda: cluster.worker.proc.poll() is not None, 10, "the worker to die")
+        cluster.start_worker()
+    # Then the workflow completes with every item's result, once each
+    assert result.get(timeout=60) == sum(i + 10 for i in items)
+    # and every item ran at least once and at most twice, under one id each
+    runs = ledger.runs()
+    by_item: dict[int, set[str]] = {}
+    for e in ledger.entries():
+        if e[1] == "t.add":
+            by_item.setdefault(e[2][0], set()).add(e[0])
+    assert sorted(by_item) == items
+    assert all(len(ids) == 1 for ids in by_item.values()), by_item
+    assert all(1 <= runs[next(iter(ids))] <= 2 for ids in by_item.values())

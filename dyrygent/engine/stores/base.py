@@ -284,6 +284,19 @@ class Store(abc.ABC):
         listed; nor are those stored by a release without the index."""
 
     @abc.abstractmethod
+    def extend(
+        self, wf: str, token: str, node: int, segment: bytes, counter: tuple[int, int]
+    ) -> bool | None:
+        """Store the graph segment that the expansion of EXPAND node ``node`` appends, and
+        start its join ``counter`` (key, count: see :meth:`count_down`), if ``token`` holds
+        ``wf``. True when stored; False when ``node`` was expanded before (an interrupted
+        tick): the stored one stands; None if ``token`` does not hold it."""
+
+    @abc.abstractmethod
+    def segments(self, wf: str) -> list[bytes]:
+        """The graph segments of ``wf``, in the order they were stored."""
+
+    @abc.abstractmethod
     def forget(self, wf: str) -> None:
         """Delete every record of ``wf`` (graph, state, meta, counters, events, its index
         entry); a no-op if it is unknown."""

@@ -207,9 +207,28 @@ class KVStore(Store):
                     out.append(info)
             return out
 
+    def extend(
+        self, wf: str, token: str, node: int, segment: bytes, counter: tuple[int, int]
+    ) -> bool | None:
+        with self._lock:
+            meta = self._meta(wf)
+            if meta is None or meta["holder"] != token:
+                return None
+            stored = list(self._get(wf + ":x") or [])
+            if any(n == node for n, _ in stored):
+                return False
+            self._set(wf + ":x", [*stored, (node, bytes(segment))])
+            joins = dict(self._get(wf + ":c") or {})
+            joins[counter[0]] = counter[1]
+            self._set(wf + ":c", joins)
+            return True
+
+    def segments(self, wf: str) -> list[bytes]:
+        return [bytes(s) for _, s in self._get(wf + ":x") or []]
+
     def forget(self, wf: str) -> None:
         with self._lock:
-            for kind in "mgsce":
+            for kind in "mgscex":
                 self.backend.delete(self.prefix + wf + ":" + kind)
             index = dict(self._get("index") or {})
             if index.pop(wf, None) is not None:

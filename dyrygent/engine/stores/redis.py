@@ -44,11 +44,12 @@ class RedisStore(Store):
         self._commit = client.register_script(redis_lua.COMMIT)
         self._release = client.register_script(redis_lua.RELEASE)
         self._touch = client.register_script(redis_lua.TOUCH)
+        self._extend = client.register_script(redis_lua.EXTEND)
         self._count = client.register_script(redis_lua.COUNT)
         self._list = client.register_script(redis_lua.LIST)
 
     def _key(self, wf: str, kind: str) -> str:
-        """The key of ``wf``'s record ``kind`` (m, s, g, c or e)."""
+        """The key of ``wf``'s record ``kind`` (m, s, g, c, e or x: segments)."""
         return f"{self.prefix}{wf}:{kind}"
 
     @transient
@@ -153,8 +154,22 @@ class RedisStore(Store):
         return out
 
     @transient
+    def extend(
+        self, wf: str, token: str, node: int, segment: bytes, counter: tuple[int, int]
+    ) -> bool | None:
+        keys = [self._key(wf, k) for k in "mxc"]
+        r = self._extend(keys=keys, args=[token, node, segment, *counter])
+        return None if r == -1 else bool(r)
+
+    @transient
+    def segments(self, wf: str) -> list[bytes]:
+        stored = self.client.hgetall(self._key(wf, "x"))
+        order = sorted((int(k[6:]), v) for k, v in stored.items() if bytes(k).startswith(b"order:"))
+        return [bytes(stored[v]) for _, v in order]
+
+    @transient
     def forget(self, wf: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*(self._key(wf, k) for k in "msgce"))
+        pipe.delete(*(self._key(wf, k) for k in "msgcex"))
         pipe.zrem(self.index_key, wf)
         pipe.execute()

@@ -82,6 +82,20 @@ return {ok, gen, 1, redis.call('GET', KEYS[2])}
 """
 
 #: KEYS m; ARGV token.
+EXTEND = """
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+local n = redis.call('HLEN', KEYS[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3], 'order:' .. n, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
 TOUCH = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
   local t = redis.call('TIME')

@@ -40,6 +40,7 @@ from dyrygent.engine.stores.sql_schema import (
     engine_for,
     event_table,
     join_table,
+    segment_table,
     workflows,
 )
 
@@ -83,7 +84,7 @@ class SQLStore(Store):
     @staticmethod
     def _delete(conn: sa.Connection, wf: Any) -> None:
         """Delete the rows of ``wf`` (an id, or a select of ids) but the workflow's own."""
-        for table in (join_table, event_table):
+        for table in (join_table, event_table, segment_table):
             match = table.c.wf == wf if isinstance(wf, str) else table.c.wf.in_(wf)
             conn.execute(table.delete().where(match))
 
@@ -304,6 +305,42 @@ class SQLStore(Store):
                 query = query.where(workflows.c.created < before)
             rows = conn.execute(query).all()
         return [WorkflowInfo.from_stored(r.wf, r._asdict(), r.states) for r in rows]
+
+    @transient
+    def extend(
+        self, wf: str, token: str, node: int, segment: bytes, counter: tuple[int, int]
+    ) -> bool | None:
+        with self.engine.begin() as conn:
+            holder = conn.execute(
+                sa.select(workflows.c.holder).where(workflows.c.wf == wf)
+            ).scalar()
+            if holder != token:
+                return None
+            seq = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(segment_table)
+                .where(segment_table.c.wf == wf)
+            ).scalar()
+            exists = conn.execute(
+                sa.select(segment_table.c.node).where(
+                    segment_table.c.wf == wf, segment_table.c.node == node
+                )
+            ).first()
+            if exists is not None:
+                return False
+            conn.execute(segment_table.insert().values(wf=wf, node=node, seq=seq, data=segment))
+            conn.execute(join_table.insert().values(wf=wf, k=counter[0], n=counter[1]))
+            return True
+
+    @transient
+    def segments(self, wf: str) -> list[bytes]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(segment_table.c.data)
+                .where(segment_table.c.wf == wf)
+                .order_by(segment_table.c.seq)
+            )
+            return [bytes(r.data) for r in rows]
 
     @transient
     def forget(self, wf: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["clock", "engine_for", "event_table", "join_table", "workflows"]
+__all__ = ["clock", "engine_for", "event_table", "join_table", "segment_table", "workflows"]
 
 _metadata = sa.MetaData()
 _BLOB = sa.LargeBinary(length=2**32 - 1)  # LONGBLOB on MySQL, bytea on PostgreSQL
@@ -58,6 +58,14 @@ event_table = sa.Table(
     _metadata,
     sa.Column("wf", sa.String(155), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", _BLOB, nullable=False),
+)
+segment_table = sa.Table(
+    "dyrygent_segment",
+    _metadata,
+    sa.Column("wf", sa.String(155), primary_key=True),
+    sa.Column("node", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("data", _BLOB, nullable=False),
 )
 #: Columns a release may not have created, added at engine setup.
