@@ -19,7 +19,14 @@ from dyrygent.cli import source
 from dyrygent.cli.live import counts_text, watch
 from dyrygent.errors import DyrygentError, TransientError
 
-__all__ = ["EXIT_ENDED_BADLY", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "dyrygent"]
+__all__ = [
+    "EXIT_ENDED_BADLY",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "dyrygent",
+]
 
 EXIT_OK = 0
 #: The workflow ended without success (FAILURE, ERROR or CANCELLED).
@@ -28,6 +35,8 @@ EXIT_ENDED_BADLY = 1
 EXIT_USAGE = 2
 #: The result backend or the broker did not answer.
 EXIT_UNAVAILABLE = 3
+#: Interrupted (Ctrl-C), as shells report SIGINT.
+EXIT_INTERRUPTED = 130
 
 WORKFLOW_STATES = ("PENDING", "RUNNING", "SUCCESS", "FAILURE", "ERROR", "CANCELLED")
 #: Nodes ``show`` lists by name (the rest are counted); ``--json`` lists all.
@@ -79,6 +88,8 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), EXIT_UNAVAILABLE)
         except DyrygentError as exc:
             _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted (the workflow goes on)", EXIT_INTERRUPTED)
 
     return run
 

@@ -72,19 +72,31 @@ def watch(
 ) -> WorkflowView:
     """Show the workflow ``fetch()`` returns until it ends, then return its last view.
 
-    ``interval`` is the refresh period (a display rate: each refresh is one read).
-    Raises TimeoutError if it has not ended after ``timeout`` seconds.
+    ``interval`` is the refresh period (a display rate: each refresh is one read), stretched
+    to twice the last read's duration, so watching a huge workflow never loads the store
+    more than half the time. Raises TimeoutError if it has not ended after ``timeout`` s.
     """
     t0 = time.monotonic()
     progress = _rich_progress(out)
     last: tuple[str, dict[str, int]] | None = None
+    took = 0.0
 
     def expired() -> bool:
         return timeout is not None and time.monotonic() - t0 > timeout
 
+    def timed_fetch() -> WorkflowView:
+        nonlocal took
+        start = time.monotonic()
+        v = fetch()
+        took = time.monotonic() - start
+        return v
+
+    def pause() -> None:
+        time.sleep(max(interval, 2 * took))
+
     if progress is None:
         while True:
-            v = fetch()
+            v = timed_fetch()
             if (v.state, v.counts) != last:
                 last = (v.state, v.counts)
                 print(
@@ -97,9 +109,9 @@ def watch(
                 return v
             if expired():
                 raise TimeoutError(f"workflow {v.id} is still {v.state} after {timeout}s")
-            time.sleep(interval)
+            pause()
     with progress:
-        v = fetch()
+        v = timed_fetch()
         task = progress.add_task("", total=v.total, state=v.state, counts="")
         while True:
             progress.update(
@@ -109,5 +121,5 @@ def watch(
                 return v
             if expired():
                 raise TimeoutError(f"workflow {v.id} is still {v.state} after {timeout}s")
-            time.sleep(interval)
-            v = fetch()
+            pause()
+            v = timed_fetch()

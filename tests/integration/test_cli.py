@@ -15,7 +15,7 @@ from celery import chain, chord, group
 
 from dyrygent import Workflow
 from dyrygent.workflow import WorkflowResult
-from tests.harness import ROOT, WORKER_APP_DIR
+from tests.harness import ROOT, WORKER_APP_DIR, free_port
 
 STEERING = callable(vars(WorkflowResult).get("cancel"))
 needs_steering = pytest.mark.skipif(
@@ -207,3 +207,26 @@ def test_without_the_steering_api_cancel_says_so(app, t, cli):
     out = cli("cancel", wf.id)
     assert out.returncode == 2
     assert f"cancel() of workflow {wf.id}: this dyrygent has no steering API yet" in out.stderr
+
+
+def test_a_backend_that_does_not_answer_exits_3(env):
+    # Given the app's result backend on a port nothing listens on
+    dead = f"redis://127.0.0.1:{free_port()}"
+    full_env = {
+        **os.environ,
+        **env,
+        "DYRYGENT_TEST_BACKEND": f"{dead}/1",
+        "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)]),
+    }
+    # When a workflow is asked for
+    out = subprocess.run(
+        [sys.executable, "-m", "dyrygent", "show", "abc", "-A", "workerapp"],
+        env=full_env,
+        cwd=str(WORKER_APP_DIR),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then the command says the store did not answer, and exits 3
+    assert out.returncode == 3, out.stderr
+    assert "the workflow store did not answer" in out.stderr
