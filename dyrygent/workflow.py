@@ -12,20 +12,14 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from dyrygent import pictures
-from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
+from dyrygent.engine.drawing import stored_picture
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.engine.stores import store_for
-from dyrygent.errors import (
-    BuildError,
-    ConfigurationError,
-    InvalidNodeError,
-    LimitExceededError,
-    PayloadError,
-)
+from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
 
@@ -70,30 +64,15 @@ class WorkflowResult(AsyncResult):
             for i, n in enumerate(self.nodes)
         }
 
-    def stored_graph(self) -> tuple[Graph, bytes]:
-        """The workflow's graph and its node states as stored (two reads of the store).
-
-        Raises PayloadError when the workflow is unknown, expired or forgotten.
-        """
-        store = store_for(self.app)
-        data, _ = store.load(self.id)
-        states = store.status(self.id).states
-        if data is None:
-            raise PayloadError(
-                f"workflow {self.id}: its graph is not in the result backend (an unknown id, "
-                f"or expired or forgotten): check the id and the app's result_backend"
-            )
-        return decode_graph(bytes(data)), states
-
     def to_dot(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
         """The graph in Graphviz's DOT, coloured by the live node states
         (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
-        return pictures.to_dot(*self.stored_graph(), collapse=collapse)
+        return pictures.to_dot(*stored_picture(self.app, self.id), collapse=collapse)
 
     def to_mermaid(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
         """The graph as a Mermaid flowchart, coloured by the live node states
         (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
-        return pictures.to_mermaid(*self.stored_graph(), collapse=collapse)
+        return pictures.to_mermaid(*stored_picture(self.app, self.id), collapse=collapse)
 
 
 class Workflow:
