@@ -184,20 +184,34 @@ def test_bad_usage_exits_2(cli):
 
 
 @needs_steering
-def test_cancel_then_retry_wait(app, t, cli):
+def test_cancel_ends_a_workflow_cancelled(app, t, cli):
     # Given a workflow whose first node sleeps
-    wf, result = start(app, chain(t.sleep_then.si(1, 2), t.add.s(1)))
+    wf, _ = start(app, chain(t.sleep_then.si(1, 2), t.add.s(1)))
     # When it is cancelled from the command line
     out = cli("cancel", wf.id)
     assert out.returncode == 0, out.stderr
-    shown = cli("show", wf.id, "--watch", "--json")
-    # Then it ends CANCELLED (exit 1)
-    assert shown.returncode == 1
+    assert f"workflow {wf.id}: cancel requested" in out.stdout
+    # Then it ends CANCELLED, which show --watch reports with exit 1
+    shown = cli("show", wf.id, "--watch", "--json", via="python")
+    assert shown.returncode == 1, shown.stderr
     assert json.loads(shown.stdout)["state"] == "CANCELLED"
-    # And retried with --wait, it runs to success (exit 0)
-    again = cli("retry", wf.id, "--wait")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert json.loads(cli("show", wf.id, "--json").stdout)["state"] == "SUCCESS"
+
+
+@needs_steering
+def test_retry_wait_runs_the_failed_nodes_again(app, t, cli):
+    # Given a failed workflow
+    wf, result = start(app, chain(t.add.si(1, 1), t.fail.si()))
+    with pytest.raises(Exception, match="expected failure"):
+        result.get(timeout=30)
+    # When it is retried with --wait
+    out = cli("retry", wf.id, "--wait")
+    # Then the failed node ran again, the workflow failed again, and the exit code says so
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILURE" in out.stdout.splitlines()[-1]
+    shown = json.loads(cli("show", wf.id, "--json").stdout)
+    assert shown["counts"] == {"SUCCEEDED": 1, "FAILED": 1}
+    launches = [line for line in cli("history", wf.id).stdout.splitlines() if "-> LAUNCHED" in line]
+    assert sum(wf.nodes[1].id in line for line in launches) == 2
 
 
 @pytest.mark.skipif(STEERING, reason="the steering API is here: test_cancel_then_retry_wait")
