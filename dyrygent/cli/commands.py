@@ -249,6 +249,8 @@ def graph(
     from dyrygent import pictures
     from dyrygent.workflow import WorkflowResult
 
+    if fmt == "png" and not output and sys.stdout.isatty():
+        _fail("a PNG is not for a terminal: give -o FILE (or redirect stdout)")
     app = _app(ctx, app_name)
     _known(app, workflow_id)
     live = WorkflowResult(workflow_id, app=app)
