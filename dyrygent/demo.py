@@ -2,19 +2,29 @@
 
 By default the broker and result backend live in memory and the worker runs in this process
 (threads); ``--broker``/``--backend`` point it at a real Redis, or ``--backend`` at Celery's
-database backend (``db+sqlite:///results.db``, needs SQLAlchemy) instead.
+database backend (``db+sqlite:///results.db``, needs SQLAlchemy) instead. Each workflow is
+shown live as ``celery -A proj dyrygent show ID --watch`` shows it (a progress bar with rich
+in a terminal, else a line per change), then the states its nodes went through.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
-from typing import Any
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 from celery import Celery, chain, chord
 
 from dyrygent import Workflow, register_workflow_processor
+from dyrygent.cli import source
+from dyrygent.cli.live import watch
+from dyrygent.cli.source import EventView
 
 
 def make_app(broker: str, backend: str) -> Celery:
@@ -56,29 +66,28 @@ def make_app(broker: str, backend: str) -> Celery:
     return app
 
 
-def watch(result: Any, labels: dict[str, str], out: Any, timeout: float) -> Any:
-    """Print each node's state as it changes, then return the workflow's result."""
-    seen: dict[str, str] = {}
-    t0 = time.monotonic()
-
-    def show() -> None:
-        for node_id, state in result.states().items():
-            if seen.get(node_id) != state:
-                seen[node_id] = state
-                print(f"  {time.monotonic() - t0:6.3f}s  {labels[node_id]:<22} {state}", file=out)
-
-    def settled() -> bool:  # the result is written just before the final state commit
-        return result.ready() and not {"WAITING", "READY", "LAUNCHED"} & set(seen.values())
-
-    while not settled():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"the demo workflow did not finish in {timeout}s")
-        show()
-        time.sleep(0.005)  # a display refresh rate, not a wait for the result
-    return result.get(timeout=timeout)
+def _paths(events: list[EventView], nodes: int) -> str:
+    """Each sequence of states the nodes went through, with how many nodes took it."""
+    seq: dict[str, list[str]] = {}
+    for e in events:
+        seq.setdefault(e.node, [e.old]).append(e.new)
+    paths = Counter(" -> ".join(states) for states in seq.values())
+    paths.update({"WAITING": nodes - len(seq)} if nodes > len(seq) else {})
+    return "\n".join(f"    {path}  ({n} nodes)" for path, n in paths.most_common())
 
 
-def run(app: Celery, out: Any = sys.stdout, timeout: float = 60) -> list:
+def follow(app: Celery, result: Any, out: IO[str], timeout: float) -> Any:
+    """Show the workflow live (as ``show --watch`` does) until it ends, then the states its
+    nodes went through; returns its result."""
+    live = source.result_of(app, result.id)
+    watch(lambda: source.view(live), out, interval=0.02, timeout=timeout)
+    value = result.get(timeout=timeout)
+    v = source.view(live)
+    print(f"  states the nodes went through:\n{_paths(source.events(live), v.total)}", file=out)
+    return value
+
+
+def run(app: Celery, out: IO[str] = sys.stdout, timeout: float = 60) -> list:
     t = {name.split(".")[1]: app.tasks[name] for name in app.tasks if name.startswith("demo.")}
     results = []
 
@@ -86,9 +95,7 @@ def run(app: Celery, out: Any = sys.stdout, timeout: float = 60) -> list:
     etl = chain(t["extract"].s(), t["transform"].s(), t["load"].s())
     wf = Workflow(app=app)
     wf.add_celery_canvas(etl)
-    labels = {n.id: n.task for n in wf.nodes}
-    r = wf.apply_async()
-    value = watch(r, labels, out, timeout)
+    value = follow(app, wf.apply_async(), out, timeout)
     print(f"  result: {value!r}\n", file=out)
     results.append(value)
 
@@ -99,16 +106,63 @@ def run(app: Celery, out: Any = sys.stdout, timeout: float = 60) -> list:
     steps.append(t["finish"].s())
     wf = Workflow(app=app)
     wf.add_celery_canvas(chain(*steps))
-    labels = {n.id: f"{n.task}#{k}" for k, n in enumerate(wf.nodes)}
     started = time.monotonic()
-    r = wf.apply_async()
-    value = watch(r, labels, out, timeout)
+    value = follow(app, wf.apply_async(), out, timeout)
     print(
         f"  result: {value!r} ({len(wf.nodes)} tasks in {time.monotonic() - started:.2f}s)",
         file=out,
     )
     results.append(value)
+    print(STEER.format(id=wf.id), file=out)
     return results
+
+
+STEER = """
+Watch and steer workflows from a shell (your app in proj.py, with a Redis or database
+result backend; this demo's memory backend is private to this process):
+  celery -A proj dyrygent ls --state RUNNING
+  celery -A proj dyrygent show {id} --watch
+  celery -A proj dyrygent history {id}
+  celery -A proj dyrygent graph {id} --format svg -o workflow.svg
+  celery -A proj dyrygent cancel {id}
+  celery -A proj dyrygent retry {id} --wait
+(or python -m dyrygent COMMAND ... -A proj; --help lists the options)"""
+
+
+@contextmanager
+def in_process_worker(app: Celery) -> Iterator[None]:
+    """A thread-pool worker for ``app`` in this process while the block runs.
+
+    On exit the worker is told to stop and not waited for: its consumer waits up to 2 s for
+    the in-memory broker, and Celery's synloop waits once more after a stop request (it
+    drains again in a ``finally``), so joining it kept the demo alive ~4 s after its last
+    line. Its thread is a daemon; the pool's threads end with the interpreter.
+    """
+    from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
+    from celery.result import _set_task_join_will_block
+    from celery.worker import state
+
+    setup_app_for_worker(app, "WARNING", None)
+    worker = TestWorkController(
+        app=app,
+        concurrency=4,
+        hostname=f"demo-{os.getpid()}@localhost",
+        pool="threads",
+        loglevel="WARNING",
+        logfile=None,
+        ready_callback=None,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+    )
+    thread = threading.Thread(target=worker.start, name="dyrygent-demo-worker", daemon=True)
+    thread.start()
+    worker.ensure_started()
+    _set_task_join_will_block(False)  # this thread is a client, not a task (as start_worker)
+    try:
+        yield
+    finally:
+        state.should_terminate = 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,16 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     app = make_app(args.broker, args.backend)
-    from celery.contrib.testing.worker import start_worker
-
     print(f"dyrygent demo: broker {args.broker}, backend {args.backend}, in-process worker\n")
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=4,
-        perform_ping_check=False,
-        loglevel="WARNING",
-        shutdown_timeout=10,
-    ):
+    with in_process_worker(app):
         run(app)
     return 0

@@ -12,6 +12,7 @@
     │   └── LimitExceededError     the workflow is larger than a configured limit
     ├── PayloadError               stored workflow state that cannot be decoded or trusted
     ├── ConfigurationError         the Celery app cannot run dyrygent as configured
+    ├── RenderError                Graphviz's dot is missing, failed or timed out on a picture
     ├── TransientError             a server dyrygent needs failed for now; retry the call later
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "RenderError",
     "StoreUnavailableError",
     "TransientError",
     "UnknownDependencyError",
@@ -149,3 +151,8 @@ class WorkflowError(DyrygentError):
 
     def __init__(self, message: str, *args: Any) -> None:
         super().__init__(message, *args)
+
+
+class RenderError(DyrygentError):
+    """A picture could not be drawn: Graphviz's ``dot`` is not installed, failed or timed
+    out (:func:`dyrygent.pictures.render`)."""

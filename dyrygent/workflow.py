@@ -11,9 +11,11 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 from celery.utils import uuid
 
+from dyrygent import pictures
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeKind, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
+from dyrygent.engine.drawing import stored_picture
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.engine.stores import store_for
@@ -61,6 +63,16 @@ class WorkflowResult(AsyncResult):
             n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
             for i, n in enumerate(self.nodes)
         }
+
+    def to_dot(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
+        """The graph in Graphviz's DOT, coloured by the live node states
+        (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
+        return pictures.to_dot(*stored_picture(self.app, self.id), collapse=collapse)
+
+    def to_mermaid(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
+        """The graph as a Mermaid flowchart, coloured by the live node states
+        (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
+        return pictures.to_mermaid(*stored_picture(self.app, self.id), collapse=collapse)
 
 
 class Workflow:
@@ -235,6 +247,16 @@ class Workflow:
     def freeze(self) -> Graph:
         """Validate the graph (cycles, unknown dependencies) and return it."""
         return self._builder.freeze(self._output)
+
+    def to_dot(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
+        """The graph in Graphviz's DOT, before it starts (:mod:`dyrygent.pictures`);
+        raises BuildError like :meth:`freeze`."""
+        return pictures.to_dot(self.freeze(), collapse=collapse)
+
+    def to_mermaid(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
+        """The graph as a Mermaid flowchart, before it starts (:mod:`dyrygent.pictures`);
+        raises BuildError like :meth:`freeze`."""
+        return pictures.to_mermaid(self.freeze(), collapse=collapse)
 
     def apply_async(self, options: dict[str, Any] | None = None) -> WorkflowResult:
         """Validate, store and start the workflow; ``options`` apply to every node.
