@@ -36,15 +36,15 @@ def make_app(broker: str, backend: str) -> Celery:
     register_workflow_processor(app, min_interval=0.01, max_interval=0.2)
 
     @app.task(name="demo.extract")
-    def extract() -> list:
+    def extract() -> list[Any]:
         return [{"city": c, "temp_f": f} for c, f in [("Oslo", 41), ("Rome", 68), ("Lima", 77)]]
 
     @app.task(name="demo.transform")
-    def transform(rows: list) -> list:
+    def transform(rows: list[Any]) -> list[Any]:
         return [{"city": r["city"], "temp_c": round((r["temp_f"] - 32) * 5 / 9, 1)} for r in rows]
 
     @app.task(name="demo.load")
-    def load(rows: list) -> str:
+    def load(rows: list[Any]) -> str:
         return f"loaded {len(rows)} rows: " + ", ".join(f"{r['city']} {r['temp_c']}C" for r in rows)
 
     @app.task(name="demo.start")
@@ -56,7 +56,7 @@ def make_app(broker: str, backend: str) -> Celery:
         return x + i
 
     @app.task(name="demo.collect")
-    def collect(xs: list) -> int:
+    def collect(xs: list[Any]) -> int:
         return sum(xs)
 
     @app.task(name="demo.finish")
@@ -87,7 +87,7 @@ def follow(app: Celery, result: Any, out: IO[str], timeout: float) -> Any:
     return value
 
 
-def run(app: Celery, out: IO[str] = sys.stdout, timeout: float = 60) -> list:
+def run(app: Celery, out: IO[str] = sys.stdout, timeout: float = 60) -> list[Any]:
     t = {name.split(".")[1]: app.tasks[name] for name in app.tasks if name.startswith("demo.")}
     results = []
 

@@ -90,7 +90,7 @@ class Workflow:
 
     def __init__(
         self,
-        options: dict | None = None,
+        options: dict[str, Any] | None = None,
         *,
         app: Any = None,
         max_nodes: int = DEFAULT_MAX_NODES,

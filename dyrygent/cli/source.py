@@ -40,7 +40,7 @@ class NodeView:
     started_at: float | None = None
     ended_at: float | None = None
     attempts: int = 0
-    error: dict | None = None
+    error: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def _seconds(t: Any) -> float | None:
     if isinstance(t, datetime.datetime):
         if t.tzinfo is None:
             t = t.replace(tzinfo=datetime.timezone.utc)
-        return t.timestamp()
+        stamp: float = t.timestamp()
+        return stamp
     return float(t)
 
 
@@ -178,7 +179,7 @@ def listing(app: Any, state: str | None, limit: int) -> list[WorkflowView]:
     import dyrygent
 
     try:
-        list_workflows = dyrygent.list_workflows  # type: ignore[attr-defined]
+        list_workflows = dyrygent.list_workflows
     except AttributeError:
         from dyrygent.cli.standin import list_workflows
     return [_view(i) for i in list_workflows(app, state=state, limit=limit)]

@@ -47,7 +47,7 @@ class NodeInfo:
     started_at: float | None
     ended_at: float | None
     attempts: int
-    error: dict | None
+    error: dict[str, str] | None
     custom_payload: Any = None
 
 

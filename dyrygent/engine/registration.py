@@ -30,7 +30,7 @@ DEFAULT_TASK_OPTIONS = {
 }
 
 
-def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None:
+def _check_serializers(app: Any, task_options: dict[str, Any], allow_pickle: bool) -> None:
     """Refuse to run a processor that would accept pickle (README, Reliability, item 9)."""
     if allow_pickle:
         return
@@ -45,7 +45,7 @@ def _check_serializers(app: Any, task_options: dict, allow_pickle: bool) -> None
         )
 
 
-def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict) -> bool:
+def _valid_message(workflow_id: Any, gen: Any, idle: Any, extra: dict[str, Any]) -> bool:
     return (
         isinstance(workflow_id, str)
         and 0 < len(workflow_id) <= 64
