@@ -14,11 +14,13 @@ from dyrygent.errors import (
     BuildError,
     ConfigurationError,
     CycleError,
+    DefinitionError,
     DuplicateNodeError,
     DyrygentError,
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
+    PayloadInvalidError,
     StoreUnavailableError,
     TransientError,
     UnknownDependencyError,
@@ -28,6 +30,7 @@ from dyrygent.errors import (
 
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
+    from dyrygent.definitions import beat_schedule, load_definitions
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 
@@ -38,6 +41,8 @@ _LAZY = {
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
     "WorkflowResult": "dyrygent.workflow",
+    "beat_schedule": "dyrygent.definitions",
+    "load_definitions": "dyrygent.definitions",
     "register_workflow_processor": "dyrygent.engine.registration",
 }
 
@@ -46,11 +51,13 @@ __all__ = [
     "BuildError",
     "ConfigurationError",
     "CycleError",
+    "DefinitionError",
     "DuplicateNodeError",
     "DyrygentError",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "PayloadInvalidError",
     "StoreUnavailableError",
     "TransientError",
     "TriggerRule",
@@ -61,6 +68,8 @@ __all__ = [
     "WorkflowNode",
     "WorkflowResult",
     "__version__",
+    "beat_schedule",
+    "load_definitions",
     "register_workflow_processor",
 ]
 

@@ -74,11 +74,13 @@ def test_public_surface():
         "BuildError",
         "ConfigurationError",
         "CycleError",
+        "DefinitionError",
         "DuplicateNodeError",
         "DyrygentError",
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
+        "PayloadInvalidError",
         "StoreUnavailableError",
         "TransientError",
         "TriggerRule",
@@ -89,6 +91,8 @@ def test_public_surface():
         "WorkflowNode",
         "WorkflowResult",
         "__version__",
+        "beat_schedule",
+        "load_definitions",
         "register_workflow_processor",
     }
     for name in dyrygent.__all__:
