@@ -162,11 +162,11 @@ class StepParser:
 
     def _task(self, key: str, body: dict, here: str, hook: bool) -> TaskStep:
         allowed = TASK_KEYS if not hook else tuple(k for k in TASK_KEYS if k != "depends_on")
-        self._unknown_keys(body, allowed, here, "task")
         if "tasks" in body:
             raise DefinitionError(
                 f"{key!r} has tasks but no type: add type: group or type: chain", f"{here}.tasks"
             )
+        self._unknown_keys(body, allowed, here, "task")
         task = body.get("task", key)
         if not isinstance(task, str):
             raise DefinitionError("task must be a task name", f"{here}.task")
