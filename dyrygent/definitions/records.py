@@ -1,8 +1,8 @@
 """Run records: which definition and payload each run had, and each definition's recent runs.
 
 Until workflows carry custom data of their own, dyrygent keeps two small records in the
-result backend, written as task results (so every backend Celery supports holds them, and
-they expire with ``result_expires``):
+result backend, written as task results in a state of their own, ``DYRYGENT_RECORD`` (so
+every backend Celery supports holds them, and they expire with ``result_expires``):
 
 * ``dyrygent-def-run-<workflow id>``: ``{"definition", "payload", "periodic"}``, read by
   :meth:`Definitions.relaunch`;
@@ -17,24 +17,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import states as celery_states
-
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.stores import store_for
 
 __all__ = ["add_run", "forget_run", "is_running", "load_run", "recent_runs", "save_run"]
 
+#: The records' task state: not a ready state, since Celery never overwrites a SUCCESS.
+RECORD_STATE = "DYRYGENT_RECORD"
 RUN_PREFIX = "dyrygent-def-run-"
 LIST_PREFIX = "dyrygent-def-runs-"
 
 
 def _get(app: Any, key: str) -> Any:
     meta = app.backend.get_task_meta(key, cache=False)
-    return meta.get("result") if meta.get("status") == celery_states.SUCCESS else None
+    return meta.get("result") if meta.get("status") == RECORD_STATE else None
 
 
 def _put(app: Any, key: str, value: Any) -> None:
-    app.backend.store_result(key, value, celery_states.SUCCESS)
+    app.backend.store_result(key, value, RECORD_STATE)
 
 
 def save_run(app: Any, wf: str, name: str, payload: dict[str, Any], periodic: bool) -> None:

@@ -7,13 +7,16 @@ definitions are ``definitions/workflows.yml``.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from celery.exceptions import TaskRevokedError  # noqa: F401  (cancel: see the skipped test)
 
-from dyrygent import PayloadInvalidError, load_definitions
+from dyrygent import DefinitionError, PayloadInvalidError, load_definitions
 from dyrygent.engine.stores import store_for
-from tests.harness import Worker, wait_for
+from tests.harness import ROOT, WORKER_APP_DIR, Worker, wait_for
 
 TIMEOUT = 30
 
@@ -214,3 +217,87 @@ def test_a_failing_side_branch_fails_the_run_with_a_failure_hook(defs, dapp, led
     assert status(dapp, result.id) == "failed"
     (info,) = by_name(ledger, result.id)["FAILURE_HOOK"][0][0]
     assert info["label"] == "side"
+
+
+# --- periodic runs ---------------------------------------------------------------------
+
+
+def periodic_runs(ledger, task, payload):
+    return {
+        e[3]["workflow_id"]
+        for e in ledger.entries()
+        if e[1] == task and isinstance(e[3], dict) and e[3].get("payload") == payload
+    }
+
+
+def test_overlap_skip_does_not_start_while_the_previous_run_is_running(defs, dapp, ledger):
+    # Given example.SLOW (overlap: skip, a 3 s task); when beat's task starts it twice
+    first = defs.run_periodic("example.SLOW", dapp)
+    second = defs.run_periodic("example.SLOW", dapp)
+    # Then the second is skipped while the first runs, and the next after it is started
+    assert first is not None and second is None
+    assert first.get(timeout=TIMEOUT) == "slow"
+    status(dapp, first.id)
+    third = defs.run_periodic("example.SLOW", dapp)
+    assert third is not None and third.id != first.id
+    assert third.get(timeout=TIMEOUT) == "slow"
+
+
+def test_retention_keeps_the_last_runs_records(dapp, defs_worker, ledger):
+    # Given a definition keeping 2 runs; when it runs 3 times
+    defs = load_definitions(
+        {"keep.TWO": {"tasks": ["EXTRACT"], "retention": {"offset": 2}}}, app=dapp
+    )
+    ids = []
+    for _ in range(3):
+        r = defs.run("keep.TWO")
+        r.get(timeout=TIMEOUT)
+        status(dapp, r.id)
+        ids.append(r.id)
+    # Then the oldest run's records are gone, the last two kept
+    store = store_for(dapp)
+    assert store.status(ids[0]).status is None
+    assert [store.status(i).status.value for i in ids[1:]] == ["succeeded", "succeeded"]
+    with pytest.raises(DefinitionError, match="no definition record"):
+        defs.relaunch(ids[0])
+
+
+def test_beat_fires_an_interval_definition_twice(env, dapp, defs_worker, ledger, tmp_path):
+    # Given a real `celery beat` on the app with dyrygent_beat = True
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "defsapp",
+            "beat",
+            "-l",
+            "info",
+            "-s",
+            str(tmp_path / "schedule"),
+        ],
+        env={
+            **os.environ,
+            **env,
+            "DYRYGENT_TEST_BEAT": "1",
+            "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)]),
+        },
+        cwd=str(WORKER_APP_DIR),
+        stdout=open(tmp_path / "beat.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # When it runs; then example.PERIODIC (interval: 1) ran twice with its payload
+        wait_for(
+            lambda: len(periodic_runs(ledger, "NUMBER", {"n": 5})) >= 2,
+            TIMEOUT,
+            "two periodic runs of example.PERIODIC",
+            interval=0.2,
+        )
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(20)
+    log = (tmp_path / "beat.log").read_text()
+    assert "dyrygent: beat runs dyrygent:example.PERIODIC, dyrygent:example.SLOW" in log
