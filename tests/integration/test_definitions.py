@@ -6,6 +6,7 @@ definitions are ``definitions/workflows.yml``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -301,3 +302,84 @@ def test_beat_fires_an_interval_definition_twice(env, dapp, defs_worker, ledger,
         beat.wait(20)
     log = (tmp_path / "beat.log").read_text()
     assert "dyrygent: beat runs dyrygent:example.PERIODIC, dyrygent:example.SLOW" in log
+
+
+# --- the CLI commands (click's CliRunner against the real app) ---------------------------
+
+
+def cli(dapp, *args):
+    from celery.bin.base import CLIContext
+    from click.testing import CliRunner
+
+    from dyrygent.definitions.cli import defs as defs_cmd
+    from dyrygent.definitions.cli import relaunch, run
+
+    commands = {"defs": defs_cmd, "run": run, "relaunch": relaunch}
+    obj = CLIContext(app=dapp, no_color=True, workdir=None, quiet=False)
+    return CliRunner().invoke(commands[args[0]], list(args[1:]), obj=obj)
+
+
+def test_cli_lists_definitions_with_schedule_and_next_run(dapp, defs_worker):
+    out = cli(dapp, "defs")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].split() == ["NAME", "PERIODIC", "NEXT", "RUN"]
+    etl = next(line for line in lines if line.startswith("example.ETL "))
+    assert etl.split()[1:] == ["-", "-"]
+    periodic = next(line for line in lines if line.startswith("example.PERIODIC "))
+    assert "every 1s" in periodic and "UTC" in periodic
+
+
+def test_cli_shows_a_definition_with_its_schema(dapp, defs_worker):
+    out = cli(dapp, "defs", "show", "example.SCHEMA")
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["fullname"] == "example.SCHEMA" and shown["tasks"] == ["ECHO"]
+    assert shown["schema"]["required"] == ["customer", "qty"]
+
+
+def test_cli_run_wait_prints_the_id_the_progress_and_the_result(dapp, defs_worker, ledger):
+    out = cli(dapp, "run", "example.ETL", "--payload", '{"k": 1}', "--wait")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    wf_id = lines[0]
+    assert lines[-1] == "succeeded: 21"
+    assert "  LOAD: SUCCEEDED" in lines
+    assert by_name(ledger, wf_id)["EXTRACT"][0][1]["payload"] == {"k": 1}
+
+
+def test_cli_run_of_a_failing_definition_exits_1(dapp, defs_worker):
+    out = cli(dapp, "run", "example.CHAIN_ERROR", "--wait")
+    assert out.exit_code == 1
+    assert out.output.splitlines()[-1] == "failed: ValueError: boom from ERROR"
+
+
+def test_cli_errors_exit_2_with_every_payload_error(dapp, defs_worker, ledger, tmp_path):
+    (tmp_path / "p.json").write_text('{"qty": 0}')
+    out = cli(dapp, "run", "example.SCHEMA", "--payload", f"@{tmp_path / 'p.json'}")
+    assert out.exit_code == 2
+    assert "  - $: 'customer' is a required property" in out.output
+    assert "  - $.qty: 0 is less than the minimum of 1" in out.output
+    assert ledger.entries() == []
+    unknown = cli(dapp, "run", "example.ETX")
+    assert unknown.exit_code == 2 and "did you mean 'example.ETL'" in unknown.output
+
+
+def test_cli_relaunch_prints_the_new_run(dapp, defs_worker, ledger):
+    first = cli(dapp, "run", "example.GROUP", "--payload", '{"n": 4}', "--wait")
+    wf_id = first.output.splitlines()[0]
+    out = cli(dapp, "relaunch", wf_id, "--wait")
+    assert out.exit_code == 0, out.output
+    new_id = out.output.splitlines()[0]
+    assert new_id != wf_id and out.output.splitlines()[-1] == "succeeded: 12"
+
+
+def test_cli_a_broken_definitions_file_exits_2_with_the_yaml_path(tmp_path):
+    from celery import Celery
+
+    (tmp_path / "w.yml").write_text("p.A:\n  tasks:\n    - X: {type: grop, tasks: []}\n")
+    app = Celery("broken", set_as_current=False)
+    app.conf.dyrygent_definitions = str(tmp_path / "w.yml")
+    out = cli(app, "defs")
+    assert out.exit_code == 2
+    assert "p.A.tasks[0].X.type: unknown type 'grop' (did you mean 'group'?)" in out.output
