@@ -287,3 +287,29 @@ def test_nesting_and_options_are_understood(app):
         "retry": True,
         "retry_policy": {"max_retries": 3},
     }
+
+
+def test_the_readme_examples_load(tmp_path):
+    # Given the YAML blocks of README's "Workflows in YAML" section and an app with their tasks
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+    section = text.split("Workflows in YAML\n=================")[1].split("\n=====")[0]
+    blocks = re.findall(r"\.\. code-block:: yaml\n\n((?:    .*\n|\n)+)", section)
+    assert len(blocks) == 2
+    (tmp_path / "etl").mkdir()
+    (tmp_path / "etl" / "run.json").write_text('{"type": "object"}')
+    for block in blocks:
+        data = yaml.safe_load("\n".join(line[4:] for line in block.splitlines()))
+        app = Celery("readme", set_as_current=False)
+        names = set(re.findall(r"\b(?:tasks\.\w+|[A-Z][A-Z_]+[A-Z])\b", block))
+        for name in names:
+            app.task(name=name, shared=False)(noop)
+        # When they load; then each definition is there
+        defs = load_definitions(data, schemas=tmp_path, app=app)
+        assert defs.names() == sorted(data)
+        for name in defs.names():
+            wf = defs.build(name, payload={"full": True})
+            assert wf.freeze() is not None
