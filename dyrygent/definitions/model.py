@@ -21,7 +21,6 @@ class TaskStep:
     path: str
     task: str
     label: str
-    explicit_label: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     kwargs: dict[str, Any] = field(default_factory=dict)
     trigger_rule: str | None = None

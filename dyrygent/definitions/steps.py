@@ -214,7 +214,6 @@ class StepParser:
             here,
             task,
             label,
-            "label" in body or "task" in body,
             options,
             dict(kwargs),
             rule,

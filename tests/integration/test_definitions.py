@@ -265,6 +265,7 @@ def test_retention_keeps_the_last_runs_records(dapp, defs_worker, ledger):
 
 def test_beat_fires_an_interval_definition_twice(env, dapp, defs_worker, ledger, tmp_path):
     # Given a real `celery beat` on the app with dyrygent_beat = True
+    log_file = open(tmp_path / "beat.log", "w")  # closed in the finally below
     beat = subprocess.Popen(
         [
             sys.executable,
@@ -285,7 +286,7 @@ def test_beat_fires_an_interval_definition_twice(env, dapp, defs_worker, ledger,
             "PYTHONPATH": os.pathsep.join([str(WORKER_APP_DIR), str(ROOT)]),
         },
         cwd=str(WORKER_APP_DIR),
-        stdout=open(tmp_path / "beat.log", "w"),
+        stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -298,8 +299,9 @@ def test_beat_fires_an_interval_definition_twice(env, dapp, defs_worker, ledger,
             interval=0.2,
         )
     finally:
-        os.killpg(beat.pid, signal.SIGTERM)
+        os.killpg(beat.pid, signal.SIGTERM)  # the beat we started, by its pid
         beat.wait(20)
+        log_file.close()
     log = (tmp_path / "beat.log").read_text()
     assert "dyrygent: beat runs dyrygent:example.PERIODIC, dyrygent:example.SLOW" in log
 
