@@ -187,9 +187,13 @@ class _Builder:
 
 def build_workflow(d: Definition, payload: dict[str, Any], app: Any, **options: Any) -> Any:
     """A Workflow running ``d`` with ``payload`` (validated by the caller) on ``app``;
-    ``options`` go to ``Workflow(...)``."""
+    ``options`` go to ``Workflow(...)`` (the processor's own messages go to the definition's
+    default queue unless ``options=`` says otherwise)."""
     from dyrygent.workflow import Workflow
 
+    if d.queues.default and "options" not in options:
+        # director sends its bookkeeping tasks to the definition's queue: so does the processor
+        options["options"] = {"queue": d.queues.default}
     wf = Workflow(app=app, **options)
     b = _Builder(d, wf, app, payload)
     ends = b.step(d.tasks, (), None)

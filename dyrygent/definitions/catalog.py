@@ -47,8 +47,7 @@ class Definitions:
         except KeyError:
             raise DefinitionError(
                 f"no definition {name!r}{closest(name, list(self._defs))}: the definitions "
-                f"are {', '.join(self.names()) or 'none'}",
-                name,
+                f"are {', '.join(self.names()) or 'none'}"
             ) from None
 
     def _app(self, app: Any) -> Any:

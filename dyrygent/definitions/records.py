@@ -24,6 +24,9 @@ __all__ = ["add_run", "forget_run", "is_running", "load_run", "recent_runs", "sa
 
 #: The records' task state: not a ready state, since Celery never overwrites a SUCCESS.
 RECORD_STATE = "DYRYGENT_RECORD"
+#: Run ids tracked per definition without ``retention`` (older ids leave the list, and their
+#: records expire with ``result_expires``).
+MAX_TRACKED = 1000
 RUN_PREFIX = "dyrygent-def-run-"
 LIST_PREFIX = "dyrygent-def-runs-"
 
@@ -81,5 +84,5 @@ def add_run(app: Any, name: str, wf: str, keep: int | None) -> list[str]:
                 forget_run(app, r)
                 dropped.append(r)
         runs = going + runs
-    _put(app, LIST_PREFIX + name, runs)
+    _put(app, LIST_PREFIX + name, runs[-MAX_TRACKED:])
     return dropped

@@ -75,3 +75,25 @@ def test_a_task_gets_payload_and_workflow_id_and_a_first_task_none(app):
     assert decode_spec(graph.nodes[1].spec)[0] == []
     # a list ending in a group: the result node gathers it
     assert graph.nodes[-1].name == "result" and graph.nodes[-1].input == [1, 2]
+
+
+def test_the_definition_queue_routes_every_node_and_the_processor(app):
+    # Given director's queue: {default, customs}
+    wf, graph = build(
+        app,
+        {
+            "tasks": ["A", "B"],
+            "queue": {"default": "q", "customs": {"B": "b"}},
+            "hooks": {"failure": "KO"},
+        },
+    )
+    # Then each node goes to its queue, helper nodes to the default, and so does the processor
+    queues = {n.name: decode_spec(n.spec)[2].get("queue") for n in graph.nodes}
+    assert queues == {
+        "A": "q",
+        "B": "b",
+        "hooks.failure/info": "q",
+        "hooks.failure": "q",
+        "result": "q",
+    }
+    assert wf.options == {"queue": "q"}
