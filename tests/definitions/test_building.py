@@ -97,3 +97,35 @@ def test_the_definition_queue_routes_every_node_and_the_processor(app):
         "result": "q",
     }
     assert wf.options == {"queue": "q"}
+
+
+def test_per_task_options_are_the_nodes_celery_options(app):
+    wf, graph = build(
+        app,
+        {
+            "tasks": [
+                {
+                    "A": {
+                        "queue": "x",
+                        "countdown": 1.5,
+                        "priority": 3,
+                        "retries": 2,
+                        "kwargs": {"k": 1},
+                        "label": "first",
+                    }
+                },
+                {"B": {"trigger_rule": "all_done"}},
+            ]
+        },
+    )
+    a, b = graph.nodes
+    args, kwargs, options = decode_spec(a.spec)
+    assert a.label == "first" and kwargs == {"k": 1, "payload": {"x": 1}, "workflow_id": wf.id}
+    assert {k: options[k] for k in ("queue", "countdown", "priority", "retry", "retry_policy")} == {
+        "queue": "x",
+        "countdown": 1.5,
+        "priority": 3,
+        "retry": True,
+        "retry_policy": {"max_retries": 2},
+    }
+    assert b.rule is TriggerRule.ALL_DONE
