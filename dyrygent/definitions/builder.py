@@ -162,7 +162,9 @@ class _Builder:
             return  # the last node's value is the run's result already
         leaves = [n.id for n in self.steps if n.id not in self.consumed]
         others = [i for i in leaves if i not in ends]
-        waits = (*ends, *others) if hooks.failure else ends
+        # with a hook, the result waits for every leaf: the success hook runs after all succeeded,
+        # and a leaf the failure hook now depends on still decides the outcome
+        waits = (*ends, *others) if (hooks.success or hooks.failure) else ends
         if len(waits) > len(ends):
             result = Signature(RESULT_TASK, (), {"ends": len(ends)}, self._queue(), app=self.app)
         else:

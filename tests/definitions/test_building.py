@@ -129,3 +129,24 @@ def test_per_task_options_are_the_nodes_celery_options(app):
         "retry_policy": {"max_retries": 2},
     }
     assert b.rule is TriggerRule.ALL_DONE
+
+
+def test_the_success_hook_waits_for_every_leaf_of_a_dag(app):
+    # Given a side branch C that nothing after it depends on, and a success hook
+    wf, graph = build(
+        app,
+        {
+            "tasks": [
+                {"A": {"label": "a"}},
+                {"C": {"depends_on": "a"}},
+                {"B": {"depends_on": "a"}},
+            ],
+            "hooks": {"success": "OK"},
+        },
+    )
+    names = [n.name for n in graph.nodes]
+    result = graph.nodes[names.index("result")]
+    # Then the result (which the hook follows) waits for B and C, and returns B's value
+    assert result.parents == (names.index("B"), names.index("C"))
+    assert result.task == "dyrygent.definitions.result"
+    assert decode_spec(result.spec)[1] == {"ends": 1}

@@ -385,3 +385,15 @@ def test_cli_a_broken_definitions_file_exits_2_with_the_yaml_path(tmp_path):
     out = cli(app, "defs")
     assert out.exit_code == 2
     assert "p.A.tasks[0].X.type: unknown type 'grop' (did you mean 'group'?)" in out.output
+
+
+def test_the_success_hook_of_a_dag_gets_the_last_steps_result_after_every_leaf(defs, ledger):
+    # Given a -> NUMBER (a side leaf) and a -> TRANSFORM (the last step), with a success hook
+    result = defs.run("beyond.DAG_HOOK", payload={"n": 7})
+    # Then the run's result is TRANSFORM's, and the hook ran after both leaves with it
+    # (a success is decided once every node settled: the hook has run when get() returns)
+    assert result.get(timeout=TIMEOUT) == 20
+    runs = by_name(ledger, result.id)
+    assert runs["SUCCESS_HOOK"][0][0] == [20]
+    hook_time = max(e[5] for e in ledger.entries() if e[1] == "SUCCESS_HOOK")
+    assert all(e[5] < hook_time for e in ledger.entries() if e[1] == "NUMBER")
