@@ -15,12 +15,14 @@ from dyrygent.errors import (
     BuildError,
     ConfigurationError,
     CycleError,
+    DefinitionError,
     DuplicateNodeError,
     DyrygentError,
     ExpandError,
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
+    PayloadInvalidError,
     StoreUnavailableError,
     TransientError,
     UnknownDependencyError,
@@ -30,6 +32,7 @@ from dyrygent.errors import (
 
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
+    from dyrygent.definitions import beat_schedule, load_definitions
     from dyrygent.dynamic import expand
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
@@ -42,6 +45,8 @@ _LAZY = {
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
     "WorkflowResult": "dyrygent.workflow",
+    "beat_schedule": "dyrygent.definitions",
+    "load_definitions": "dyrygent.definitions",
     "register_workflow_processor": "dyrygent.engine.registration",
 }
 
@@ -51,12 +56,14 @@ __all__ = [
     "BuildError",
     "ConfigurationError",
     "CycleError",
+    "DefinitionError",
     "DuplicateNodeError",
     "DyrygentError",
     "ExpandError",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "PayloadInvalidError",
     "StoreUnavailableError",
     "TransientError",
     "TriggerRule",
@@ -67,7 +74,9 @@ __all__ = [
     "WorkflowNode",
     "WorkflowResult",
     "__version__",
+    "beat_schedule",
     "expand",
+    "load_definitions",
     "register_workflow_processor",
 ]
 

@@ -9,7 +9,9 @@
     │   ├── DuplicateNodeError     two nodes share one task id
     │   ├── UnsupportedCanvasError an object add_celery_canvas() cannot convert
     │   ├── InvalidNodeError       a node whose options dyrygent cannot honour
-    │   └── LimitExceededError     the workflow is larger than a configured limit
+    │   ├── LimitExceededError     the workflow is larger than a configured limit
+    │   ├── DefinitionError        a workflow definition (workflows.yml) cannot be loaded
+    │   └── PayloadInvalidError    a run's payload fails its definition's JSON Schema
     ├── PayloadError               stored workflow state that cannot be decoded or trusted
     ├── ConfigurationError         the Celery app cannot run dyrygent as configured
     ├── RenderError                Graphviz's dot is missing, failed or timed out on a picture
@@ -33,12 +35,14 @@ __all__ = [
     "BuildError",
     "ConfigurationError",
     "CycleError",
+    "DefinitionError",
     "DuplicateNodeError",
     "DyrygentError",
     "ExpandError",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "PayloadInvalidError",
     "RenderError",
     "StoreUnavailableError",
     "TransientError",
@@ -93,6 +97,24 @@ class LimitExceededError(BuildError):
     def __init__(self, message: str, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class DefinitionError(BuildError):
+    """A workflow definition cannot be loaded or run; ``path`` is the YAML path at fault
+    (``billing.INVOICE.tasks[1].RENDER.type``), empty for the file as a whole."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class PayloadInvalidError(BuildError):
+    """A payload fails its definition's JSON Schema; ``errors`` lists every violation as
+    ``"<where>: <message>"``; nothing was published."""
+
+    def __init__(self, message: str, errors: list[str]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class PayloadError(DyrygentError):

@@ -117,6 +117,10 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
 
     worker_init.connect(check_at_worker_start, weak=False)
     connect_wake_ups()
+    # the tasks workflow definitions need on workers (failure hooks' info, beat's runs)
+    from dyrygent.definitions.tasks import register_definition_tasks
+
+    register_definition_tasks(app)
     processor.task = dyrygent_processor
     set_processor(app, processor)
     return dyrygent_processor

@@ -75,12 +75,14 @@ def test_public_surface():
         "BuildError",
         "ConfigurationError",
         "CycleError",
+        "DefinitionError",
         "DuplicateNodeError",
         "DyrygentError",
         "ExpandError",
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
+        "PayloadInvalidError",
         "StoreUnavailableError",
         "TransientError",
         "TriggerRule",
@@ -92,6 +94,8 @@ def test_public_surface():
         "WorkflowResult",
         "__version__",
         "expand",
+        "beat_schedule",
+        "load_definitions",
         "register_workflow_processor",
     }
     for name in dyrygent.__all__:
