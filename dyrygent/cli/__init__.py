@@ -3,7 +3,8 @@
 ``celery -A proj dyrygent COMMAND`` (a Celery sub-command, through the ``celery.commands``
 entry point: it uses Celery's ``-A`` app) or ``python -m dyrygent COMMAND -A proj``.
 Commands: ``ls``, ``show``, ``history``, ``graph``, ``cancel``, ``retry``
-(:mod:`dyrygent.cli.commands`). Exit codes: 0 done (or still running, for ``show``
+(:mod:`dyrygent.cli.commands`), and ``defs``, ``run``, ``relaunch`` for workflow definitions
+(:mod:`dyrygent.definitions.cli`). Exit codes: 0 done (or still running, for ``show``
 without ``--watch``), 1 the workflow ended without success (FAILURE, ERROR or CANCELLED),
 2 bad usage or an unknown workflow id, 3 the result backend or broker did not answer.
 """
@@ -11,5 +12,8 @@ without ``--watch``), 1 the workflow ended without success (FAILURE, ERROR or CA
 from __future__ import annotations
 
 from dyrygent.cli.commands import dyrygent
+from dyrygent.definitions.cli import add_definition_commands
+
+add_definition_commands(dyrygent)
 
 __all__ = ["dyrygent"]

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.canvas import Signature
+from celery.canvas import Signature, chain, group
 
-from dyrygent.definitions.model import Chain, Definition, Group, Step, TaskStep
+from dyrygent.definitions.model import Chain, Definition, Expand, Group, Step, TaskStep
+from dyrygent.dynamic import expand
 from dyrygent.errors import DefinitionError
 
 __all__ = ["FAILURE_INFO_TASK", "RESULT_TASK", "build_workflow", "check_references"]
@@ -52,7 +53,7 @@ def check_references(tasks: Chain) -> None:
         label = _label(step)
         if label is not None:
             defined.setdefault(label, step.path)
-        if not isinstance(step, TaskStep):
+        if isinstance(step, (Chain, Group)):  # (an expand's steps are per item)
             for s in step.steps if isinstance(step, Chain) else step.members:
                 collect(s)
 
@@ -79,7 +80,7 @@ def check_references(tasks: Chain) -> None:
                     f"({', '.join(paths)}): give the one you mean its own label:",
                     f"{step.path}.depends_on",
                 )
-        if not isinstance(step, TaskStep):
+        if isinstance(step, (Chain, Group)):
             for s in step.steps if isinstance(step, Chain) else step.members:
                 walk(s)
         label = _label(step)
@@ -131,11 +132,27 @@ class _Builder:
             ends = deps
             for k, s in enumerate(step.steps):
                 ends = self.step(s, ends, rule if k == 0 else None)
+        elif isinstance(step, Expand):
+            fan_out = expand(self.canvas(Chain(step.path, None, step.steps)))
+            node = self.add(fan_out, deps, step.label or step.path, rule)
+            self.steps.append(node)
+            ends = (node.id,)
         else:
             ends = self.group(step, deps, rule)
         if step.label is not None:
             self.by_label.setdefault(step.label, ends)
         return ends
+
+    def canvas(self, step: Step) -> Any:
+        """``step`` as a Celery canvas, to run once per item of an expansion (each task gets
+        the item, or the previous step's result, as its first argument)."""
+        if isinstance(step, TaskStep):
+            return self.sig(step, False)
+        if isinstance(step, Chain):
+            return chain(*[self.canvas(s) for s in step.steps])
+        if isinstance(step, Expand):
+            return expand(self.canvas(Chain(step.path, None, step.steps)))
+        return group(*[self.canvas(s) for s in step.members])
 
     def group(self, step: Group, deps: tuple[str, ...], rule: str | None) -> tuple[str, ...]:
         ends: list[str] = []

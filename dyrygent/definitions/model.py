@@ -51,7 +51,19 @@ class Group:
     depends_on: tuple[str, ...] | None = None
 
 
-Step = Union[TaskStep, Chain, Group]
+@dataclass(frozen=True)
+class Expand:
+    """Its steps, in sequence, once per item of the previous step's result (a list known only
+    at run time); the result is the list of the items' results, in item order."""
+
+    path: str
+    label: str | None
+    steps: tuple[Step, ...]
+    trigger_rule: str | None = None
+    depends_on: tuple[str, ...] | None = None
+
+
+Step = Union[TaskStep, Chain, Group, Expand]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dyrygent.core.rules import TriggerRule
-from dyrygent.definitions.model import Chain, Group, Step, TaskStep
+from dyrygent.definitions.model import Chain, Expand, Group, Step, TaskStep
 from dyrygent.errors import DefinitionError
 
 __all__ = ["StepParser", "TASK_KEYS", "closest"]
@@ -32,7 +32,7 @@ TASK_KEYS = (
     "timeout",
 )
 STRUCTURE_KEYS = ("type", "tasks", "label", "trigger_rule", "depends_on")
-TYPES = ("task", "chain", "group")
+TYPES = ("task", "chain", "group", "expand")
 #: keyword arguments director gives every task; a step's ``kwargs`` may not override them
 RESERVED_KWARGS = ("payload", "workflow_id")
 
@@ -93,12 +93,6 @@ class StepParser:
                 here,
             )
         kind = body.get("type", "task")
-        if kind == "expand":
-            raise DefinitionError(
-                "type: expand (fan-out over a parent's result at run time) is not supported "
-                "yet: list the tasks, or build the fan-out in a task",
-                f"{here}.type",
-            )
         if kind not in TYPES:
             raise DefinitionError(
                 f"unknown type {kind!r}{closest(kind, TYPES)}: use one of {', '.join(TYPES)}",
@@ -160,6 +154,9 @@ class StepParser:
         label = body.get("label") or key
         if kind == "group":
             return Group(here, label, steps, rule, deps)
+        if kind == "expand":
+            _no_references(steps)
+            return Expand(here, label, steps, rule, deps)
         return Chain(here, label, steps, rule, deps)
 
     def _task(self, key: str, body: dict[str, Any], here: str, hook: bool) -> TaskStep:
@@ -247,3 +244,16 @@ class StepParser:
                 f"{name!r} is a group or chain, write {{{name}: {{type: group, tasks: [...]}}}}",
                 path,
             )
+
+
+def _no_references(steps: tuple[Step, ...]) -> None:
+    """Steps run per item of an expansion cannot depend on other steps by label."""
+    for step in steps:
+        if step.depends_on is not None:
+            raise DefinitionError(
+                "a step inside an expand runs once per item: it follows the step before it, "
+                "and cannot use depends_on",
+                f"{step.path}.depends_on",
+            )
+        if not isinstance(step, TaskStep):
+            _no_references(step.steps if not isinstance(step, Group) else step.members)

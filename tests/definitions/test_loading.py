@@ -26,7 +26,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "integration" / "definitions
 @pytest.fixture
 def app():
     app = Celery("proj", set_as_current=False)
-    for name in ("EXTRACT", "TRANSFORM", "LOAD", "NUMBER", "ADD", "ECHO", "HOOK"):
+    for name in ("EXTRACT", "TRANSFORM", "LOAD", "NUMBER", "ADD", "ECHO", "HOOK", "ITEMS"):
         app.task(name=name, shared=False)(noop)
     return app
 
@@ -108,9 +108,15 @@ def test_yaml_is_loaded_safely(app, tmp_path):
             "unknown type 'grup' \\(did you mean 'group'\\?\\)",
         ),
         (
-            {"b.I": {"tasks": [{"RENDER": {"type": "expand", "tasks": ["LOAD"]}}]}},
-            r"b.I.tasks\[0\].RENDER.type",
-            "expand .* not supported yet",
+            {
+                "b.I": {
+                    "tasks": [
+                        {"RENDER": {"type": "expand", "tasks": [{"LOAD": {"depends_on": "x"}}]}}
+                    ]
+                }
+            },
+            r"b.I.tasks\[0\].RENDER.tasks\[0\].LOAD.depends_on",
+            "inside an expand runs once per item.*cannot use depends_on",
         ),
         (
             {"b.I": {"tasks": [{"G": {"tasks": ["LOAD"]}}]}},

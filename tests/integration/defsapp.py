@@ -87,6 +87,10 @@ def make_app(broker: str, backend: str, name: str = "defsapp") -> Celery:
         return kwargs.get("n", kwargs["payload"].get("n", 1))
 
     @task
+    def ITEMS(*args, **kwargs):
+        return kwargs["payload"].get("items", [1, 2, 3])
+
+    @task
     def ADD(*args, **kwargs):
         return sum(args[0])
 

@@ -192,6 +192,15 @@ def test_nesting_chains_and_groups_to_any_depth(defs, ledger):
     assert result.get(timeout=TIMEOUT) == [[21, 1, 11, [22, 12]]]
 
 
+def test_an_expand_runs_its_steps_once_per_item_of_the_previous_result(defs, ledger):
+    # Given ITEMS -> expand(TRANSFORM -> LOAD) -> ADD, over the payload's items
+    result = defs.run("beyond.FANOUT", payload={"items": [1, 2, 3]})
+    # Then each item went through its own chain, and ADD got their results in item order
+    assert result.get(timeout=TIMEOUT) == (2 + 1) + (4 + 1) + (6 + 1)
+    runs = by_name(ledger, result.id)
+    assert sorted(r[0][0] for r in runs["TRANSFORM"]) == [1, 2, 3]
+
+
 def test_per_task_options_reach_celery(defs, ledger):
     result = defs.run("beyond.OPTIONS")
     assert result.get(timeout=TIMEOUT) == 8
