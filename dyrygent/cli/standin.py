@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import DONE_STATES, NodeState, WorkflowStatus
+from dyrygent.engine.loading import read_graph
 from dyrygent.engine.results import exception_of, read_metas
 from dyrygent.engine.stores import NodeEvent, store_for
 from dyrygent.engine.stores import WorkflowInfo as StoredInfo
@@ -91,8 +91,7 @@ class StandInResult:
         store = store_for(self.app)
         stored, events = store.snapshot(self.id)
         if self._graph is None and stored.status is not None:
-            data, _ = store.load(self.id)
-            self._graph = decode_graph(bytes(data)) if data is not None else None
+            self._graph = read_graph(self.app, store, self.id)
         return stored, events, self._graph
 
     def progress(self) -> Progress:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from dyrygent.engine.stores import Store
 
-__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states"]
+__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states", "grow", "read_graph"]
 
 #: ``known_tasks`` value accepting every task name.
 ALL_TASKS = "*"
@@ -52,6 +52,27 @@ def check_states(wf: str, graph: Graph, states: bytes) -> None:
         )
     if bytes(states).translate(None, _VALID_STATES):
         raise PayloadError(f"workflow {wf}: its stored state holds an unknown node state", states)
+
+
+def grow(app: Celery, store: Store, wf: str, graph: Graph) -> Graph:
+    """``graph`` with the segments its expansions appended (each checked, seal included)."""
+    if NodeKind.EXPAND not in graph.kinds:
+        return graph
+    for stored in store.segments(wf):
+        segment = decode_segment(unseal_segment(app, wf, stored), len(graph))
+        graph = extend_graph(graph, [segment])
+    return graph
+
+
+def read_graph(app: Celery, store: Store, wf: str) -> Graph | None:
+    """``wf``'s graph as it is now (expansions included) for a read-only view, or None if
+    the workflow is unknown; decoded and validated, seals checked, task names not (a
+    viewer need not import the tasks). Raises PayloadError for data that fails a check."""
+    data, sealed = store.load(wf)
+    if data is None or sealed is None:
+        return None
+    unseal(app, wf, bytes(data), bytes(sealed))
+    return grow(app, store, wf, decode_graph(bytes(data)))
 
 
 class Loader:
@@ -84,12 +105,9 @@ class Loader:
                 f"workflow {wf}: its graph is missing from the result backend (expired or deleted)"
             )
         raw = unseal(self.app, wf, bytes(data), bytes(sealed))
-        graph = decode_graph(bytes(data))
-        header = decode_header(raw)
-        for stored in self.store.segments(wf) if NodeKind.EXPAND in graph.kinds else ():
-            segment = decode_segment(unseal_segment(self.app, wf, stored), len(graph))
-            graph = extend_graph(graph, [segment])
-        loaded = Loaded(graph, header)
+        loaded = Loaded(
+            grow(self.app, self.store, wf, decode_graph(bytes(data))), decode_header(raw)
+        )
         self.check(wf, loaded)
         self.remember(wf, loaded)
         return loaded

@@ -76,3 +76,33 @@ def test_add_signature_takes_an_expand_after_dependencies(app, t):
     checks = wf.add_signature(expand(t.echo.s("checked")), hosts)
     wf.add_signature(t.identity.s(), checks)
     assert wf.apply_async().get(timeout=30) == [[["a", "checked"], {}], [["b", "checked"], {}]]
+
+
+def test_pictures_and_the_command_line_show_the_expanded_nodes(app, t, env):
+    import os
+    import subprocess
+    import sys
+
+    from dyrygent import WorkflowResult
+
+    # Given a finished fan-out over 3 items
+    wf, result = run(app, chain(t.identity.si([1, 2, 3]), expand(t.add.s(10)), t.tsum.s()))
+    assert result.get(timeout=30) == 36
+    ended(app, wf)
+    # Then its picture has the 3 expanded nodes (every node drawn, all succeeded)
+    dot = WorkflowResult(wf.id, app=app, nodes=wf.nodes).to_dot()
+    assert dot.count('"t.add') + dot.count("t.add\\n") + dot.count('label="t.add') >= 1
+    graph_nodes = [line for line in dot.splitlines() if "[" in line and "->" not in line]
+    assert len([n for n in graph_nodes if "t.add" in n]) == 3
+    # and `show --json` lists them with their states
+    out = subprocess.run(
+        [sys.executable, "-m", "dyrygent", "show", wf.id, "--json", "-A", "workerapp"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env, "PYTHONPATH": "tests/integration:."},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    import json
+
+    shown = json.loads(out.stdout)
+    assert shown["progress"]["total"] == 6
+    assert sorted(n["task"] for n in shown["nodes"]).count("t.add") == 3
