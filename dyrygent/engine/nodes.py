@@ -13,6 +13,7 @@ from celery.canvas import Signature
 from celery.exceptions import ChordError
 
 from dyrygent.core.graph import Graph, NodeState, evaluate
+from dyrygent.engine.failures import broker_failure
 from dyrygent.engine.results import read_metas
 from dyrygent.engine.spec import Header, decode_spec, spec_extras
 from dyrygent.engine.wake import WAKE_HEADER, wake_counters
@@ -92,13 +93,17 @@ def launch(
                     producer=producer,
                     **options,
                 )
-            except Exception:  # broker errors are many types; the rest stay READY
-                logger.exception(
-                    "dyrygent: workflow %s: publishing node %s failed; "
-                    "it stays READY for the next tick",
-                    wf,
-                    node.id,
-                )
+            except Exception as exc:  # this node and the rest stay READY for the next tick
+                outage = broker_failure(exc, f"publishing node {node.id} of workflow {wf}")
+                if outage is not None:  # expected during an outage: one line, no traceback
+                    logger.warning("dyrygent: %s; it stays READY for the next tick", outage)
+                else:
+                    logger.exception(
+                        "dyrygent: workflow %s: publishing node %s failed; it stays READY for "
+                        "the next tick",
+                        wf,
+                        node.id,
+                    )
                 break
             changes[i] = NodeState.LAUNCHED
             launched += 1

@@ -20,6 +20,7 @@ from celery.utils import uuid
 from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import WorkflowStatus
+from dyrygent.engine.failures import broker_calls
 from dyrygent.engine.finishing import Finisher
 from dyrygent.engine.hooks import Hooks
 from dyrygent.engine.loading import Loaded, Loader
@@ -386,7 +387,8 @@ class Processor:
         options = dict(processor_options)
         if countdown:
             options["countdown"] = countdown
-        self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
+        with broker_calls(f"publishing the processor message of workflow {wf}"):
+            self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 
     def published_hook(self, wf: str) -> Callable[[str], None] | None:
         """The per-node publish callback for a tick of ``wf`` (None without hooks)."""
