@@ -18,7 +18,7 @@ from dyrygent.engine.stores.base import (
     Claim,
     ClaimStatus,
     Store,
-    WorkflowInfo,
+    WorkflowRecord,
     claim_rule,
 )
 from dyrygent.engine.stores.events import NodeEvent
@@ -32,7 +32,7 @@ __all__ = [
     "ClaimStatus",
     "NodeEvent",
     "Store",
-    "WorkflowInfo",
+    "WorkflowRecord",
     "claim_rule",
     "store_for",
 ]
