@@ -19,6 +19,7 @@ from dyrygent.errors import (
     InvalidNodeError,
     LimitExceededError,
     PayloadError,
+    SteeringError,
     StoreUnavailableError,
     TransientError,
     UnknownDependencyError,
@@ -29,11 +30,18 @@ from dyrygent.errors import (
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
     from dyrygent.engine.registration import register_workflow_processor
+    from dyrygent.info import HistoryEvent, NodeInfo, Progress, WorkflowInfo
+    from dyrygent.result import list_workflows
     from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 
 __version__ = "0.2.0"
 
 _LAZY = {
+    "HistoryEvent": "dyrygent.info",
+    "NodeInfo": "dyrygent.info",
+    "Progress": "dyrygent.info",
+    "WorkflowInfo": "dyrygent.info",
+    "list_workflows": "dyrygent.result",
     "TriggerRule": "dyrygent.core.rules",
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
@@ -48,9 +56,13 @@ __all__ = [
     "CycleError",
     "DuplicateNodeError",
     "DyrygentError",
+    "HistoryEvent",
     "InvalidNodeError",
     "LimitExceededError",
+    "NodeInfo",
     "PayloadError",
+    "Progress",
+    "SteeringError",
     "StoreUnavailableError",
     "TransientError",
     "TriggerRule",
@@ -58,9 +70,11 @@ __all__ = [
     "UnsupportedCanvasError",
     "Workflow",
     "WorkflowError",
+    "WorkflowInfo",
     "WorkflowNode",
     "WorkflowResult",
     "__version__",
+    "list_workflows",
     "register_workflow_processor",
 ]
 

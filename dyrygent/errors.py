@@ -15,7 +15,8 @@
     ├── TransientError             a server dyrygent needs failed for now; retry the call later
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
-    └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
+    ├── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
+    └── SteeringError              a cancel, retry or forget that cannot be done as asked
 
 Every message names the node or call at fault and says how to fix it.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",
+    "SteeringError",
     "StoreUnavailableError",
     "TransientError",
     "UnknownDependencyError",
@@ -127,3 +129,8 @@ class WorkflowError(DyrygentError):
 
     def __init__(self, message: str, *args: Any) -> None:
         super().__init__(message, *args)
+
+
+class SteeringError(DyrygentError):
+    """A request to steer a workflow (cancel, retry, forget) that cannot be done as asked:
+    the message names the workflow, the node if any, and what to do instead."""

@@ -83,7 +83,11 @@ class Finisher:
         """End ``wf`` in ERROR with ``exc`` as its result."""
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
-        self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR)
+        if self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR) is None:
+            return
+        from dyrygent.engine.notify import notify_end  # noqa: PLC0415 (import cycle)
+
+        notify_end(self.app, wf, None, WorkflowStatus.ERROR)
 
     def expired(self, wf: str, token: str, gen: int) -> None:
         """End ``wf`` in ERROR: it passed its ``max_age``."""

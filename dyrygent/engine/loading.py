@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from dyrygent.engine.stores import Store
 
-__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states"]
+__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states", "read_stored"]
 
 #: ``known_tasks`` value accepting every task name.
 ALL_TASKS = "*"
@@ -51,6 +51,17 @@ def check_states(wf: str, graph: Graph, states: bytes) -> None:
         )
     if bytes(states).translate(None, _VALID_STATES):
         raise PayloadError(f"workflow {wf}: its stored state holds an unknown node state", states)
+
+
+def read_stored(app: Celery, store: Store, wf: str) -> Loaded | None:
+    """``wf``'s graph and header, unsealed and decoded but not checked against this
+    process's tasks (a read-only view for people and tools); None if it is not stored.
+    Raises PayloadError if it was altered."""
+    data, sealed = store.load(wf)
+    if data is None or sealed is None:
+        return None
+    raw = unseal(app, wf, bytes(data), bytes(sealed))
+    return Loaded(decode_graph(bytes(data)), decode_header(raw))
 
 
 class Loader:

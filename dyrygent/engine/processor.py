@@ -19,24 +19,31 @@ from celery.utils import uuid
 
 from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Graph
-from dyrygent.core.states import WorkflowStatus
+from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.engine.finishing import Finisher
 from dyrygent.engine.hooks import Hooks
 from dyrygent.engine.loading import Loaded, Loader
 from dyrygent.engine.nodes import HoldLost
 from dyrygent.engine.spec import Header, encode_header
-from dyrygent.engine.stores import DEFAULT_LEASE, Claim, ClaimStatus, Store, store_for
+from dyrygent.engine.stores import (
+    DEFAULT_LEASE,
+    KEEP_AFTER,
+    Claim,
+    ClaimStatus,
+    Store,
+    store_for,
+)
 from dyrygent.engine.ticking import AGAIN, tick
 from dyrygent.engine.timing import PollWindow, Timing
 from dyrygent.engine.trust import seal
-from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
+from dyrygent.engine.wake import END, PROCESSOR_NAME, join_counters
 from dyrygent.errors import PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
 
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-__all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor"]
+__all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor", "records_keep"]
 
 logger = logging.getLogger("dyrygent.processor")
 
@@ -44,6 +51,21 @@ logger = logging.getLogger("dyrygent.processor")
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
 _RUNNING = WorkflowStatus.RUNNING.value
+
+
+#: How long records are kept after a workflow's maximum age when the app keeps results
+#: forever (``result_expires=None``): ten years.
+_FOREVER = 10 * 365 * 24 * 3600
+
+
+def records_keep(app: Celery) -> float:
+    """Seconds a workflow's records outlive its maximum age: as long as the app's result
+    backend keeps results (``result_expires``; a day when unset, as Celery's default)."""
+    expires = app.conf.result_expires
+    if expires is None:
+        return _FOREVER
+    seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else float(expires)
+    return seconds if seconds > 0 else KEEP_AFTER
 
 
 class Processor:
@@ -99,8 +121,17 @@ class Processor:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def start(self, wf: str, graph: Graph, header: Header, max_age: int, max_bytes: int) -> None:
-        """Check, store and start a workflow: the start protocol.
+    def start(
+        self,
+        wf: str,
+        graph: Graph,
+        header: Header,
+        max_age: int,
+        max_bytes: int,
+        skipped: Collection[int] = (),
+    ) -> None:
+        """Check, store and start a workflow: the start protocol. ``skipped`` nodes start
+        SUCCEEDED (their results already stored under their ids).
 
         The driver goes first, as the backup; then this client launches the roots itself,
         holding the workflow under an id of its own (if it dies, the driver takes over after
@@ -121,7 +152,17 @@ class Processor:
                 limit="max_bytes",
             )
         sealed = seal(self.app, data, encode_header(header))
-        self.store.create(wf, data, sealed, len(graph), max_age, joins=join_counters(graph))
+        states = bytearray(len(graph))
+        joins = join_counters(graph)
+        for i in skipped:  # as if they had ended: their joins are counted down already
+            states[i] = NodeState.SUCCEEDED
+            for c in graph.children[i] or [END]:
+                if c in joins:
+                    joins[c] -= 1
+        self.store.create(
+            wf, data, sealed, len(graph), max_age, joins=joins, states=bytes(states),
+            keep=records_keep(self.app),
+        )  # fmt: skip
         self.publish_tick(wf, header.processor_options, 0, self.timing.max_interval)
         self.tick_here(wf, f"client-{uuid()}", gen=0, loaded=loaded)
 
@@ -386,6 +427,7 @@ class Processor:
         options = dict(processor_options)
         if countdown:
             options["countdown"] = countdown
+        options.setdefault("root_id", wf)  # Flower groups the processor under its workflow
         self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 
     def published_hook(self, wf: str) -> Callable[[str], None] | None:
