@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from celery.result import AsyncResult
+from vine import promise
 
 from dyrygent.core.graph import NodeState
 from dyrygent.engine import steering, watching
@@ -112,9 +113,15 @@ class WorkflowResult(AsyncResult):
     def retry(self, nodes: Iterable[str] | None = None) -> bool:
         """Run again what failed (FAILURE, ERROR or CANCELLED workflows), or ``nodes`` (ids
         or labels) and their descendants, under the same id; succeeded nodes keep their
-        results. ``get()`` then waits for the new result. False if nothing was to rerun.
+        results. ``get()`` then waits for the new result (on this handle; another handle
+        that already returned the old outcome keeps it: make a new WorkflowResult). False if
+        nothing was to rerun.
         Raises SteeringError (nothing changed) if it runs, or a result it needs expired."""
-        return steering.retry(self.app, self.id, None if nodes is None else list(nodes))
+        reopened = steering.retry(self.app, self.id, None if nodes is None else list(nodes))
+        if reopened:  # this handle saw the old outcome: forget it (other handles keep it)
+            self._cache = None
+            self.on_ready = promise(self._on_fulfilled, weak=True)
+        return reopened
 
     resume = retry
 
