@@ -10,6 +10,8 @@ A failing receiver or hook is logged with its traceback and never breaks a workf
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -61,7 +63,17 @@ def listening(header: Header) -> bool:
 
 @lru_cache(maxsize=256)
 def _resolve(path: str) -> Any:
-    return symbol_by_name(path)
+    """The hook function at ``path``. Only a pure-Python function outside the standard
+    library: the path comes from stored data, so it may not name ``os.system`` and the like
+    (stored data is sealed when ``dyrygent_signing_key`` is set; this holds without it).
+    Raises ValueError otherwise."""
+    root = path.split(".", 1)[0]
+    if root in sys.stdlib_module_names or root in ("celery", "kombu", "billiard"):
+        raise ValueError(f"hook {path!r}: not a user function")
+    fn = symbol_by_name(path)
+    if not isinstance(fn, types.FunctionType):
+        raise ValueError(f"hook {path!r} is a {type(fn).__name__}, not a function")
+    return fn
 
 
 def _call_hooks(app: Any, wf: str, header: Header, name: str, payload: dict) -> None:

@@ -36,7 +36,7 @@ from dyrygent.core.graph import Graph, expr_refs
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import in_flight, plan_cancel, plan_retry
 from dyrygent.engine.loading import Loaded
-from dyrygent.engine.notify import notify_end
+from dyrygent.engine.notify import callback_id, notify_end
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.results import forget_results, read_metas
 from dyrygent.engine.stores import DEFAULT_LEASE, ClaimStatus, store_for
@@ -170,14 +170,16 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
     for i, s in reopen.items():
         states[i] = s
     changes = {i: s for i, s in enumerate(states) if s != record.states[i]}
-    forget_results(app.backend, [graph.nodes[i].id for i in reopen] + [wf])
+    # the old outcomes: reopened nodes', the workflow's own, its callbacks' (they run again)
+    callbacks = [callback_id(wf, "link"), callback_id(wf, "link_error")]
+    forget_results(app.backend, [graph.nodes[i].id for i in reopen] + [wf, *callbacks])
     if not store.reopen(wf, record.gen, changes, max_age or DEFAULT_MAX_AGE, records_keep(app)):
         raise SteeringError(
             f"workflow {wf} changed while retry() prepared it (another retry or a start): "
             f"look at its info() and call retry() again if needed"
         )
-    options = dict(header.processor_options)
-    app.send_task(PROCESSOR_NAME, (wf, record.gen + 1), root_id=wf, **options)
+    options = {"root_id": wf, **header.processor_options}
+    app.send_task(PROCESSOR_NAME, (wf, record.gen + 1), **options)
     logger.info("dyrygent: workflow %s reopened (%d nodes to run again)", wf, len(reopen))
     notify_end_reopened(app, wf, record.status)
     return True
@@ -216,6 +218,6 @@ def forget(app: Any, wf: str) -> None:
     store = store_for(app)
     loaded = load_view(app, store, wf)
     ids = [n.id for n in loaded.graph.nodes] if loaded is not None else []
-    forget_results(app.backend, ids + [wf])
+    forget_results(app.backend, [*ids, wf, callback_id(wf, "link"), callback_id(wf, "link_error")])
     store.forget(wf)
     forget_view(app, wf)
