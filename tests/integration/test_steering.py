@@ -397,3 +397,16 @@ def test_nodes_carry_the_workflow_as_root_and_a_real_parent(sapp, st, lclient):
         lineage[task_id] = (root, parent)
     assert lineage[a.id] == (wf.id, wf.id) and lineage[c.id] == (wf.id, wf.id)
     assert lineage[b.id] == (wf.id, a.id)
+
+
+def test_records_live_as_long_as_the_results(sapp, st):
+    # Given an app keeping results an hour, and a workflow of at most 10 minutes
+    assert sapp.conf.result_expires == 3600
+    wf = Workflow(app=sapp, max_age=600)
+    wf.add_signature(st.add.s(1, 1))
+    result = wf.apply_async()
+    # Then its records expire max_age + result_expires after creation, not days later
+    store = store_for(sapp)
+    ttl = store.client.ttl(f"{store.prefix}{wf.id}:m")
+    assert 4100 <= ttl <= 4200
+    assert result.get(timeout=20) == 2
