@@ -128,6 +128,7 @@ class WorkflowResult(AsyncResult):
     def forget(self) -> None:
         """Delete the workflow's records and every node's result (and its own)."""
         steering.forget(self.app, self.id)
+        self._cache = None
 
 
 def list_workflows(app: Any, state: str | None = None, limit: int = 50) -> list[WorkflowInfo]:

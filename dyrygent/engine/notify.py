@@ -163,14 +163,14 @@ def publish_callbacks(
     status: WorkflowStatus,
     culprit: int | None,
     metas: Mapping[int, dict[str, Any]],
-    retick: bool,
 ) -> None:
     """Publish the workflow's ``link`` (SUCCEEDED: called with its result) or ``link_error``
     (FAILED: called with the failed node's id and its error) from the tick that ends it,
-    before that tick commits, under :func:`callback_id`. A re-tick (the ending tick died
-    before committing) first reads that id's meta and publishes only if it shows nothing:
-    exactly once, except when the first publish is still queued when the re-tick runs
-    (then it runs twice, under the same id). Errors propagate (the tick is retried)."""
+    before that tick commits, under :func:`callback_id`. It first reads that id's meta and
+    publishes only if it shows nothing, so an ending tick that is run again (it died, or
+    failed, before committing) does not call it again once it has started: exactly once,
+    except when the first publish is still queued when the tick runs again (then it runs
+    twice, under the same id). Errors propagate (the tick is retried)."""
     from celery import signature  # noqa: PLC0415 (only for workflows with callbacks)
 
     if status is WorkflowStatus.SUCCEEDED and header.link:
@@ -180,8 +180,8 @@ def publish_callbacks(
     else:
         return
     task_id = callback_id(wf, kind)
-    if retick and read_metas(app.backend, [task_id])[0].get("status") != celery_states.PENDING:
-        return
+    if read_metas(app.backend, [task_id])[0].get("status") != celery_states.PENDING:
+        return  # published by an earlier attempt of this ending tick, and it got somewhere
     if kind == "link":
         args: tuple = (read_metas(app.backend, [wf])[0].get("result"),)
     elif culprit is None:

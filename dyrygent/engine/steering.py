@@ -3,8 +3,9 @@
 **Cancel** goes through the fence: the request claims the workflow like a wake-up tick
 (waiting while a tick holds it; a dead holder's hold is taken over after the lease), and
 while it holds the claim no tick can run, so none can launch anything. Holding it, it
-revokes the launched and running nodes (``app.control.revoke``), marks every unsettled
-node CANCELLED (:func:`~dyrygent.core.tick.plan_cancel`), stores the workflow's result as
+revokes the launched and running nodes (``app.control.revoke``; those whose result is
+already in the backend keep their outcome instead), marks every other unsettled node
+CANCELLED (:func:`~dyrygent.core.tick.plan_cancel`), stores the workflow's result as
 REVOKED (``get()`` raises TaskRevokedError) and commits the CANCELLED status at the next
 generation. From then on every claim answers DONE: a duplicate or outstanding processor
 message, a wake-up from a node that still ends, a worker restarted with its messages
@@ -34,11 +35,11 @@ from celery.utils import uuid
 
 from dyrygent.core.graph import Graph, expr_refs
 from dyrygent.core.states import NodeState, WorkflowStatus
-from dyrygent.core.tick import in_flight, plan_cancel, plan_retry
+from dyrygent.core.tick import Outcome, in_flight, plan_cancel, plan_retry
 from dyrygent.engine.loading import Loaded
 from dyrygent.engine.notify import callback_id, notify_end
 from dyrygent.engine.registry import processor_of
-from dyrygent.engine.results import forget_results, read_metas
+from dyrygent.engine.results import forget_results, outcome_of, read_metas
 from dyrygent.engine.stores import DEFAULT_LEASE, ClaimStatus, store_for
 from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.engine.watching import forget_view, load_view
@@ -90,11 +91,18 @@ def cancel(app: Any, wf: str, terminate: bool = False, timeout: float = 60.0) ->
         states = bytes(claim.states)
         nodes = loaded.graph.nodes
         changes = plan_cancel(states)
-        # in flight, and READY ones too: an interrupted tick may have published them
-        maybe_out = sorted(
-            set(in_flight(states)) | {i for i, s in enumerate(states) if s == NodeState.READY}
-        )
-        ids = [nodes[i].id for i in maybe_out]
+        flying = in_flight(states)
+        # nodes that ended before the cancel keep their outcome (a retry will not rerun a
+        # node that succeeded): one batched read
+        for i, meta in zip(flying, read_metas(app.backend, [nodes[i].id for i in flying])):
+            seen = outcome_of(meta)
+            if seen is Outcome.SUCCEEDED:
+                changes[i] = NodeState.SUCCEEDED
+            elif seen is Outcome.FAILED:
+                changes[i] = NodeState.FAILED
+        # the rest in flight, and READY ones too (an interrupted tick may have sent them)
+        ready = [i for i, s in enumerate(states) if s == NodeState.READY]
+        ids = [nodes[i].id for i in sorted(flying + ready) if changes[i] == NodeState.CANCELLED]
         if ids:
             app.control.revoke(ids, terminate=terminate)
         app.backend.mark_as_revoked(wf, reason=f"workflow {wf} was cancelled")

@@ -84,7 +84,7 @@ def tick(
             status = plan.verdict.status or WorkflowStatus.FAILED
             if header.link or header.link_error:
                 culprit = plan.verdict.culprit
-                publish_callbacks(app, wf, graph, header, status, culprit, metas, retick)
+                publish_callbacks(app, wf, graph, header, status, culprit, metas)
             if store.commit(wf, token, changes, gen + 1, status) is not None and listening(header):
                 notify_tick(app, wf, graph, header, changes, metas, 0)
                 notify_end(app, wf, header, status)
