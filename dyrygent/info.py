@@ -50,7 +50,9 @@ class Progress:
 class NodeInfo:
     """One node: ``state`` is a NodeState name; ``started_at`` the first time it was
     launched, ``ended_at`` the last time it settled, ``attempts`` how many times it was
-    launched (a retry launches it again); ``error`` ``{"type", "message"}`` of a FAILED node.
+    launched (a retry launches it again); ``error`` ``{"type", "message"}`` of a FAILED node;
+    ``custom_payload`` the one given to ``add_signature``; ``parents`` its parents' ids (the
+    graph's edges, for pictures).
     """
 
     id: str
@@ -62,6 +64,7 @@ class NodeInfo:
     attempts: int = 0
     error: dict[str, str] | None = None
     custom_payload: Any = None
+    parents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ def describe(
                 attempts=attempts.get(i, 0),
                 error=errors.get(i),
                 custom_payload=payloads.get(n.id),
+                parents=tuple(graph.nodes[p].id for p in n.parents),
             )
             for i, n in enumerate(graph.nodes)
         )

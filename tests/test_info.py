@@ -73,6 +73,7 @@ def test_node_times_and_attempts_come_from_the_events():
     # and b is in flight: started, not ended, with its payload
     assert (b.state, b.started_at, b.ended_at, b.attempts) == ("LAUNCHED", 24.0, None, 1)
     assert b.custom_payload == {"step": 2} and info.custom_payload == {"k": 1}
+    assert (a.parents, b.parents) == ((), ("a",))  # the graph's edges, for pictures
     assert info.progress == Progress(1, 2) and info.counts["LAUNCHED"] == 1
     # and everything is frozen
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -4,6 +4,8 @@ and forget through the in-process store."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from celery import Celery
 from celery.exceptions import TaskRevokedError
@@ -18,7 +20,7 @@ from dyrygent import (
 )
 from dyrygent.engine.notify import _resolve
 from dyrygent.engine.spec import Header, decode_header, encode_header
-from dyrygent.engine.stores import store_for
+from dyrygent.engine.stores import KEEP_AFTER, records_keep, store_for
 from dyrygent.errors import PayloadError
 
 
@@ -175,3 +177,13 @@ def test_cancel_retry_and_forget_in_process():
     assert wf.id not in [i.id for i in list_workflows(app)]  # (the memory cache is shared)
     with pytest.raises(SteeringError, match="unknown state"):
         list_workflows(app, state="done")
+
+
+@pytest.mark.parametrize(
+    "expires, keep",
+    [(timedelta(hours=2), 7200), (60, 60), (None, 10 * 365 * 24 * 3600), (0, KEEP_AFTER)],
+)
+def test_records_are_kept_as_long_as_results(expires, keep):
+    app = Celery("keep", set_as_current=False)
+    app.conf.result_expires = expires
+    assert records_keep(app) == keep

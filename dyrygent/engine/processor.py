@@ -27,10 +27,10 @@ from dyrygent.engine.nodes import HoldLost
 from dyrygent.engine.spec import Header, encode_header
 from dyrygent.engine.stores import (
     DEFAULT_LEASE,
-    KEEP_AFTER,
     Claim,
     ClaimStatus,
     Store,
+    records_keep,
     store_for,
 )
 from dyrygent.engine.ticking import AGAIN, tick
@@ -43,7 +43,7 @@ from dyrygent.signals import tick_claimed
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-__all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor", "records_keep"]
+__all__ = ["AGAIN_IN_PROCESS", "PROCESSOR_NAME", "Processor"]
 
 logger = logging.getLogger("dyrygent.processor")
 
@@ -51,21 +51,6 @@ logger = logging.getLogger("dyrygent.processor")
 #: over to a wake-up message.
 AGAIN_IN_PROCESS = 8
 _RUNNING = WorkflowStatus.RUNNING.value
-
-
-#: How long records are kept after a workflow's maximum age when the app keeps results
-#: forever (``result_expires=None``): ten years.
-_FOREVER = 10 * 365 * 24 * 3600
-
-
-def records_keep(app: Celery) -> float:
-    """Seconds a workflow's records outlive its maximum age: as long as the app's result
-    backend keeps results (``result_expires``; a day when unset, as Celery's default)."""
-    expires = app.conf.result_expires
-    if expires is None:
-        return _FOREVER
-    seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else float(expires)
-    return seconds if seconds > 0 else KEEP_AFTER
 
 
 class Processor:

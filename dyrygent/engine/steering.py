@@ -40,7 +40,7 @@ from dyrygent.engine.loading import Loaded
 from dyrygent.engine.notify import callback_id, notify_end
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.results import forget_results, outcome_of, read_metas
-from dyrygent.engine.stores import DEFAULT_LEASE, ClaimStatus, store_for
+from dyrygent.engine.stores import DEFAULT_LEASE, ClaimStatus, records_keep, store_for
 from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.engine.watching import forget_view, load_view
 from dyrygent.errors import SteeringError
@@ -146,7 +146,6 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
     node or label is unknown, or if a succeeded node whose result a reopened node (or the
     workflow's result) needs has expired from the result backend (naming the node).
     """
-    from dyrygent.engine.processor import records_keep  # noqa: PLC0415 (import cycle)
     from dyrygent.workflow import DEFAULT_MAX_AGE  # noqa: PLC0415 (import cycle)
 
     store = store_for(app)

@@ -102,12 +102,16 @@ def workflow_history(app: Any, wf: str) -> list[HistoryEvent]:
 
 def list_workflows(app: Any, state: str | None = None, limit: int = 50) -> list[WorkflowInfo]:
     """Up to ``limit`` stored workflows of ``app``, newest first, optionally only those in
-    ``state`` (RUNNING, SUCCESS, FAILURE, ERROR or CANCELLED); ``nodes`` and
+    ``state`` (RUNNING, SUCCESS, FAILURE, ERROR or CANCELLED; any case; the stored
+    statuses ``succeeded`` and ``failed`` too); ``nodes`` and
     ``custom_payload`` are left empty (one read of the store's index).
     Raises SteeringError for an unknown state."""
     status = None
     if state is not None:
-        status = _STATUS_OF.get(str(state).upper())
+        name = str(state)
+        status = _STATUS_OF.get(name.upper()) or next(
+            (s for s in WorkflowStatus if s.value == name.lower()), None
+        )
         if status is None:
             raise SteeringError(
                 f"list_workflows(state={state!r}): unknown state; use one of {sorted(_STATUS_OF)}"
