@@ -187,3 +187,30 @@ def test_records_are_kept_as_long_as_results(expires, keep):
     app = Celery("keep", set_as_current=False)
     app.conf.result_expires = expires
     assert records_keep(app) == keep
+
+
+def test_retry_of_an_error_end_reruns_the_nodes_it_left_in_flight():
+    # Given a workflow that ended in ERROR (past its max_age) with its root launched
+    import time
+
+    from dyrygent.engine.registry import processor_of
+    from tests.harness import wait_for
+
+    app, add = make_app()
+    wf = Workflow(app=app, max_age=1)
+    a = wf.add_signature(add.s(1, 2))
+    result = wf.apply_async()
+    assert result.info().nodes[0].state == "LAUNCHED"
+    started = time.time()
+    wait_for(lambda: time.time() > started + 1.2, 5, "the maximum age to pass")
+    processor_of(app).tick_here(wf.id, "a-later-tick")
+    assert result.info().state == "ERROR"
+    with pytest.raises(Exception, match="maximum age"):
+        result.get(timeout=1)
+    # When it is retried
+    assert result.retry() is True
+    # Then its root (no outcome seen) waits to run again, and get() waits for a new result
+    info = result.info()
+    assert info.state == "RUNNING" and info.nodes[0].state == "WAITING"
+    assert app.AsyncResult(wf.id).state == "PENDING"
+    assert [(e.node, e.old, e.new) for e in result.history()][-1] == (a.id, "LAUNCHED", "WAITING")
