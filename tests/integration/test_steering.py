@@ -92,9 +92,12 @@ def store_clock(app) -> float:
 
 
 def test_info_is_read_mid_run_from_another_process(sapp, st, ledger, steer_env):
-    # Given a chain whose first node sleeps, labelled, with custom payloads
+    # Given a chain whose first node runs until the test opens its gate, labelled, with
+    # custom payloads
+    key = f"steer-gate-{os.getpid()}"
+    ledger.client.delete(key)
     wf = Workflow(app=sapp, custom_payload={"owner": "etl"})
-    first = wf.add_signature(st.sleep_then.s(7, 1.5), label="slow", custom_payload={"step": 1})
+    first = wf.add_signature(st.gate.s(7, key), label="slow", custom_payload={"step": 1})
     wf.add_signature(st.identity.s(), first, label="after")
     result = wf.apply_async()
     wait_for(lambda: first.id in ledger.runs(), 20, "the first node to start")
@@ -121,11 +124,12 @@ def test_info_is_read_mid_run_from_another_process(sapp, st, ledger, steer_env):
     state, payload, total, nodes = json.loads(out.stdout.strip().splitlines()[-1])
     # Then it sees the running workflow, its nodes with labels, tasks and payloads
     assert (state, payload, total) == ("RUNNING", {"owner": "etl"}, 2)
-    assert nodes[0][:3] == [first.id, "slow", "t.sleep_then"]
+    assert nodes[0][:3] == [first.id, "slow", "t.gate"]
     assert nodes[0][3] in ("LAUNCHED", "RUNNING") and nodes[0][4] is True
     assert nodes[0][5] == {"step": 1}
     assert nodes[1][1:4] == ["after", "t.identity", "WAITING"]
     # And once it ends, info() has the end, the counts, and each node's times
+    ledger.client.set(key, 1)
     assert result.get(timeout=20) == 7  # (decided: the end is committed just after)
     info = wait_for(lambda: (i := result.info()).state == "SUCCESS" and i, 10, "the end")
     assert info.state == "SUCCESS" and info.progress.done == 2
@@ -155,11 +159,14 @@ def test_signals_and_hooks_are_sent_once_each_in_order(sapp, st, lclient):
     # When it runs to its end
     assert wf.apply_async().get(timeout=20) == 30
     wait_for(lambda: len(recorded(lclient)) >= 10, 10, "every signal and hook")
-    got = [entry[:2] for entry in recorded(lclient)]
-    # Then each was sent once, in the order the changes were committed
-    assert got == [
-        ["node_started", a.id],
-        ["after_tick", 1],
+    entries = recorded(lclient)
+    # Then each was sent once, in the order its process committed the change: the client's
+    # first tick launched a; the workers' ticks did the rest (two processes' sends may
+    # interleave in the ledger, so each process's order is checked)
+    mine = [e[:2] for e in entries if e[2] == os.getpid()]
+    theirs = [e[:2] for e in entries if e[2] != os.getpid()]
+    assert mine == [["node_started", a.id], ["after_tick", 1]]
+    assert theirs == [
         ["node_succeeded", a.id],
         ["node_started", b.id],
         ["after_tick", 1],
@@ -169,6 +176,7 @@ def test_signals_and_hooks_are_sent_once_each_in_order(sapp, st, lclient):
         ["workflow_finished", "SUCCESS"],
         ["hook:on_finish", "SUCCESS"],
     ]
+    assert all(e[3] == wf.id for e in entries if e[0].startswith("hook:"))
 
 
 def test_a_failed_node_is_signalled_with_its_error(sapp, st, lclient):
@@ -233,9 +241,11 @@ def test_hooks_must_be_importable_functions_and_never_on_the_base_class():
 def test_cancel_mid_run_launches_nothing_more_and_survives_a_restart(
     sapp, st, ledger, sworker, steer_env
 ):
-    # Given a chain whose first node runs while the rest wait
+    # Given a chain whose first node runs (until its gate opens) while the rest wait
+    key = f"steer-cancel-{os.getpid()}"
+    ledger.client.delete(key)
     wf = Workflow(app=sapp)
-    first = wf.add_signature(st.sleep_then.s(1, 1.0))
+    first = wf.add_signature(st.gate.s(1, key))
     second = wf.add_signature(st.identity.s(), first)
     third = wf.add_signature(st.identity.s(), second)
     result = wf.apply_async()
@@ -251,6 +261,9 @@ def test_cancel_mid_run_launches_nothing_more_and_survives_a_restart(
         result.get(timeout=5)
     # and cancelling again is a no-op that says so
     assert result.revoke() is False
+    # When the first node then ends (it was running: terminate=False lets it finish)
+    ledger.client.set(key, 1)
+    assert sapp.AsyncResult(first.id).get(timeout=20) == 1
     # When the worker is killed and restarted, and duplicate processor messages arrive
     sworker["w"].kill()
     sworker["w"] = Worker(steer_env, name="steer")
@@ -312,11 +325,14 @@ def test_retry_after_a_failure_reruns_only_what_failed(sapp, st, ledger):
 
 
 def test_retry_of_a_running_workflow_is_refused(sapp, st, ledger):
+    key = f"steer-running-{os.getpid()}"
+    ledger.client.delete(key)
     wf = Workflow(app=sapp)
-    wf.add_signature(st.sleep_then.s(1, 1.0))
+    wf.add_signature(st.gate.s(1, key))
     result = wf.apply_async()
-    with pytest.raises(SteeringError, match="is running"):
+    with pytest.raises(SteeringError, match="is running: cancel"):
         result.retry()
+    ledger.client.set(key, 1)
     assert result.get(timeout=20) == 1
 
 

@@ -288,8 +288,18 @@ def fail_until(x, key):
     return x
 
 
+def gate(x, key, timeout=30.0):
+    """Wait until the ledger's Redis has ``key`` (a test opens the gate), then return ``x``:
+    a node that runs exactly as long as the test needs it to."""
+    deadline = time.monotonic() + timeout
+    while not _ledger_client().exists(key) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the condition lives in another process
+    return x
+
+
 TASKS = [
     add,
+    gate,
     mul,
     tsum,
     identity,
@@ -351,12 +361,14 @@ if os.environ.get("DYRYGENT_TEST_SIGNALS") == "1":
 
 def hook_on_finish(workflow, payload):
     """A workflow hook (celery-dyrygent's on_finish), importable by the workers."""
-    _ledger_client().rpush("signals", json.dumps(["hook:on_finish", payload["state"], workflow.id]))
+    _ledger_client().rpush(
+        "signals", json.dumps(["hook:on_finish", payload["state"], os.getpid(), workflow.id])
+    )
 
 
 def hook_on_state_change(workflow, payload):
     _ledger_client().rpush(
-        "signals", json.dumps(["hook:on_state_change", payload["new"], workflow.id])
+        "signals", json.dumps(["hook:on_state_change", payload["new"], os.getpid(), workflow.id])
     )
 
 
