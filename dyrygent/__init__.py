@@ -23,6 +23,7 @@ from dyrygent.errors import (
     LimitExceededError,
     PayloadError,
     PayloadInvalidError,
+    SteeringError,
     StoreUnavailableError,
     TransientError,
     UnknownDependencyError,
@@ -35,12 +36,19 @@ if TYPE_CHECKING:
     from dyrygent.definitions import beat_schedule, load_definitions
     from dyrygent.dynamic import expand
     from dyrygent.engine.registration import register_workflow_processor
+    from dyrygent.info import HistoryEvent, NodeInfo, Progress, WorkflowInfo
+    from dyrygent.result import list_workflows
     from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
 
 __version__ = "0.2.0"
 
 _LAZY = {
     "expand": "dyrygent.dynamic",
+    "HistoryEvent": "dyrygent.info",
+    "NodeInfo": "dyrygent.info",
+    "Progress": "dyrygent.info",
+    "WorkflowInfo": "dyrygent.info",
+    "list_workflows": "dyrygent.result",
     "TriggerRule": "dyrygent.core.rules",
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
@@ -60,10 +68,14 @@ __all__ = [
     "DuplicateNodeError",
     "DyrygentError",
     "ExpandError",
+    "HistoryEvent",
     "InvalidNodeError",
     "LimitExceededError",
+    "NodeInfo",
     "PayloadError",
     "PayloadInvalidError",
+    "Progress",
+    "SteeringError",
     "StoreUnavailableError",
     "TransientError",
     "TriggerRule",
@@ -71,11 +83,13 @@ __all__ = [
     "UnsupportedCanvasError",
     "Workflow",
     "WorkflowError",
+    "WorkflowInfo",
     "WorkflowNode",
     "WorkflowResult",
     "__version__",
     "beat_schedule",
     "expand",
+    "list_workflows",
     "load_definitions",
     "register_workflow_processor",
 ]

@@ -20,6 +20,7 @@
     │   └── BrokerUnavailableError the broker did not answer
     ├── BranchError                a branch node chose no child of its own (its result raises it)
     ├── ExpandError                an expand node's input is not a list, or is over a limit
+    ├── SteeringError              a cancel, retry or forget that cannot be done as asked
     └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
 
 Every message names the node or call at fault and says how to fix it.
@@ -44,6 +45,7 @@ __all__ = [
     "PayloadError",
     "PayloadInvalidError",
     "RenderError",
+    "SteeringError",
     "StoreUnavailableError",
     "TransientError",
     "UnknownDependencyError",
@@ -178,3 +180,8 @@ class WorkflowError(DyrygentError):
 class RenderError(DyrygentError):
     """A picture could not be drawn: Graphviz's ``dot`` is not installed, failed or timed
     out (:func:`dyrygent.pictures.render`)."""
+
+
+class SteeringError(DyrygentError):
+    """A request to steer a workflow (cancel, retry, forget) that cannot be done as asked:
+    the message names the workflow, the node if any, and what to do instead."""

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from celery import current_app
+from celery import states as celery_states
 from celery.canvas import Signature
-from celery.result import AsyncResult
 from celery.utils import uuid
 
 from dyrygent import pictures
-from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeKind, NodeState
+from dyrygent.callbacks import Connect, class_hooks
+from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeKind
 from dyrygent.core.rules import TriggerRule
+from dyrygent.core.simulate import simulate
+from dyrygent.core.states import NodeState
 from dyrygent.engine.canvas import CanvasConverter
-from dyrygent.engine.drawing import stored_picture
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
-from dyrygent.engine.stores import store_for
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
+from dyrygent.result import Dependency, WorkflowNode, WorkflowResult
 
 __all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
 
@@ -28,51 +30,6 @@ DEFAULT_MAX_AGE = 7 * 24 * 3600
 DEFAULT_MAX_NODES = 100_000
 #: The largest encoded graph a workflow may store.
 DEFAULT_MAX_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class WorkflowNode:
-    """A node of a workflow: its task id (``AsyncResult(node.id)`` works), task name and
-    label (the task name unless one was given)."""
-
-    id: str
-    task: str
-    label: str = ""
-
-
-Dependency = Union[WorkflowNode, str]
-
-
-class WorkflowResult(AsyncResult):
-    """The workflow's own result: ``get()`` returns what the canvas would natively return,
-    or raises the failed node's exception. ``id`` is the workflow id."""
-
-    def __init__(self, id: str, app: Any = None, nodes: Sequence[WorkflowNode] = ()) -> None:
-        super().__init__(id, app=app)
-        self.nodes = list(nodes)
-
-    def node(self, node: Dependency) -> AsyncResult:
-        """The AsyncResult of one node."""
-        return AsyncResult(node.id if isinstance(node, WorkflowNode) else node, app=self.app)
-
-    def states(self) -> dict[str, str]:
-        """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
-        SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
-        raw = store_for(self.app).status(self.id).states
-        return {
-            n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
-            for i, n in enumerate(self.nodes)
-        }
-
-    def to_dot(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
-        """The graph in Graphviz's DOT, coloured by the live node states
-        (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
-        return pictures.to_dot(*stored_picture(self.app, self.id), collapse=collapse)
-
-    def to_mermaid(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
-        """The graph as a Mermaid flowchart, coloured by the live node states
-        (:mod:`dyrygent.pictures`); raises PayloadError for an unknown workflow."""
-        return pictures.to_mermaid(*stored_picture(self.app, self.id), collapse=collapse)
 
 
 class Workflow:
@@ -85,8 +42,16 @@ class Workflow:
     workflow at once (nothing more is launched; by default independent branches go on, as
     they do in a native canvas). ``max_expand`` caps the items of one expansion
     (:class:`dyrygent.expand`); an expansion over more fails its node, as one that would grow
-    the workflow past ``max_nodes`` does.
+    the workflow past ``max_nodes`` does. ``custom_payload``: a JSON dict kept with the
+    workflow (``info().custom_payload``); ``link``: a signature called once with the
+    workflow's result when it succeeds; ``link_error``: one called once with ``(failed node
+    id, {"type", "message"})`` when it fails (both under task ids derived from the workflow
+    id: ``<id>.link`` and ``<id>.link_error``).
     """
+
+    #: celery-dyrygent's hooks: ``@MyWorkflow.connect("on_finish")`` on a subclass, or
+    #: ``@wf.connect("on_finish")`` on one workflow (see :mod:`dyrygent.callbacks`).
+    connect = Connect("Workflow")
 
     def __init__(
         self,
@@ -98,7 +63,15 @@ class Workflow:
         max_age: int = DEFAULT_MAX_AGE,
         fail_fast: bool = False,
         max_expand: int = 10_000,
+        custom_payload: dict[str, Any] | None = None,
+        link: Signature | None = None,
+        link_error: Signature | None = None,
     ) -> None:
+        self.custom_payload = _json_dict("Workflow(custom_payload=...)", custom_payload)
+        self.link = None if link is None else dict(link)
+        self.link_error = None if link_error is None else dict(link_error)
+        self._node_payloads: dict[str, Any] = {}
+        self._skips: dict[str, Any] = {}
         self.options = dict(options or {})
         self.fail_fast = fail_fast
         self.max_expand = max_expand
@@ -228,6 +201,7 @@ class Workflow:
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
         branch: bool = False,
+        custom_payload: dict[str, Any] | None = None,
     ) -> WorkflowNode:
         """Add one task call that runs after ``dependencies``; returns its node.
 
@@ -235,14 +209,56 @@ class Workflow:
         it starts given its dependencies' outcomes (default ``all_success``); an unknown
         rule raises InvalidNodeError naming the node and the valid rules. ``branch``: the
         task returns the label (or list of labels) of the direct children to follow; the
-        others are SKIPPED (see README, "Dynamic workflows").
+        others are SKIPPED (see README, "Dynamic workflows"). ``custom_payload`` (a JSON
+        dict) is kept with the node (``NodeInfo.custom_payload``).
         """
+        payload = _json_dict(f"add_signature({signature!r}, custom_payload=...)", custom_payload)
         nodes = self._add(
             signature, dependencies, label=label, prefix=False, trigger_rule=trigger_rule
         )
         if branch:
             self._builder.set_kind(nodes[0].id, NodeKind.BRANCH)
+        if payload is not None:
+            self._node_payloads[nodes[0].id] = payload
         return nodes[0]
+
+    def skip(self, node: Dependency, result: Any = None) -> None:
+        """Before start: do not run ``node``; it counts as SUCCEEDED with ``result`` (stored
+        under its id in the result backend at ``apply_async``, so its children get it), as
+        celery-dyrygent's ``skip_tasks``. Raises BuildError once started or for an unknown
+        node."""
+        node_id = node.id if isinstance(node, WorkflowNode) else str(node)
+        if self._started:
+            raise BuildError(f"skip({node_id!r}): workflow {self.id} was already started")
+        if node_id not in self._builder:
+            raise BuildError(f"skip({node_id!r}): workflow {self.id} has no such node")
+        self._skips[node_id] = result
+
+    def simulate(self) -> list[list[str]]:
+        """A dry run: the node ids each tick would launch, in order, if every node
+        succeeded (skipped nodes do not run). Pure: nothing is stored or published."""
+        graph = self.freeze()
+        states = bytearray(len(graph))
+        for node_id in self._skips:
+            states[graph.index[node_id]] = NodeState.SUCCEEDED
+        return [[graph.nodes[i].id for i in wave] for wave in simulate(graph, bytes(states))]
+
+    def _header(self, options: dict[str, Any] | None) -> Header:
+        hooks = class_hooks(type(self))
+        for name, paths in self.__dict__.get("_dyrygent_hooks", {}).items():
+            hooks.setdefault(name, []).extend(p for p in paths if p not in hooks.get(name, ()))
+        return Header(
+            dict(options or {}),
+            self.options,
+            self.fail_fast,
+            max_expand=self.max_expand,
+            max_nodes=self.max_nodes,
+            custom_payload=self.custom_payload,
+            node_payloads=dict(self._node_payloads),
+            hooks=hooks,
+            link=self.link,
+            link_error=self.link_error,
+        )
 
     def freeze(self) -> Graph:
         """Validate the graph (cycles, unknown dependencies) and return it."""
@@ -282,13 +298,23 @@ class Workflow:
                 f"no dyrygent processor is registered on app {app.main!r}: call "
                 f"dyrygent.register_workflow_processor(app) in a module the workers import"
             )
-        header = Header(
-            dict(options or {}),
-            self.options,
-            self.fail_fast,
-            max_expand=self.max_expand,
-            max_nodes=self.max_nodes,
-        )
-        processor.start(self.id, graph, header, self.max_age, self.max_bytes)
+        header = self._header(options)
+        skipped = [graph.index[node_id] for node_id in self._skips]
+        for node_id, value in self._skips.items():
+            app.backend.store_result(node_id, value, celery_states.SUCCESS)
+        processor.start(self.id, graph, header, self.max_age, self.max_bytes, skipped)
         self._started = True
         return WorkflowResult(self.id, app=app, nodes=self._nodes)
+
+
+def _json_dict(call: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``value`` if it is None or a dict JSON can carry; raises BuildError otherwise."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, dict):
+            raise TypeError(f"a {type(value).__name__}, not a dict")
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise BuildError(f"{call}: the payload must be a JSON dict ({exc})") from exc
+    return value

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dyrygent.engine.stores import store_for
+from dyrygent.result import WorkflowResult, list_workflows
 
 __all__ = [
     "ENDED",
@@ -112,17 +113,9 @@ def _field(obj: Any, name: str, index: int) -> Any:
     return getattr(obj, name) if hasattr(obj, name) else obj[index]
 
 
-def result_of(app: Any, wf: str) -> Any:
-    """The workflow's result object: dyrygent's ``WorkflowResult`` once it has ``info()``
-    (issue 10), else the read-only stand-in."""
-    from dyrygent.workflow import WorkflowResult
-
-    # (AsyncResult.info is Celery's property for the result value: look at our class only)
-    if callable(vars(WorkflowResult).get("info")):
-        return WorkflowResult(wf, app=app)
-    from dyrygent.cli.standin import StandInResult
-
-    return StandInResult(wf, app)
+def result_of(app: Any, wf: str) -> WorkflowResult:
+    """The workflow's result handle (read from the store by id)."""
+    return WorkflowResult(wf, app=app)
 
 
 def is_known(app: Any, wf: str) -> bool:
@@ -176,10 +169,4 @@ def events(result: Any) -> list[EventView]:
 
 def listing(app: Any, state: str | None, limit: int) -> list[WorkflowView]:
     """The newest ``limit`` workflows, optionally only those in ``state``."""
-    import dyrygent
-
-    try:
-        list_workflows = dyrygent.list_workflows
-    except AttributeError:
-        from dyrygent.cli.standin import list_workflows
     return [_view(i) for i in list_workflows(app, state=state, limit=limit)]

@@ -83,7 +83,16 @@ class Finisher:
         """End ``wf`` in ERROR with ``exc`` as its result."""
         logger.error("dyrygent: %s", exc)
         self.app.backend.mark_as_failure(wf, exc)
-        self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR)
+        if self.store.commit(wf, token, changes or {}, gen + 1, WorkflowStatus.ERROR) is None:
+            return
+        from dyrygent.engine.loading import read_stored  # noqa: PLC0415 (import cycle)
+        from dyrygent.engine.notify import notify_end  # noqa: PLC0415 (import cycle)
+
+        try:  # the error path: one more read, for the workflow's hooks
+            loaded = read_stored(self.app, self.store, wf)
+        except Exception:  # its stored data may be what is wrong
+            loaded = None
+        notify_end(self.app, wf, loaded.header if loaded else None, WorkflowStatus.ERROR)
 
     def expired(self, wf: str, token: str, gen: int) -> None:
         """End ``wf`` in ERROR: it passed its ``max_age``."""

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from dyrygent.engine.stores import Store
 
-__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states", "grow", "read_graph"]
+__all__ = ["ALL_TASKS", "Loaded", "Loader", "check_states", "grow", "read_graph", "read_stored"]
 
 #: ``known_tasks`` value accepting every task name.
 ALL_TASKS = "*"
@@ -73,6 +73,18 @@ def read_graph(app: Celery, store: Store, wf: str) -> Graph | None:
         return None
     unseal(app, wf, bytes(data), bytes(sealed))
     return grow(app, store, wf, decode_graph(bytes(data)))
+
+
+def read_stored(app: Celery, store: Store, wf: str) -> Loaded | None:
+    """``wf``'s graph (expansions included) and header, unsealed and decoded but not checked
+    against this process's tasks (a read-only view for people and tools); None if it is not
+    stored.
+    Raises PayloadError if it was altered."""
+    data, sealed = store.load(wf)
+    if data is None or sealed is None:
+        return None
+    raw = unseal(app, wf, bytes(data), bytes(sealed))
+    return Loaded(grow(app, store, wf, decode_graph(bytes(data))), decode_header(raw))
 
 
 class Loader:

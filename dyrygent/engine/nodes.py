@@ -81,6 +81,10 @@ def launch(
                 args.insert(0, evaluate(node.input, results))
             options = {**defaults, **options}
             wake = [wf, processor_options, wake_counters(graph, i)]
+            # Flower and Celery's tools: the workflow is the root; a node with one parent
+            # hangs under it (a chain shows as one), any other under the workflow itself
+            parents = node.parents
+            parent_id = graph.nodes[parents[0]].id if len(parents) == 1 else wf
             options["headers"] = {**(options.get("headers") or {}), WAKE_HEADER: wake}
             try:
                 app.send_task(
@@ -89,7 +93,7 @@ def launch(
                     kwargs,
                     task_id=node.id,
                     root_id=wf,
-                    parent_id=token,
+                    parent_id=parent_id,
                     producer=producer,
                     **options,
                 )

@@ -19,18 +19,25 @@ from celery.utils import uuid
 
 from dyrygent.core.codec import encode_graph
 from dyrygent.core.graph import Graph
-from dyrygent.core.states import WorkflowStatus
+from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.engine.failures import broker_calls
 from dyrygent.engine.finishing import Finisher
 from dyrygent.engine.hooks import Hooks
 from dyrygent.engine.loading import Loaded, Loader
 from dyrygent.engine.nodes import HoldLost
 from dyrygent.engine.spec import Header, encode_header
-from dyrygent.engine.stores import DEFAULT_LEASE, Claim, ClaimStatus, Store, store_for
+from dyrygent.engine.stores import (
+    DEFAULT_LEASE,
+    Claim,
+    ClaimStatus,
+    Store,
+    records_keep,
+    store_for,
+)
 from dyrygent.engine.ticking import AGAIN, tick
 from dyrygent.engine.timing import PollWindow, Timing
 from dyrygent.engine.trust import seal
-from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
+from dyrygent.engine.wake import END, PROCESSOR_NAME, join_counters
 from dyrygent.errors import PayloadError, WorkflowError
 from dyrygent.signals import tick_claimed
 
@@ -100,8 +107,17 @@ class Processor:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def start(self, wf: str, graph: Graph, header: Header, max_age: int, max_bytes: int) -> None:
-        """Check, store and start a workflow: the start protocol.
+    def start(
+        self,
+        wf: str,
+        graph: Graph,
+        header: Header,
+        max_age: int,
+        max_bytes: int,
+        skipped: Collection[int] = (),
+    ) -> None:
+        """Check, store and start a workflow: the start protocol. ``skipped`` nodes start
+        SUCCEEDED (their results already stored under their ids).
 
         The driver goes first, as the backup; then this client launches the roots itself,
         holding the workflow under an id of its own (if it dies, the driver takes over after
@@ -122,7 +138,17 @@ class Processor:
                 limit="max_bytes",
             )
         sealed = seal(self.app, data, encode_header(header))
-        self.store.create(wf, data, sealed, len(graph), max_age, joins=join_counters(graph))
+        states = bytearray(len(graph))
+        joins = join_counters(graph)
+        for i in skipped:  # as if they had ended: their joins are counted down already
+            states[i] = NodeState.SUCCEEDED
+            for c in graph.children[i] or [END]:
+                if c in joins:
+                    joins[c] -= 1
+        self.store.create(
+            wf, data, sealed, len(graph), max_age, joins=joins, states=bytes(states),
+            keep=records_keep(self.app),
+        )  # fmt: skip
         self.publish_tick(wf, header.processor_options, 0, self.timing.max_interval)
         self.tick_here(wf, f"client-{uuid()}", gen=0, loaded=loaded)
 
@@ -196,7 +222,7 @@ class Processor:
             self.finisher.expired(wf, token, claim.gen)
             return WorkflowStatus.ERROR.value
         if claim.status is not ClaimStatus.OK:
-            return claim.status.value
+            return str(claim.status.value)
         if claim.attempts > self.max_attempts:
             self.finisher.error(
                 wf,
@@ -276,7 +302,7 @@ class Processor:
                 self.finisher.expired(wf, token, claim.gen)
                 return WorkflowStatus.ERROR.value
             if claim.status is not ClaimStatus.OK:
-                return claim.status.value
+                return str(claim.status.value)
             self.hooks.fire("before_tick", wf, claim.gen, claim.attempts, False)
             outcome = tick(
                 self, wf, claim.gen, token, bytes(claim.states), loaded, driver=False,
@@ -362,7 +388,8 @@ class Processor:
         after a pause so that a broker refusing every publish is not spun on.
         """
         try:
-            return task.retry(exc=exc, countdown=countdown, max_retries=None)
+            retry: Exception = task.retry(exc=exc, countdown=countdown, max_retries=None)
+            return retry
         except Reject as rejected:
             if rejected.requeue:
                 raise
@@ -373,7 +400,8 @@ class Processor:
                 rejected.reason,
             )
             time.sleep(self.timing.max_interval)
-            return Reject(rejected.reason, requeue=True)
+            requeue: Exception = Reject(rejected.reason, requeue=True)
+            return requeue
 
     def publish_tick(
         self,
@@ -387,6 +415,7 @@ class Processor:
         options = dict(processor_options)
         if countdown:
             options["countdown"] = countdown
+        options.setdefault("root_id", wf)  # Flower groups the processor under its workflow
         with broker_calls(f"publishing the processor message of workflow {wf}"):
             self.app.send_task(self.name, (wf, gen, idle) if idle else (wf, gen), **options)
 

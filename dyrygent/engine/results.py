@@ -19,7 +19,15 @@ from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState
 from dyrygent.core.tick import Outcome
 
-__all__ = ["Observation", "exception_of", "observe", "outcome_of", "read_metas"]
+__all__ = [
+    "Observation",
+    "error_of",
+    "exception_of",
+    "forget_results",
+    "observe",
+    "outcome_of",
+    "read_metas",
+]
 
 _PENDING = {"status": celery_states.PENDING, "result": None}
 
@@ -39,6 +47,21 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any]]:
     if type(backend).__name__ == "DatabaseBackend":
         return _database_metas(backend, task_ids)
     return [backend.get_task_meta(t) for t in task_ids]
+
+
+def forget_results(backend: Any, task_ids: Sequence[str]) -> None:
+    """Delete the stored metas of ``task_ids``: one DEL per 1,000 on Redis, else Celery's
+    ``forget`` per id (a missing one is no error)."""
+    from celery.backends.redis import RedisBackend  # noqa: PLC0415 (rarely used)
+
+    if isinstance(backend, RedisBackend):
+        client = backend.client
+        keys = [backend.get_key_for_task(t) for t in task_ids]
+        for start in range(0, len(keys), DB_BATCH):
+            client.delete(*keys[start : start + DB_BATCH])
+        return
+    for t in task_ids:
+        backend.forget(t)
 
 
 #: Task ids per query on the database backend (SQLite allows 32,766 parameters).
@@ -95,6 +118,12 @@ def exception_of(meta: dict[str, Any], node_id: str) -> BaseException:
         return revoked
     failed: BaseException = TaskRevokedError(f"node {node_id} failed: {result!r}")
     return failed
+
+
+def error_of(meta: dict[str, Any], node_id: str) -> dict[str, str]:
+    """A failed node's error for people: ``{"type": ..., "message": ...}``."""
+    exc = exception_of(meta, node_id)
+    return {"type": type(exc).__name__, "message": str(exc)}
 
 
 @dataclass(frozen=True)

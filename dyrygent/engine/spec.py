@@ -25,8 +25,18 @@ __all__ = [
     "spec_extras",
 ]
 
-#: Header versions this release reads (1: dyrygent 0.1; 2 adds fail_fast).
-HEADER_VERSIONS = (1, 2)
+#: Header versions this release reads (1: dyrygent 0.1; 2 adds fail_fast; 3 adds the
+#: custom payloads, hooks and workflow callbacks, written only when one is set, so a
+#: workflow without them still runs on workers of the previous release).
+HEADER_VERSIONS = (1, 2, 3)
+#: The header fields version 3 adds, with their types.
+_V3_FIELDS: dict[str, type] = {
+    "custom_payload": dict,
+    "node_payloads": dict,
+    "hooks": dict,
+    "link": dict,
+    "link_error": dict,
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,10 @@ class Header:
     """Workflow-level settings stored beside the graph.
 
     ``node_options``: apply_async options for every node; ``processor_options``: for the
-    processor's own messages; ``fail_fast``: the first failure ends the workflow.
+    processor's own messages; ``fail_fast``: the first failure ends the workflow;
+    ``custom_payload``: the workflow's, and ``node_payloads`` each node's by id (JSON);
+    ``hooks``: hook name -> dotted paths of its handlers (``Workflow.connect``);
+    ``link`` / ``link_error``: the workflow's callbacks, as signature dicts.
     """
 
     node_options: dict[str, Any] = field(default_factory=dict)
@@ -43,6 +56,16 @@ class Header:
     version: int = 2
     max_expand: int = 10_000
     max_nodes: int = 100_000
+    custom_payload: dict[str, Any] | None = None
+    node_payloads: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, list[str]] = field(default_factory=dict)
+    link: dict[str, Any] | None = None
+    link_error: dict[str, Any] | None = None
+
+    @property
+    def extended(self) -> bool:
+        """Whether a version-3 field is set (then the header is written as version 3)."""
+        return any(getattr(self, name) for name in _V3_FIELDS)
 
 
 def _json(value: Any) -> bytes:
@@ -106,16 +129,17 @@ def check_spec(node_id: str, spec: bytes) -> None:
 
 
 def encode_header(header: Header) -> bytes:
-    return _json(
-        {
-            "version": header.version,
-            "node_options": header.node_options,
-            "processor_options": header.processor_options,
-            "fail_fast": header.fail_fast,
-            "max_expand": header.max_expand,
-            "max_nodes": header.max_nodes,
-        }
-    )
+    raw: dict[str, Any] = {
+        "version": 3 if header.extended else header.version,
+        "node_options": header.node_options,
+        "processor_options": header.processor_options,
+        "fail_fast": header.fail_fast,
+        "max_expand": header.max_expand,
+        "max_nodes": header.max_nodes,
+    }
+    if header.extended:
+        raw.update({name: getattr(header, name) for name in _V3_FIELDS})
+    return _json(raw)
 
 
 def decode_header(data: bytes) -> Header:
@@ -142,4 +166,20 @@ def decode_header(data: bytes) -> Header:
         and all(type(v) is int and v >= 0 for v in limits)
     ):
         raise PayloadError("the workflow header has a field of the wrong type", data)
-    return Header(dict(node_options), dict(processor_options), fail_fast, raw["version"], *limits)
+    extra = {name: raw.get(name) for name in _V3_FIELDS}
+    for name, value in extra.items():
+        if value is not None and not isinstance(value, _V3_FIELDS[name]):
+            raise PayloadError(f"the workflow header's {name} is not a {_V3_FIELDS[name]}", data)
+    return Header(
+        dict(node_options),
+        dict(processor_options),
+        fail_fast,
+        raw["version"],
+        max_expand=limits[0],
+        max_nodes=limits[1],
+        custom_payload=extra["custom_payload"],
+        node_payloads=dict(extra["node_payloads"] or {}),
+        hooks=dict(extra["hooks"] or {}),
+        link=extra["link"],
+        link_error=extra["link_error"],
+    )

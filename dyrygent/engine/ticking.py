@@ -25,6 +25,7 @@ from dyrygent.engine.nodes import (
     launch,
     not_yet_published,
 )
+from dyrygent.engine.notify import listening, notify_end, notify_tick, publish_callbacks
 from dyrygent.engine.results import exception_of, observe
 from dyrygent.errors import WorkflowError
 
@@ -89,7 +90,12 @@ def tick(
             proc.finisher.decide(wf, graph, current, plan.verdict, metas, results)
         if plan.done:
             status = plan.verdict.status or WorkflowStatus.FAILED
-            store.commit(wf, token, changes, gen + 1, status)
+            if header.link or header.link_error:
+                culprit = plan.verdict.culprit
+                publish_callbacks(app, wf, graph, header, status, culprit, metas)
+            if store.commit(wf, token, changes, gen + 1, status) is not None and listening(header):
+                notify_tick(app, wf, graph, header, changes, metas, 0)
+                notify_end(app, wf, header, status)
             proc.hooks.fire("after_tick", wf, plan.changes, 0)
             return status.value
         nodes = graph.nodes
@@ -142,6 +148,8 @@ def tick(
             raise
         next_gen = gen + 1
     dirty = store.commit(wf, token, changes, next_gen, WorkflowStatus.RUNNING)
+    if dirty is not None and listening(header):  # O(1) when nobody listens
+        notify_tick(app, wf, graph, header, changes, metas, launched)
     proc.hooks.fire("after_tick", wf, plan.changes, launched)
     if len(reading) < len(flying) and plan.changes:
         dirty = True  # more in flight than this tick read, and it saw progress: go on

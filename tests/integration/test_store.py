@@ -1,6 +1,6 @@
 """The store's contract, on a real Redis (Lua), SQLite, PostgreSQL and MariaDB
 (compare-and-set), and on the in-process key-value store: the generation fence, then the
-records around it (WorkflowInfo, node events, snapshots, the index, forget)."""
+records around it (WorkflowRecord, node events, snapshots, the index, forget)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from celery import Celery
 from sqlalchemy import func, select
 
 from dyrygent.core.states import NodeState, WorkflowStatus
-from dyrygent.engine.stores import ClaimStatus, NodeEvent, WorkflowInfo, sql_schema
+from dyrygent.engine.stores import ClaimStatus, NodeEvent, WorkflowRecord, sql_schema
 from dyrygent.engine.stores.kv import KVStore
 from dyrygent.engine.stores.redis import RedisStore
 from dyrygent.engine.stores.sql import SQLStore
@@ -240,7 +240,7 @@ def test_a_successor_driver_takes_over_when_its_predecessor_died_holding(store):
     assert (claim.status, claim.gen, claim.attempts >= 2) == (ClaimStatus.OK, 0, True)
 
 
-# --- the records around the fence: WorkflowInfo, node events, the index, forget ----------
+# --- the records around the fence: WorkflowRecord, node events, the index, forget ----------
 
 
 def after_store_clock_passes(store, t: float) -> None:
@@ -257,7 +257,7 @@ def test_status_is_the_same_typed_workflow_info_on_every_store(store):
     # When its status is read
     info = store.status("wf")
     # Then every field has the same type and value on every store
-    assert type(info) is WorkflowInfo
+    assert type(info) is WorkflowRecord
     assert type(info.status) is WorkflowStatus and type(info.created) is float
     assert [type(v) for v in (info.id, info.gen, info.holder, info.attempts, info.states)] == [
         str,
@@ -266,7 +266,7 @@ def test_status_is_the_same_typed_workflow_info_on_every_store(store):
         int,
         bytes,
     ]
-    assert replace(info, created=None) == WorkflowInfo(
+    assert replace(info, created=None) == WorkflowRecord(
         "wf", WorkflowStatus.RUNNING, 0, "m0", 1, None, None, bytes(4)
     )
     # and it was created by the store's clock (the servers are local: this host's clock)
@@ -274,8 +274,8 @@ def test_status_is_the_same_typed_workflow_info_on_every_store(store):
 
 
 def test_an_unknown_workflow_has_no_status(store):
-    assert store.status("nope") == WorkflowInfo("nope")
-    assert store.snapshot("nope") == (WorkflowInfo("nope"), [])
+    assert store.status("nope") == WorkflowRecord("nope")
+    assert store.snapshot("nope") == (WorkflowRecord("nope"), [])
     assert store.history("nope") == []
 
 
@@ -389,7 +389,7 @@ def test_forget_deletes_every_record(store):
     # When it is forgotten
     store.forget("wf")
     # Then nothing of it is left, and the other workflow is untouched
-    assert store.status("wf") == WorkflowInfo("wf")
+    assert store.status("wf") == WorkflowRecord("wf")
     assert store.history("wf") == [] and store.load("wf") == (None, None)
     assert store.claim("wf", 1, "m1", wake=False).status is ClaimStatus.GONE
     assert [i.id for i in store.list_workflows()] == ["other"]
@@ -405,3 +405,68 @@ def test_forget_deletes_every_record(store):
                 n = conn.execute(select(func.count()).select_from(table)).scalar_one()
                 assert n == 0, table.name
     store.forget("never-was")  # a no-op
+
+
+# --- steering: initial states, reopen, retention ------------------------------------------
+
+
+def test_create_takes_initial_states(store):
+    # Given a workflow created with node 1 already SUCCEEDED (skipped by the client)
+    store.create("wf", b"g", b"h", 3, 3600, states=bytes([0, NodeState.SUCCEEDED, 0]))
+    # Then the first claim sees it
+    assert store.claim("wf", 0, "m0", wake=False).states == bytes([0, 2, 0])
+
+
+def test_reopen_a_finished_workflow_moves_the_fence_and_logs_events(store):
+    # Given a workflow that ended FAILED at generation 2
+    make(store)
+    store.claim("wf", 0, "m0", wake=False)
+    store.commit("wf", "m0", {0: NodeState.LAUNCHED, 1: NodeState.LAUNCHED}, 1, "running")
+    store.claim("wf", 1, "m1", wake=False)
+    store.commit("wf", "m1", {0: NodeState.SUCCEEDED, 1: NodeState.FAILED}, 2, "failed")
+    assert store.status("wf").ended is not None
+    # When it is reopened at generation 2 with node 1 back to WAITING
+    assert store.reopen("wf", 2, {1: NodeState.WAITING}, 3600) is True
+    # Then it runs again at generation 3, without an end, node 1 waiting, the change logged
+    info = store.status("wf")
+    assert (info.status, info.gen, info.ended, info.holder) == ("running", 3, None, "")
+    assert info.states == bytes([2, 0, 0, 0])
+    last = store.history("wf")[-1]
+    assert (last.node, last.old, last.new) == (1, NodeState.FAILED, NodeState.WAITING)
+    # and the old driver of generation 2 is stale; the new one claims it
+    assert store.claim("wf", 2, "m2", wake=False).status is ClaimStatus.STALE
+    assert store.claim("wf", 3, "m3", wake=False).status is ClaimStatus.OK
+
+
+def test_reopen_refuses_running_unknown_and_moved_on_workflows(store):
+    # Given a running workflow
+    make(store)
+    # Then it cannot be reopened, nor can an unknown one
+    assert store.reopen("wf", 0, {0: NodeState.WAITING}, 3600) is False
+    assert store.reopen("nope", 0, {}, 3600) is False
+    # Given it ended cancelled at generation 1
+    store.claim("wf", 0, "m0", wake=False)
+    store.commit("wf", "m0", {0: NodeState.CANCELLED}, 1, "cancelled")
+    # Then a reopen at a generation it is no longer at writes nothing (another won)
+    assert store.reopen("wf", 0, {0: NodeState.WAITING}, 3600) is False
+    assert store.status("wf").status is WorkflowStatus.CANCELLED
+    assert store.reopen("wf", 1, {0: NodeState.WAITING}, 3600) is True
+    assert store.reopen("wf", 1, {0: NodeState.WAITING}, 3600) is False
+
+
+def test_records_live_max_age_plus_keep(store):
+    # Given a workflow created with max_age 60 and keep 100
+    store.create("wf", b"g", b"h", 2, 60, keep=100)
+    # Then its records expire 160 seconds later (checked where the store exposes it)
+    if isinstance(store, RedisStore):
+        for kind in "msge":
+            assert 150 <= store.client.ttl(f"{store.prefix}wf:{kind}") <= 160
+    elif isinstance(store, SQLStore):
+        with store.engine.connect() as conn:
+            row = conn.execute(
+                select(sql_schema.workflows.c.expires - sql_schema.workflows.c.created)
+            ).scalar_one()
+        assert abs(row - 160) < 1
+    else:
+        meta = store._meta("wf")
+        assert abs(meta["expires"] - meta["created"] - 160) < 1

@@ -10,6 +10,7 @@ Both times are the ledger Redis server's ``TIME``: one clock for every worker an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 from dyrygent import register_workflow_processor
+from dyrygent import signals as dyrygent_signals
 from dyrygent.engine.wake import PROCESSOR_NAME
 from dyrygent.signals import tick_claimed
 
@@ -90,6 +92,36 @@ def make_app(
 
 
 _ledger = None
+
+
+_LINEAGE = {"on": os.environ.get("DYRYGENT_TEST_FAULTS") == "1"}
+
+
+@contextlib.contextmanager
+def recording_lineage():
+    """Record the lineage of this process's publishes too (a worker with faults on always
+    records it) to the ledger list ``publish:lineage``."""
+    before = _LINEAGE["on"]
+    _LINEAGE["on"] = True
+    try:
+        yield
+    finally:
+        _LINEAGE["on"] = before
+
+
+@before_task_publish.connect
+def _record_lineage(sender=None, headers=None, body=None, **_):
+    """[task id, task, root_id, parent_id, args] of each publish (Flower's view)."""
+    if not _LINEAGE["on"]:
+        return
+    h = headers or {}
+    args = list(body[0]) if isinstance(body, (list, tuple)) and body else []
+    _ledger_client().rpush(
+        "publish:lineage",
+        json.dumps(
+            [h.get("id"), str(sender), h.get("root_id"), h.get("parent_id"), args], default=str
+        ),
+    )
 
 
 @before_task_publish.connect
@@ -291,7 +323,97 @@ def request_info(self, *a, **k):
     }
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky, request_info]
+def fail_until(x, key):
+    """Fail until the ledger's Redis has ``key`` (a test sets it before a retry)."""
+    if not _ledger_client().exists(key):
+        raise ExpectedError(f"{key} not set")
+    return x
+
+
+def gate(x, key, timeout=30.0):
+    """Wait until the ledger's Redis has ``key`` (a test opens the gate), then return ``x``:
+    a node that runs exactly as long as the test needs it to."""
+    deadline = time.monotonic() + timeout
+    while not _ledger_client().exists(key) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the condition lives in another process
+    return x
+
+
+TASKS = [
+    add,
+    gate,
+    mul,
+    tsum,
+    identity,
+    echo,
+    fail,
+    noop,
+    sleep_then,
+    replace_with,
+    flaky,
+    fail_until,
+    request_info,
+]
+
+
+# --- steering tests: signals and hooks record to the ledger list "signals" -----------------
+
+
+def _watched(workflow_id) -> bool:
+    return bool(_ledger_client().sismember("signals:watch", workflow_id or ""))
+
+
+def _recorder(name):
+    def receiver(sender=None, workflow_id=None, **kw):
+        if _watched(workflow_id):
+            detail = kw.get("node_id") or kw.get("new") or kw.get("state") or kw.get("launched")
+            _ledger_client().rpush("signals", json.dumps([name, detail, os.getpid()]))
+
+    receiver.__name__ = f"record_{name}"
+    return receiver
+
+
+_RECEIVERS = {
+    name: _recorder(name)
+    for name in (
+        "workflow_state_changed",
+        "workflow_finished",
+        "node_started",
+        "node_succeeded",
+        "node_failed",
+        "after_tick",
+    )
+}
+
+
+def connect_recorders(connect: bool = True) -> None:
+    """Record dyrygent's signals for the workflows in the ledger set ``signals:watch``
+    (connected in workers started with DYRYGENT_TEST_SIGNALS=1, and by the steering tests
+    in their own process; nowhere else, so other tests pay nothing)."""
+    for name, receiver in _RECEIVERS.items():
+        signal = getattr(dyrygent_signals, name)
+        if connect:
+            signal.connect(receiver, weak=False)
+        else:
+            signal.disconnect(receiver)
+
+
+if os.environ.get("DYRYGENT_TEST_SIGNALS") == "1":
+    connect_recorders()
+
+
+def hook_on_finish(workflow, payload):
+    """A workflow hook (celery-dyrygent's on_finish), importable by the workers."""
+    _ledger_client().rpush(
+        "signals", json.dumps(["hook:on_finish", payload["state"], os.getpid(), workflow.id])
+    )
+
+
+def hook_on_state_change(workflow, payload):
+    _ledger_client().rpush(
+        "signals", json.dumps(["hook:on_state_change", payload["new"], os.getpid(), workflow.id])
+    )
+
 
 app = make_app(
     os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),

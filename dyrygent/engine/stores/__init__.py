@@ -18,7 +18,7 @@ from dyrygent.engine.stores.base import (
     Claim,
     ClaimStatus,
     Store,
-    WorkflowInfo,
+    WorkflowRecord,
     claim_rule,
 )
 from dyrygent.engine.stores.events import NodeEvent
@@ -32,8 +32,9 @@ __all__ = [
     "ClaimStatus",
     "NodeEvent",
     "Store",
-    "WorkflowInfo",
+    "WorkflowRecord",
     "claim_rule",
+    "records_keep",
     "store_for",
 ]
 
@@ -88,3 +89,18 @@ def store_for(app: Any) -> Store:
         f"dyrygent cannot keep workflow state in the result backend "
         f"{kind.__module__}.{kind.__qualname__}: use {_SUPPORTED}"
     )
+
+
+#: How long records are kept after a workflow's maximum age when the app keeps results
+#: forever (``result_expires=None``): ten years.
+_FOREVER = 10 * 365 * 24 * 3600
+
+
+def records_keep(app: Any) -> float:
+    """Seconds a workflow's records outlive its maximum age: as long as the app's result
+    backend keeps results (``result_expires``; a day when unset, as Celery's default)."""
+    expires = app.conf.result_expires
+    if expires is None:
+        return _FOREVER
+    seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else float(expires)
+    return seconds if seconds > 0 else KEEP_AFTER

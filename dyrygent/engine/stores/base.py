@@ -1,7 +1,9 @@
 """Where a workflow lives between ticks: the interface every store implements, and the
 claim rule that fences it.
 
-Per workflow, these records, all expiring ``max_age + KEEP_AFTER`` after creation:
+Per workflow, these records, all expiring ``max_age + keep`` after creation (``keep``: the
+app's ``result_expires``, so records live as long as the node results they describe; a
+retry gives them that long again):
 
 * ``graph``: the encoded graph, written once by the client;
 * ``state``: one byte per node (a NodeState); a tick rewrites only the bytes that changed;
@@ -40,13 +42,14 @@ __all__ = [
     "Claim",
     "ClaimStatus",
     "Store",
-    "WorkflowInfo",
+    "WorkflowRecord",
     "change_runs",
     "claim_rule",
 ]
 
 PREFIX = "dyrygent-wf-"
-#: How long a workflow's records outlive its maximum age, for inspection.
+#: How long a workflow's records outlive its maximum age by default (the processor passes
+#: the app's ``result_expires``).
 KEEP_AFTER = 24 * 3600
 #: Seconds after which a hold whose holder stopped renewing it is taken over by the next
 #: claim (a holder ticking longer renews it every fifth of this).
@@ -110,7 +113,7 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class WorkflowInfo:
+class WorkflowRecord:
     """One workflow as stored, the same fields and types on every store.
 
     ``status`` is None when the workflow is unknown (never created, forgotten or expired);
@@ -128,7 +131,7 @@ class WorkflowInfo:
     states: bytes = b""
 
     @classmethod
-    def from_stored(cls, wf: str, meta: Mapping[str, Any], states: bytes | None) -> WorkflowInfo:
+    def from_stored(cls, wf: str, meta: Mapping[str, Any], states: bytes | None) -> WorkflowRecord:
         """The info of ``wf`` from its stored meta fields as any store returns them (text
         or bytes, numbers or their text); an empty ``meta`` is an unknown workflow."""
         if not meta or meta.get("status") is None:
@@ -216,10 +219,13 @@ class Store(abc.ABC):
         size: int,
         max_age: int,
         joins: Mapping[int, int] | None = None,
+        states: bytes | None = None,
+        keep: float = KEEP_AFTER,
     ) -> None:
-        """Store a new workflow of ``size`` nodes (all WAITING), RUNNING, and add it to the
+        """Store a new workflow of ``size`` nodes (all WAITING, or ``states``: one NodeState
+        byte per node, e.g. nodes skipped as SUCCEEDED), RUNNING, and add it to the
         index. It ends in ERROR ``max_age`` seconds later, and its records expire
-        ``KEEP_AFTER`` after that, by the store's clock. ``joins`` maps join counters (a node
+        ``keep`` seconds after that, by the store's clock. ``joins`` maps join counters (a node
         index, or -1 for the workflow's end) to the number of completions they wait for (see
         :meth:`count_down`). An existing workflow of the same id is replaced."""
 
@@ -243,6 +249,21 @@ class Store(abc.ABC):
         holder's own message, is told BUSY."""
 
     @abc.abstractmethod
+    def reopen(
+        self,
+        wf: str,
+        gen: int,
+        changes: Mapping[int, int],
+        max_age: int,
+        keep: float = KEEP_AFTER,
+    ) -> bool:
+        """Reopen a finished workflow still at generation ``gen``: write ``changes`` (node
+        index -> NodeState, logged as events), set it RUNNING at ``gen + 1`` (every older
+        driver is stale) with a deadline ``max_age`` from now and no ``ended``, and keep its
+        records ``max_age + keep`` from now. Returns false, writing nothing, if it is
+        running, unknown, held, or no longer at ``gen`` (someone else reopened it)."""
+
+    @abc.abstractmethod
     def release(self, wf: str, token: str) -> None:
         """Give up ``token``'s hold without committing (its tick failed and will not be
         retried under that id)."""
@@ -262,7 +283,7 @@ class Store(abc.ABC):
         ``token`` no longer holds it (nothing is written then)."""
 
     @abc.abstractmethod
-    def status(self, wf: str) -> WorkflowInfo:
+    def status(self, wf: str) -> WorkflowRecord:
         """The workflow as stored (``status`` None if unknown), in one read."""
 
     @abc.abstractmethod
@@ -270,14 +291,14 @@ class Store(abc.ABC):
         """Every node state change committed, in commit order (empty if unknown)."""
 
     @abc.abstractmethod
-    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+    def snapshot(self, wf: str) -> tuple[WorkflowRecord, list[NodeEvent]]:
         """:meth:`status` and :meth:`history` as of one moment, in one round trip or
         transaction."""
 
     @abc.abstractmethod
     def list_workflows(
         self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
-    ) -> list[WorkflowInfo]:
+    ) -> list[WorkflowRecord]:
         """Up to ``limit`` stored workflows, newest first, optionally only those in
         ``status`` and those created before ``before`` (store clock: pass the last
         ``created`` of a page to get the next). Expired and forgotten workflows are not

@@ -23,7 +23,7 @@ from dyrygent.engine.stores.base import (
     Claim,
     ClaimStatus,
     Store,
-    WorkflowInfo,
+    WorkflowRecord,
     claim_rule,
 )
 from dyrygent.engine.stores.events import (
@@ -68,12 +68,14 @@ class KVStore(Store):
         size: int,
         max_age: int,
         joins: Mapping[int, int] | None = None,
+        states: bytes | None = None,
+        keep: float = KEEP_AFTER,
     ) -> None:
         with self._lock:
             now = time.time()
             self._set(wf + ":c", dict(joins or {}))
             self._set(wf + ":g", graph)
-            self._set(wf + ":s", bytes(size))
+            self._set(wf + ":s", bytes(size) if states is None else bytes(states))
             self._set(wf + ":e", EVENTS_VERSION)
             self._set(
                 wf + ":m",
@@ -85,7 +87,7 @@ class KVStore(Store):
                     "status": WorkflowStatus.RUNNING.value,
                     "header": header,
                     "deadline": now + max_age,
-                    "expires": now + max_age + KEEP_AFTER,
+                    "expires": now + max_age + keep,
                     "created": now,
                     "ended": None,
                 },
@@ -130,16 +132,7 @@ class KVStore(Store):
             if meta is None or meta["holder"] != token:
                 return None
             now = time.time()
-            states = bytearray(self._get(wf + ":s"))
-            events = diff(bytes(states), changes)
-            for i, s in changes.items():
-                if i >= len(states):
-                    states.extend(bytes(i + 1 - len(states)))
-                states[i] = int(s)
-            self._set(wf + ":s", bytes(states))
-            if events:
-                log = self._get(wf + ":e") or EVENTS_VERSION
-                self._set(wf + ":e", bytes(log) + pack_events(now, events))
+            self._write_states(wf, changes, now)
             dirty = bool(meta["dirty"])
             status = WorkflowStatus(status)
             meta.update(gen=gen, holder="", status=status.value, dirty=False)
@@ -147,6 +140,51 @@ class KVStore(Store):
                 meta["ended"] = now
             self._set(wf + ":m", meta)
             return dirty
+
+    def reopen(
+        self,
+        wf: str,
+        gen: int,
+        changes: Mapping[int, int],
+        max_age: int,
+        keep: float = KEEP_AFTER,
+    ) -> bool:
+        with self._lock:
+            meta = self._meta(wf)
+            if (
+                meta is None
+                or meta["status"] == WorkflowStatus.RUNNING.value
+                or int(meta["gen"]) != gen
+                or meta.get("holder")
+            ):
+                return False
+            now = time.time()
+            self._write_states(wf, changes, now)
+            meta.update(
+                gen=gen + 1,
+                holder="",
+                attempts=0,
+                dirty=False,
+                status=WorkflowStatus.RUNNING.value,
+                deadline=now + max_age,
+                expires=now + max_age + keep,
+                ended=None,
+            )
+            self._set(wf + ":m", meta)
+            return True
+
+    def _write_states(self, wf: str, changes: Mapping[int, int], now: float) -> None:
+        """Apply ``changes`` to the stored states and log their events."""
+        states = bytearray(self._get(wf + ":s"))
+        events = diff(bytes(states), changes)
+        for i, s in changes.items():
+            if i >= len(states):
+                states.extend(bytes(i + 1 - len(states)))
+            states[i] = int(s)
+        self._set(wf + ":s", bytes(states))
+        if events:
+            log = self._get(wf + ":e") or EVENTS_VERSION
+            self._set(wf + ":e", bytes(log) + pack_events(now, events))
 
     def count_down(self, wf: str, counters: list[int]) -> bool:
         with self._lock:
@@ -174,29 +212,29 @@ class KVStore(Store):
             self._set(wf + ":m", meta)
             return True
 
-    def status(self, wf: str) -> WorkflowInfo:
+    def status(self, wf: str) -> WorkflowRecord:
         return self.snapshot(wf)[0]
 
     def history(self, wf: str) -> list[NodeEvent]:
         return self.snapshot(wf)[1]
 
-    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+    def snapshot(self, wf: str) -> tuple[WorkflowRecord, list[NodeEvent]]:
         with self._lock:
             meta = self._meta(wf)
             if meta is None:
-                return WorkflowInfo(wf), []
-            info = WorkflowInfo.from_stored(wf, meta, self._get(wf + ":s"))
+                return WorkflowRecord(wf), []
+            info = WorkflowRecord.from_stored(wf, meta, self._get(wf + ":s"))
             return info, unpack_events(self._get(wf + ":e"))
 
     def list_workflows(
         self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
-    ) -> list[WorkflowInfo]:
+    ) -> list[WorkflowRecord]:
         wanted = None if status is None else WorkflowStatus(status)
         with self._lock:
             index = self._index()
             self._set("index", index)
             newest = sorted(index.items(), key=lambda item: item[1], reverse=True)
-            out: list[WorkflowInfo] = []
+            out: list[WorkflowRecord] = []
             for wf, created in newest:
                 if len(out) >= limit:
                     break

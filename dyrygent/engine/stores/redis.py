@@ -22,7 +22,7 @@ from dyrygent.engine.stores.base import (
     Claim,
     ClaimStatus,
     Store,
-    WorkflowInfo,
+    WorkflowRecord,
     change_runs,
 )
 from dyrygent.engine.stores.events import EVENTS_VERSION, NodeEvent, unpack_events
@@ -47,6 +47,7 @@ class RedisStore(Store):
         self._extend = client.register_script(redis_lua.EXTEND)
         self._count = client.register_script(redis_lua.COUNT)
         self._list = client.register_script(redis_lua.LIST)
+        self._reopen = client.register_script(redis_lua.REOPEN)
 
     def _key(self, wf: str, kind: str) -> str:
         """The key of ``wf``'s record ``kind`` (m, s, g, c, e or x: segments)."""
@@ -61,9 +62,12 @@ class RedisStore(Store):
         size: int,
         max_age: int,
         joins: Mapping[int, int] | None = None,
+        states: bytes | None = None,
+        keep: float = KEEP_AFTER,
     ) -> None:
         keys = [self._key(wf, k) for k in "msgce"] + [self.index_key, self.index_key + "-ttl"]
-        args: list[Any] = [graph, header, bytes(size), max_age, max_age + KEEP_AFTER, wf]
+        initial = bytes(size) if states is None else bytes(states)
+        args: list[Any] = [graph, header, initial, max_age, max_age + int(keep), wf]
         args.append(EVENTS_VERSION)
         for k, v in (joins or {}).items():
             args += [k, v]
@@ -107,6 +111,20 @@ class RedisStore(Store):
         return None if r == -1 else bool(r)
 
     @transient
+    def reopen(
+        self,
+        wf: str,
+        gen: int,
+        changes: Mapping[int, int],
+        max_age: int,
+        keep: float = KEEP_AFTER,
+    ) -> bool:
+        args: list[Any] = [gen, max_age, max_age + int(keep), EVENTS_VERSION]
+        for offset, data in change_runs(changes):
+            args += [offset, data]
+        return bool(self._reopen(keys=[self._key(wf, k) for k in "msgce"], args=args))
+
+    @transient
     def release(self, wf: str, token: str) -> None:
         self._release(keys=[self._key(wf, "m")], args=[token])
 
@@ -124,24 +142,24 @@ class RedisStore(Store):
         return list(pipe.execute())
 
     @transient
-    def status(self, wf: str) -> WorkflowInfo:
+    def status(self, wf: str) -> WorkflowRecord:
         fields, states = self._read(wf, events=False)
-        return WorkflowInfo.from_stored(wf, dict(zip(_FIELDS, fields)), states)
+        return WorkflowRecord.from_stored(wf, dict(zip(_FIELDS, fields)), states)
 
     @transient
     def history(self, wf: str) -> list[NodeEvent]:
         return unpack_events(self.client.get(self._key(wf, "e")))
 
     @transient
-    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+    def snapshot(self, wf: str) -> tuple[WorkflowRecord, list[NodeEvent]]:
         fields, states, log = self._read(wf, events=True)
-        info = WorkflowInfo.from_stored(wf, dict(zip(_FIELDS, fields)), states)
+        info = WorkflowRecord.from_stored(wf, dict(zip(_FIELDS, fields)), states)
         return info, unpack_events(log) if info.status is not None else []
 
     @transient
     def list_workflows(
         self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
-    ) -> list[WorkflowInfo]:
+    ) -> list[WorkflowRecord]:
         if limit <= 0:
             return []
         top = "+inf" if before is None else f"({before!r}"
@@ -150,7 +168,7 @@ class RedisStore(Store):
         out = []
         for wf, *fields, states in rows:
             meta = dict(zip(_FIELDS, fields))
-            out.append(WorkflowInfo.from_stored(wf.decode(), meta, states))
+            out.append(WorkflowRecord.from_stored(wf.decode(), meta, states))
         return out
 
     @transient

@@ -9,7 +9,7 @@ shared by all: ``p index`` (a sorted set of workflow ids by creation time) and
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "COMMIT", "COUNT", "CREATE", "LIST", "RELEASE", "TOUCH"]
+__all__ = ["CLAIM", "COMMIT", "COUNT", "CREATE", "LIST", "RELEASE", "REOPEN", "TOUCH"]
 
 #: KEYS m s g c e index index-ttl; ARGV graph header states max_age ttl wf version,
 #: then join counter / count pairs.
@@ -146,6 +146,42 @@ redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'holder', '', 'status', ARGV[3], 'di
 if ARGV[3] ~= 'running' then redis.call('HSET', KEYS[1], 'ended', now) end
 if d == '1' then return 1 end
 return 0
+"""
+
+#: KEYS m s g c e; ARGV gen max_age ttl version, then (offset, bytes) runs. Reopens a
+#: finished workflow at generation ``gen`` (nobody holds a finished one): writes the runs
+#: with their events, sets it running at ``gen + 1`` with a new deadline, and gives every
+#: record ``ttl`` seconds to live. Returns 1, or 0 if it is running, unknown or moved on.
+REOPEN = """
+local m = redis.call('HMGET', KEYS[1], 'gen', 'status', 'holder')
+if not m[1] or m[2] == 'running' or tonumber(m[1]) ~= tonumber(ARGV[1]) then return 0 end
+if m[3] and m[3] ~= '' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local events, n = {}, 0
+for i = 5, #ARGV, 2 do
+  local off, new = tonumber(ARGV[i]), ARGV[i + 1]
+  local old = redis.call('GETRANGE', KEYS[2], off, off + #new - 1)
+  for j = 1, #new do
+    local o, v = string.byte(old, j) or 0, string.byte(new, j)
+    if o ~= v then
+      n = n + 1
+      events[n] = struct.pack('>I4BB', off + j - 1, o, v)
+    end
+  end
+  redis.call('SETRANGE', KEYS[2], off, new)
+end
+if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], ARGV[4]) end
+if n > 0 then
+  redis.call('APPEND', KEYS[5], struct.pack('>dI4', now, n) .. table.concat(events))
+end
+redis.call('HSET', KEYS[1], 'gen', tonumber(ARGV[1]) + 1, 'holder', '', 'attempts', 0,
+           'dirty', '0', 'status', 'running', 'deadline', now + tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], 'ended')
+for k = 1, 5 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ARGV[3]) end
+end
+return 1
 """
 
 #: KEYS c; ARGV the counters to decrement.

@@ -25,7 +25,7 @@ from dyrygent.engine.stores.base import (
     Claim,
     ClaimStatus,
     Store,
-    WorkflowInfo,
+    WorkflowRecord,
     claim_rule,
 )
 from dyrygent.engine.stores.events import (
@@ -97,6 +97,8 @@ class SQLStore(Store):
         size: int,
         max_age: int,
         joins: Mapping[int, int] | None = None,
+        states: bytes | None = None,
+        keep: float = KEEP_AFTER,
     ) -> None:
         self._forget_expired()
         for attempt in range(_ROUNDS):
@@ -114,10 +116,10 @@ class SQLStore(Store):
                             dirty=False,
                             status=WorkflowStatus.RUNNING.value,
                             deadline=now + max_age,
-                            expires=now + max_age + KEEP_AFTER,
+                            expires=now + max_age + keep,
                             header=header,
                             graph=graph,
-                            states=bytes(size),
+                            states=bytes(size) if states is None else bytes(states),
                             created=now,
                         )
                     )
@@ -232,6 +234,52 @@ class SQLStore(Store):
                     return bool(row.dirty)
         raise RuntimeError(f"workflow {wf}: commit lost {_ROUNDS} compare-and-set rounds")
 
+    @transient
+    def reopen(
+        self,
+        wf: str,
+        gen: int,
+        changes: Mapping[int, int],
+        max_age: int,
+        keep: float = KEEP_AFTER,
+    ) -> bool:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    workflows.c.version,
+                    workflows.c.gen,
+                    workflows.c.holder,
+                    workflows.c.status,
+                    workflows.c.states,
+                    clock(conn.dialect.name).label("now"),
+                ).where(workflows.c.wf == wf)
+            ).first()
+            if (
+                row is None
+                or row.status == WorkflowStatus.RUNNING.value
+                or row.gen != gen
+                or row.holder
+            ):
+                return False
+            now = float(row.now)
+            events = diff(bytes(row.states), changes)
+            states = bytearray(row.states)
+            for i, s in changes.items():
+                states[i] = int(s)
+            values: dict[str, Any] = {"gen": gen + 1, "holder": "", "attempts": 0}
+            values.update(dirty=False, status=WorkflowStatus.RUNNING.value, ended=None)
+            values.update(states=bytes(states), deadline=now + max_age)
+            values.update(expires=now + max_age + keep)
+            if not self._cas(conn, wf, row.version, **values):
+                return False  # a concurrent reopen won
+            if events:
+                conn.execute(
+                    event_table.insert().values(
+                        wf=wf, seq=row.version, data=pack_events(now, events)
+                    )
+                )
+            return True
+
     def _if_holder(self, wf: str, token: str, **values: Any) -> bool:
         with self.engine.begin() as conn:
             if "held" in values:
@@ -252,15 +300,15 @@ class SQLStore(Store):
         return self._if_holder(wf, token, held=None)
 
     @transient
-    def status(self, wf: str) -> WorkflowInfo:
+    def status(self, wf: str) -> WorkflowRecord:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(*_INFO, workflows.c.states).where(workflows.c.wf == wf)
             ).first()
         return (
-            WorkflowInfo(wf)
+            WorkflowRecord(wf)
             if row is None
-            else WorkflowInfo.from_stored(wf, row._asdict(), row.states)
+            else WorkflowRecord.from_stored(wf, row._asdict(), row.states)
         )
 
     @transient
@@ -268,7 +316,7 @@ class SQLStore(Store):
         return self.snapshot(wf)[1]
 
     @transient
-    def snapshot(self, wf: str) -> tuple[WorkflowInfo, list[NodeEvent]]:
+    def snapshot(self, wf: str) -> tuple[WorkflowRecord, list[NodeEvent]]:
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(*_INFO, workflows.c.version, workflows.c.states).where(
@@ -276,19 +324,19 @@ class SQLStore(Store):
                 )
             ).first()
             if row is None:
-                return WorkflowInfo(wf), []
+                return WorkflowRecord(wf), []
             groups = conn.execute(
                 sa.select(event_table.c.data)
                 .where(event_table.c.wf == wf, event_table.c.seq < row.version)
                 .order_by(event_table.c.seq)
             ).scalars()
             log = EVENTS_VERSION + b"".join(bytes(g) for g in groups)
-        return WorkflowInfo.from_stored(wf, row._asdict(), row.states), unpack_events(log)
+        return WorkflowRecord.from_stored(wf, row._asdict(), row.states), unpack_events(log)
 
     @transient
     def list_workflows(
         self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
-    ) -> list[WorkflowInfo]:
+    ) -> list[WorkflowRecord]:
         with self.engine.connect() as conn:
             query = (
                 sa.select(workflows.c.wf, *_INFO, workflows.c.states)
@@ -304,7 +352,7 @@ class SQLStore(Store):
             if before is not None:
                 query = query.where(workflows.c.created < before)
             rows = conn.execute(query).all()
-        return [WorkflowInfo.from_stored(r.wf, r._asdict(), r.states) for r in rows]
+        return [WorkflowRecord.from_stored(r.wf, r._asdict(), r.states) for r in rows]
 
     @transient
     def extend(
