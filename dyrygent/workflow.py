@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 from celery import current_app
@@ -71,7 +71,9 @@ class Workflow:
     before anything is published); ``max_age`` (seconds, measured on the store's clock) ends a
     workflow still running after it in ERROR. ``fail_fast``: the first failed node ends the
     workflow at once (nothing more is launched; by default independent branches go on, as
-    they do in a native canvas).
+    they do in a native canvas). ``pass_results=False``: no node receives its parents'
+    results (celery-dyrygent's semantics; README, "Migrating from celery-dyrygent"); the
+    workflow's own ``get()`` still returns the canvas's value.
     """
 
     def __init__(
@@ -83,9 +85,11 @@ class Workflow:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age: int = DEFAULT_MAX_AGE,
         fail_fast: bool = False,
+        pass_results: bool = True,
     ) -> None:
         self.options = dict(options or {})
         self.fail_fast = fail_fast
+        self.pass_results = pass_results
         self._started = False
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
@@ -225,7 +229,10 @@ class Workflow:
 
     def freeze(self) -> Graph:
         """Validate the graph (cycles, unknown dependencies) and return it."""
-        return self._builder.freeze(self._output)
+        graph = self._builder.freeze(self._output)
+        if self.pass_results:
+            return graph
+        return Graph([replace(n, input=None) for n in graph.nodes], graph.output)
 
     def apply_async(self, options: dict[str, Any] | None = None) -> WorkflowResult:
         """Validate, store and start the workflow; ``options`` apply to every node.
