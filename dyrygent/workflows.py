@@ -295,9 +295,14 @@ class Workflow(_Workflow):
             "node_payloads": payloads,
             "backup_interval": self.retry_policy[1:] if self.retry_policy else None,
         }
-        start_with(processor, self.id, graph, header, extras, self.max_age, self.max_bytes, given)
-        self._started = True
-        self.state = WorkflowState.RUNNING
-        view = hooks.HookWorkflow(self.id, dict(self.custom_payload), self.state, app)
-        hooks.emit("on_state_change", view, WorkflowState.RUNNING)
+
+        def started() -> None:  # celery-dyrygent's first tick sets RUNNING, then launches
+            self._started = True
+            self.state = WorkflowState.RUNNING
+            view = hooks.HookWorkflow(self.id, dict(self.custom_payload), self.state, app)
+            hooks.emit("on_state_change", view, WorkflowState.RUNNING)
+
+        start_with(
+            processor, self.id, graph, header, extras, self.max_age, self.max_bytes, given, started
+        )
         return WorkflowResult(self.id, app=app, nodes=self._nodes)

@@ -14,13 +14,15 @@ import logging
 import time
 from typing import Any
 
+from celery.signals import worker_init
+
 from dyrygent.compat.convert import convert_workflow_dict
 from dyrygent.compat.starting import start_with
 from dyrygent.engine.processor import Processor
-from dyrygent.errors import BuildError, PayloadError
+from dyrygent.errors import BuildError, ConfigurationError, PayloadError
 from dyrygent.workflow import DEFAULT_MAX_BYTES
 
-__all__ = ["CELERY_DYRYGENT_PROCESSOR", "adopt", "register_adopter"]
+__all__ = ["CELERY_DYRYGENT_PROCESSOR", "adopt", "check_adopter", "register_adopter"]
 
 logger = logging.getLogger("dyrygent.compat")
 
@@ -81,7 +83,6 @@ def adopt(processor: Processor, wf: str, workflow_dict: Any) -> str:
 def register_adopter(app: Any, processor: Processor) -> Any:
     """Register the task named ``workflow-processor`` on ``app`` and return it."""
 
-    @app.task(name=CELERY_DYRYGENT_PROCESSOR, bind=True, shared=False, **ADOPTER_OPTIONS)
     def adopt_celery_dyrygent(self: Any, *args: Any, **kwargs: Any) -> str:
         workflow_dict = kwargs.pop("workflow_dict", None)
         wf = self.request.id
@@ -102,4 +103,28 @@ def register_adopter(app: Any, processor: Processor) -> Any:
             logger.warning("dyrygent: adopting workflow %s failed (%r); retrying", wf, exc)
             raise processor.again(self, processor.timing.backoff(self.request.retries), exc)
 
-    return adopt_celery_dyrygent
+    task = app.task(name=CELERY_DYRYGENT_PROCESSOR, bind=True, shared=False, **ADOPTER_OPTIONS)(
+        adopt_celery_dyrygent
+    )
+
+    def check_at_worker_start(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            check_adopter(app, adopt_celery_dyrygent)
+
+    worker_init.connect(check_at_worker_start, weak=False)
+    return task
+
+
+def check_adopter(app: Any, adopter: Any) -> None:
+    """Raise ConfigurationError unless the function ``adopter`` holds celery-dyrygent's
+    processor name on ``app`` (celery-dyrygent registers its own as a shared task, so it
+    reaches every app, and Celery keeps the first task registered under a name)."""
+    held = app.tasks.get(CELERY_DYRYGENT_PROCESSOR)
+    run = getattr(held, "run", None)
+    if held is not None and getattr(run, "__func__", run) is not adopter:
+        raise ConfigurationError(
+            f"the task {CELERY_DYRYGENT_PROCESSOR!r} on app {app.main!r} is celery-dyrygent's "
+            f"own processor ({getattr(held, '__module__', '?')}), so its messages would not be "
+            f"adopted: drop celery_dyrygent.tasks.register_workflow_processor(app) from the "
+            f"modules your workers import"
+        )

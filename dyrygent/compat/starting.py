@@ -10,7 +10,7 @@ finished nodes made READY or UPSTREAM_FAILED, the outcome stored if it is alread
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery.utils import uuid
@@ -63,9 +63,11 @@ def start_with(
     max_age: int,
     max_bytes: int,
     given: Mapping[int, NodeState] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> None:
     """Check, store and start ``wf`` with ``extras`` in its header and the ``given`` node
-    states (see :func:`initial_states`); the first tick runs in this process.
+    states (see :func:`initial_states`); ``started()`` is called once it is stored, before
+    its first tick, which runs in this process.
 
     Raises PayloadError (nothing stored) for a workflow the workers would refuse,
     LimitExceededError when the graph encodes to more than ``max_bytes``, WorkflowError
@@ -92,6 +94,8 @@ def start_with(
     store.create(wf, data, sealed, len(graph), max_age, joins=joins)
     if isinstance(processor, CompatProcessor):
         processor.remember_extras(wf, dict(extras))
+    if started is not None:
+        started()
     if given:
         token = f"start-{uuid()}"
         claim = store.claim(wf, 0, token, False, processor.timing.lease)
