@@ -17,7 +17,8 @@ from typing import Any
 from celery import states as celery_states
 from celery.canvas import Signature, _chain, _chord, group
 
-from dyrygent.compat import hooks, serialize
+from dyrygent.compat import hooks as _hooks
+from dyrygent.compat import serialize
 from dyrygent.compat.starting import start_with
 from dyrygent.core.graph import Graph
 from dyrygent.core.rules import TriggerRule
@@ -120,7 +121,15 @@ class Workflow(_Workflow):
 
     # -- celery-dyrygent's names ------------------------------------------------------------
 
-    connect = staticmethod(hooks.connect)
+    connect = staticmethod(_hooks.connect)
+    #: Hook name -> handlers, for every workflow in this process (celery-dyrygent's dict).
+    hooks = _hooks.HANDLERS
+
+    def emit(self, hook_name: str, payload: Any = None) -> None:
+        """Call the handlers of ``hook_name`` with this workflow and ``payload`` here, now
+        (the processor emits the hooks itself as the workflow runs)."""
+        view = _hooks.HookWorkflow(self.id, dict(self.custom_payload), self.state, self.app)
+        _hooks.emit(hook_name, view, payload)
 
     @property
     def nodes(self) -> dict[str, WorkflowNode]:  # type: ignore[override]
@@ -299,8 +308,7 @@ class Workflow(_Workflow):
         def started() -> None:  # celery-dyrygent's first tick sets RUNNING, then launches
             self._started = True
             self.state = WorkflowState.RUNNING
-            view = hooks.HookWorkflow(self.id, dict(self.custom_payload), self.state, app)
-            hooks.emit("on_state_change", view, WorkflowState.RUNNING)
+            self.emit("on_state_change", WorkflowState.RUNNING)
 
         start_with(
             processor, self.id, graph, header, extras, self.max_age, self.max_bytes, given, started

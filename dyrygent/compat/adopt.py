@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from celery.exceptions import Ignore
 from celery.signals import worker_init
 
 from dyrygent.compat.convert import convert_workflow_dict
@@ -28,12 +29,14 @@ logger = logging.getLogger("dyrygent.compat")
 
 #: The name celery-dyrygent 0.8.0 registers its processor task under.
 CELERY_DYRYGENT_PROCESSOR = "workflow-processor"
-#: Options of the adopting task: its message is acknowledged after the adoption, and its
-#: return value is never stored (it would land under the workflow's own id).
+#: Options of the adopting task: its message is acknowledged after the adoption, and no
+#: state of its own is stored (it would land under the workflow's id, where the workflow's
+#: result goes; celery-dyrygent's messages ask for results, so the task also raises Ignore).
 ADOPTER_OPTIONS = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
+    "track_started": False,
     "max_retries": None,
 }
 
@@ -83,7 +86,10 @@ def adopt(processor: Processor, wf: str, workflow_dict: Any) -> str:
 def register_adopter(app: Any, processor: Processor) -> Any:
     """Register the task named ``workflow-processor`` on ``app`` and return it."""
 
-    def adopt_celery_dyrygent(self: Any, *args: Any, **kwargs: Any) -> str:
+    def adopt_celery_dyrygent(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise Ignore(handle(self, args, kwargs))  # (see ADOPTER_OPTIONS)
+
+    def handle(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         workflow_dict = kwargs.pop("workflow_dict", None)
         wf = self.request.id
         if args or kwargs or not isinstance(workflow_dict, dict) or not isinstance(wf, str):

@@ -26,7 +26,16 @@ from celery.result import AsyncResult
 
 from dyrygent.errors import BuildError
 
-__all__ = ["HOOK_NAMES", "HookWorkflow", "connect", "connected", "emit", "install"]
+__all__ = [
+    "HANDLERS",
+    "HOOK_NAMES",
+    "HookWorkflow",
+    "connect",
+    "connected",
+    "disconnect",
+    "emit",
+    "install",
+]
 
 logger = logging.getLogger("dyrygent.compat")
 
@@ -34,7 +43,8 @@ HOOK_NAMES = ("after_active_tick", "on_finish", "on_state_change")
 Handler = Callable[[Any, Any], Any]
 # celery-dyrygent's hooks are one registry per process, shared by every workflow: that is
 # their meaning, kept here for migrating users (dyrygent's own hooks belong to a processor).
-_HOOKS: dict[str, list[Handler]] = {name: [] for name in HOOK_NAMES}
+HANDLERS: dict[str, list[Handler]] = {name: [] for name in HOOK_NAMES}
+_HOOKS = HANDLERS
 _ENDS = {"succeeded": "SUCCESS", "failed": "FAILURE", "error": "ERROR"}
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from celery import chain, chord, group
@@ -170,3 +171,25 @@ def test_pass_results_false_clears_every_input_and_keeps_the_output():
     assert any(n.input is not None for n in native.freeze().nodes)
     assert all(n.input is None for n in compat.freeze().nodes)
     assert compat.freeze().output == native.freeze().output
+
+
+def test_the_adopter_refuses_to_run_behind_celery_dyrygents_own_processor():
+    # Given an app where celery-dyrygent's processor took the name first (as its shared
+    # task does on every app), then dyrygent's adopter
+    from celery import Celery
+    from celery_dyrygent.tasks import register_workflow_processor as cd_register
+
+    from dyrygent.compat.adopt import check_adopter, register_adopter
+    from dyrygent.engine.registry import processor_of
+    from dyrygent.errors import ConfigurationError
+
+    app = Celery("both", set_as_current=False)
+    cd_register(app, shared=False)
+    register_adopter(app, processor_of(APP))
+    adopter = APP.tasks["workflow-processor"].run.__func__
+    # Then the worker-start check refuses, naming the fix; the compat app passes it
+    with warnings.catch_warnings():  # (Celery also warns that the name was taken)
+        warnings.simplefilter("ignore")
+        with pytest.raises(ConfigurationError, match="drop celery_dyrygent.tasks.register_wo"):
+            check_adopter(app, adopter)
+    check_adopter(APP, adopter)

@@ -18,7 +18,7 @@ from dyrygent.compat import hooks
 from dyrygent.engine.registry import processor_of
 from dyrygent.errors import WorkflowError
 from dyrygent.testing import wait_until
-from dyrygent.workflows import Workflow
+from dyrygent.workflows import Workflow, WorkflowState
 from tests.compat.helpers import LEDGER, NodeFailed, both, compat_app, seed_canvases
 from tests.compat.test_convert import message
 
@@ -106,6 +106,7 @@ def test_hooks_get_the_workflow_and_celery_dyrygents_payloads(app, ledger, conne
     wf.add_celery_canvas(chain(rec.s(1), rec.s(2)))
     # When the workflow runs to its end
     wf.apply_async().get(timeout=10)
+    assert wf.state == WorkflowState.RUNNING  # (what the client knows; the hooks know more)
     wait_until(lambda: ("on_finish", None) in events_of(wf.id), 10, "on_finish")
     wait_until(lambda: events_of(wf.id)[-1] == ("on_state_change", "SUCCESS"), 10, "SUCCESS")
     # Then: RUNNING first, a tick that launched each node, then on_finish and SUCCESS
@@ -115,6 +116,10 @@ def test_hooks_get_the_workflow_and_celery_dyrygents_payloads(app, ledger, conne
     assert seen[-2:] == [("on_finish", None), ("on_state_change", "SUCCESS")]
     # and every handler saw the workflow's custom payload
     assert all(p == {"job": 1} for _, i, _, p in connected_hooks if i == wf.id)
+    # and celery-dyrygent's hooks dict and emit() are there too
+    assert record_finish in Workflow.hooks["on_finish"]
+    wf.emit("on_finish", "by hand")
+    assert events_of(wf.id)[-1] == ("on_finish", "by hand")
 
 
 def test_a_failed_workflow_reports_failure(app, ledger, connected_hooks):
