@@ -3,6 +3,7 @@ the per-workflow backup tick bounds of celery-dyrygent's ``set_retry_policy``.""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -22,17 +23,20 @@ class CompatProcessor(Processor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._extras: OrderedDict[str, Extras] = OrderedDict()
+        self._extras_lock = threading.Lock()  # (a thread pool ticks in several threads)
 
     def remember_extras(self, wf: str, extras: Extras) -> None:
-        self._extras[wf] = extras
-        self._extras.move_to_end(wf)
-        if len(self._extras) > _CACHE:
-            self._extras.popitem(last=False)
+        with self._extras_lock:
+            self._extras[wf] = extras
+            self._extras.move_to_end(wf)
+            if len(self._extras) > _CACHE:
+                self._extras.popitem(last=False)
 
     def extras(self, wf: str) -> Extras:
         """The extras stored with ``wf`` ({} if none, or if it is unknown); one store read,
         then cached. Raises PayloadError when the stored header's signature is wrong."""
-        cached = self._extras.get(wf)
+        with self._extras_lock:
+            cached = self._extras.get(wf)
         if cached is not None:
             return cached
         data, sealed = self.store.load(wf)
