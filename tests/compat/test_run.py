@@ -241,3 +241,18 @@ def test_dyrygents_own_workflow_still_passes_results(app, ledger):
     wf = dyrygent.Workflow(app=app)
     wf.add_celery_canvas(chain(app.tasks["t.rec"].s(1), app.tasks["t.rec"].s(2)))
     assert wf.apply_async().get(timeout=10) == [[1], 2]
+
+
+def test_a_processor_elsewhere_reads_a_workflows_extras_with_its_graph(app, ledger):
+    # Given a workflow with a custom payload and a retry policy, started from here
+    from dyrygent.compat.processor import CompatProcessor
+
+    wf = Workflow(app=app, custom_payload={"job": 3})
+    wf.add_signature(app.tasks["t.rec"].s(1))
+    wf.set_retry_policy("random", 2, 4)
+    wf.apply_async().get(timeout=10)
+    # When a processor that never saw it (another worker's) loads it
+    elsewhere = CompatProcessor(app)
+    elsewhere.loader.load(wf.id)
+    # Then it has the workflow's extras from that load
+    assert elsewhere.extras(wf.id) == {"custom_payload": {"job": 3}, "backup_interval": [2, 4]}
