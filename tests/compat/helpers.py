@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, chain, chord
+from celery_dyrygent.tasks import register_workflow_processor as cd_register
 from celery_dyrygent.workflows import Workflow as CDWorkflow
+from kombu.utils.json import dumps, loads
 
 from benchmarks.shapes import NESTED23, chain_chords_between
 from dyrygent.tasks import register_workflow_processor
@@ -118,3 +120,30 @@ def both(canvas: Any, dy_workflow: Any) -> tuple[CDWorkflow, Any]:
 
 def dependency_map(nodes: dict[str, Any]) -> dict[str, set[str]]:
     return {node_id: set(node.dependencies) for node_id, node in nodes.items()}
+
+
+#: A client app with celery-dyrygent's own processor: it builds celery-dyrygent's messages.
+CD_APP = Celery("cd-client", set_as_current=False)
+register_tasks(CD_APP)
+cd_register(CD_APP, shared=False)  # (its default, shared, reaches every app)
+
+
+def message(
+    build: str = "seed23", ticks: int = 0, fail_first: bool = False, options: dict | None = None
+):
+    """(workflow id, workflow_dict as the broker carries it, the celery-dyrygent Workflow)
+    after ``ticks`` simulated ticks (the last wave running, earlier ones finished);
+    ``options`` are its processor's (default: its own queue)."""
+    cd = CDWorkflow(options={"queue": "wf"} if options is None else options)
+    cd.add_celery_canvas(seed_canvases(CD_APP)[build]())
+    cd.custom_payload = {"job": 42}
+    first = next(iter(cd.nodes.values()))
+    first.custom_payload["user_id"] = 7
+    cd.set_retry_policy("random", 2, 6)
+    for _ in range(ticks):
+        cd.simulate_tick()
+    if fail_first:
+        cd.finished[first.id] = False
+    cd.tasks_options = {"priority": 4}
+    sig = cd.freeze()
+    return sig.id, loads(dumps(sig.kwargs["workflow_dict"])), cd

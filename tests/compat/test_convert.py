@@ -6,42 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from celery import Celery
-from celery_dyrygent.tasks import register_workflow_processor as cd_register
-from celery_dyrygent.workflows import Workflow as CDWorkflow
-from kombu.utils.json import dumps, loads
 
 from dyrygent.compat.convert import convert_workflow_dict
 from dyrygent.compat.starting import initial_states
 from dyrygent.core.states import NodeState
 from dyrygent.errors import PayloadError
-from tests.compat.helpers import make_app, register_tasks, seed_canvases
+from tests.compat.helpers import make_app, message
 
 APP = make_app("compat-convert")
-CD_APP = Celery("cd-client", set_as_current=False)
-register_tasks(CD_APP)
-cd_register(CD_APP, shared=False)  # (its default, shared, reaches every app)
-
-
-def message(
-    build: str = "seed23", ticks: int = 0, fail_first: bool = False, options: dict | None = None
-):
-    """(workflow id, workflow_dict as the broker carries it, the celery-dyrygent Workflow)
-    after ``ticks`` simulated ticks (the last wave running, earlier ones finished);
-    ``options`` are its processor's (default: its own queue)."""
-    cd = CDWorkflow(options={"queue": "wf"} if options is None else options)
-    cd.add_celery_canvas(seed_canvases(CD_APP)[build]())
-    cd.custom_payload = {"job": 42}
-    first = next(iter(cd.nodes.values()))
-    first.custom_payload["user_id"] = 7
-    cd.set_retry_policy("random", 2, 6)
-    for _ in range(ticks):
-        cd.simulate_tick()
-    if fail_first:
-        cd.finished[first.id] = False
-    cd.tasks_options = {"priority": 4}
-    sig = cd.freeze()
-    return sig.id, loads(dumps(sig.kwargs["workflow_dict"])), cd
 
 
 def test_a_celery_dyrygent_message_converts_to_the_same_nodes():

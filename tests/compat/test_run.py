@@ -19,8 +19,7 @@ from dyrygent.engine.registry import processor_of
 from dyrygent.errors import WorkflowError
 from dyrygent.testing import wait_until
 from dyrygent.workflows import Workflow, WorkflowState
-from tests.compat.helpers import LEDGER, NodeFailed, both, compat_app, seed_canvases
-from tests.compat.test_convert import message
+from tests.compat.helpers import LEDGER, NodeFailed, both, compat_app, message, seed_canvases
 
 
 @pytest.fixture(scope="module")
@@ -248,11 +247,36 @@ def test_a_processor_elsewhere_reads_a_workflows_extras_with_its_graph(app, ledg
     from dyrygent.compat.processor import CompatProcessor
 
     wf = Workflow(app=app, custom_payload={"job": 3})
-    wf.add_signature(app.tasks["t.rec"].s(1))
+    sig = app.tasks["t.rec"].s(1)
+    sig.freeze()
+    node = wf.add_signature(sig)
+    node.custom_payload["user_id"] = 5  # celery-dyrygent's README example
     wf.set_retry_policy("random", 2, 4)
     wf.apply_async().get(timeout=10)
     # When a processor that never saw it (another worker's) loads it
     elsewhere = CompatProcessor(app)
     elsewhere.loader.load(wf.id)
     # Then it has the workflow's extras from that load
-    assert elsewhere.extras(wf.id) == {"custom_payload": {"job": 3}, "backup_interval": [2, 4]}
+    assert elsewhere.extras(wf.id) == {
+        "custom_payload": {"job": 3},
+        "node_payloads": {node.id: {"user_id": 5}},
+        "backup_interval": [2, 4],
+    }
+
+
+def test_an_adoption_that_died_before_its_first_commit_is_adopted_again(app, ledger):
+    # Given a message, and what an adoption killed between storing the workflow and
+    # committing its first states leaves: the workflow stored, at generation 0, no events
+    from dyrygent.compat.adopt import adopt
+    from dyrygent.engine.stores import store_for
+
+    wf_id, data, cd = message(build="readme", options={})
+    store_for(app).create(wf_id, b"half", b"written", len(cd.nodes), 60)
+    processor = processor_of(app)
+    # When the message comes again, then it is adopted, and the workflow completes
+    assert adopt(processor, wf_id, data) == "adopted"
+    assert AsyncResult(wf_id, app=app).get(timeout=20) is None
+    assert all(len(runs) == 1 for runs in ledger.runs.values())
+    assert len(ledger.runs) == len(cd.nodes)
+    # and once it ran, another copy is a duplicate
+    assert adopt(processor, wf_id, data) == "duplicate"
