@@ -114,8 +114,13 @@ def register_adopter(app: Any, processor: Processor) -> Any:
     )
 
     def check_at_worker_start(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is app:
+        if getattr(sender, "app", None) is not app:
+            return
+        try:
             check_adopter(app, adopt_celery_dyrygent)
+        except ConfigurationError as exc:
+            # Celery logs and drops a receiver's exception: SystemExit stops the worker
+            raise SystemExit(f"dyrygent: {exc}") from exc
 
     worker_init.connect(check_at_worker_start, weak=False)
     return task

@@ -89,3 +89,15 @@ def test_workflows_celery_dyrygent_was_running_complete_under_dyrygent(env, ledg
             for dep in node.dependencies:
                 assert starts[node_id][0] >= ends[dep][0]
     assert done_before and len(done_before) < sum(len(wf.nodes) for wf in workflows)
+
+
+def test_a_worker_with_celery_dyrygents_processor_too_refuses_to_start(env):
+    # Given a worker module that still registers celery-dyrygent's processor (a shared task,
+    # which takes the name workflow-processor first) next to dyrygent's adopter
+    w = Worker({**env, "DYRYGENT_TEST_QUEUE": QUEUE}, app="cdbothapp", name="both")
+    try:
+        # Then the worker exits at start, naming the call to drop
+        assert w.proc.wait(60) != 0
+        assert "drop celery_dyrygent.tasks.register_workflow_processor(app)" in w.tail()
+    finally:
+        w.stop()
