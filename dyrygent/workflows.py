@@ -19,12 +19,13 @@ from celery.canvas import Signature, _chain, _chord, group
 
 from dyrygent.compat import hooks as _hooks
 from dyrygent.compat import serialize
+from dyrygent.compat.nodes import WorkflowNode
 from dyrygent.compat.starting import start_with
 from dyrygent.core.graph import Graph
 from dyrygent.core.rules import TriggerRule
 from dyrygent.core.states import NodeState
 from dyrygent.engine.registry import processor_of
-from dyrygent.engine.spec import Header, decode_spec
+from dyrygent.engine.spec import Header
 from dyrygent.errors import BuildError, ConfigurationError, DyrygentError
 from dyrygent.workflow import Dependency, WorkflowResult
 from dyrygent.workflow import Workflow as _Workflow
@@ -45,51 +46,6 @@ class WorkflowState:
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     ERROR = "ERROR"
-
-
-class WorkflowNode(_WorkflowNode):
-    """A node: dyrygent's (``id``, ``task``, ``label``) plus celery-dyrygent's ``signature``
-    (the task call it makes), ``dependencies`` (parent id -> None) and ``custom_payload``."""
-
-    def __init__(self, id: str, task: str, label: str, workflow: Workflow, position: int):
-        super().__init__(id, task, label)
-        self.custom_payload: dict[str, Any] = {}
-        self._workflow = workflow
-        self._position = position
-
-    def _call(self) -> list[Any]:
-        spec = self._workflow.freeze_with_inputs().nodes[self._position].spec
-        return list(decode_spec(spec))
-
-    def signature_dict(self, call: list[Any] | None = None) -> dict[str, Any]:
-        args, kwargs, options = (call or self._call())[:3]
-        return {
-            "task": self.task,
-            "args": list(args),
-            "kwargs": dict(kwargs),
-            "options": {**options, "task_id": self.id},
-            "subtask_type": None,
-            "immutable": False,
-        }
-
-    @property
-    def signature(self) -> Signature:
-        """The node's task call as a signature (its task id is the node's id)."""
-        return Signature(self.signature_dict(), app=self._workflow.app)
-
-    @property
-    def dependencies(self) -> dict[str, None]:
-        """The ids of the nodes it waits for (celery-dyrygent's dict: id -> None)."""
-        return dict.fromkeys(self._workflow._builder.parents_of(self._position))
-
-    def to_dict(self) -> dict[str, Any]:
-        """celery-dyrygent's node dict: id, signature, dependencies, custom_payload."""
-        return {
-            "id": self.id,
-            "signature": self.signature_dict(),
-            "dependencies": self.dependencies,
-            "custom_payload": self.custom_payload,
-        }
 
 
 class Workflow(_Workflow):
