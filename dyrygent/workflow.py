@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from celery import current_app
@@ -46,7 +47,9 @@ class Workflow:
     workflow (``info().custom_payload``); ``link``: a signature called once with the
     workflow's result when it succeeds; ``link_error``: one called once with ``(failed node
     id, {"type", "message"})`` when it fails (both under task ids derived from the workflow
-    id: ``<id>.link`` and ``<id>.link_error``).
+    id: ``<id>.link`` and ``<id>.link_error``). ``pass_results=False``: no node receives its parents'
+    results (celery-dyrygent's semantics; README, "Migrating from celery-dyrygent"); the
+    workflow's own ``get()`` still returns the canvas's value.
     """
 
     #: celery-dyrygent's hooks: ``@MyWorkflow.connect("on_finish")`` on a subclass, or
@@ -66,6 +69,7 @@ class Workflow:
         custom_payload: dict[str, Any] | None = None,
         link: Signature | None = None,
         link_error: Signature | None = None,
+        pass_results: bool = True,
     ) -> None:
         self.custom_payload = _json_dict("Workflow(custom_payload=...)", custom_payload)
         self.link = None if link is None else dict(link)
@@ -75,6 +79,7 @@ class Workflow:
         self.options = dict(options or {})
         self.fail_fast = fail_fast
         self.max_expand = max_expand
+        self.pass_results = pass_results
         self._started = False
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
@@ -262,7 +267,10 @@ class Workflow:
 
     def freeze(self) -> Graph:
         """Validate the graph (cycles, unknown dependencies) and return it."""
-        return self._builder.freeze(self._output)
+        graph = self._builder.freeze(self._output)
+        if self.pass_results:
+            return graph
+        return Graph([replace(n, input=None) for n in graph.nodes], graph.output)
 
     def to_dot(self, *, collapse: int = pictures.DEFAULT_COLLAPSE) -> str:
         """The graph in Graphviz's DOT, before it starts (:mod:`dyrygent.pictures`);

@@ -87,11 +87,13 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     }
     allow_pickle = bool(task_options.pop("allow_pickle", False))
     settings["allow_pickle"] = allow_pickle
+    # (dyrygent.tasks registers its Processor subclass: celery-dyrygent compatibility)
+    processor_class: type[Processor] = task_options.pop("processor_class", Processor)
     existing = processor_of(app)
     if existing is not None:
         return existing.task
     _check_serializers(app, task_options, allow_pickle)
-    processor = Processor(app, PROCESSOR_NAME, **settings)
+    processor = processor_class(app, PROCESSOR_NAME, **settings)
     options = {**DEFAULT_TASK_OPTIONS, **task_options}
 
     @app.task(name=PROCESSOR_NAME, bind=True, shared=False, **options)
