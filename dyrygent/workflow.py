@@ -47,9 +47,9 @@ class Workflow:
     workflow (``info().custom_payload``); ``link``: a signature called once with the
     workflow's result when it succeeds; ``link_error``: one called once with ``(failed node
     id, {"type", "message"})`` when it fails (both under task ids derived from the workflow
-    id: ``<id>.link`` and ``<id>.link_error``). ``pass_results=False``: no node receives its parents'
-    results (celery-dyrygent's semantics; README, "Migrating from celery-dyrygent"); the
-    workflow's own ``get()`` still returns the canvas's value.
+    id: ``<id>.link`` and ``<id>.link_error``). ``pass_results=False``: no node receives its
+    parents' results (celery-dyrygent's semantics; README, "Migrating from celery-dyrygent");
+    the workflow's own ``get()`` still returns the canvas's value.
     """
 
     #: celery-dyrygent's hooks: ``@MyWorkflow.connect("on_finish")`` on a subclass, or

@@ -125,13 +125,19 @@ class Workflow(_Workflow):
         signature: Signature,
         dependencies: Iterable[Dependency] | Dependency | None = None,
         *,
-        custom_payload: dict[str, Any] | None = None,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
+        branch: bool = False,
+        custom_payload: dict[str, Any] | None = None,
     ) -> WorkflowNode:
         """dyrygent's ``add_signature``, with celery-dyrygent's node ``custom_payload``."""
         node = super().add_signature(
-            signature, dependencies, label=label, trigger_rule=trigger_rule
+            signature,
+            dependencies,
+            label=label,
+            trigger_rule=trigger_rule,
+            branch=branch,
+            custom_payload=custom_payload,
         )
         assert isinstance(node, WorkflowNode)  # (_builder_nodes makes them)
         node.custom_payload = dict(custom_payload or {})
