@@ -23,13 +23,28 @@ TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
+def env(redis_server):
+    """A broker and backend of this module's own (Redis databases 10 and 11): the session's
+    worker, which does not know the definitions' tasks, must not take their messages."""
+    return {
+        "DYRYGENT_TEST_BROKER": redis_server.url(10),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(11),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+    }
+
+
+@pytest.fixture(scope="module")
 def dapp(env):
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import defsapp
 
-    return defsapp.make_app(
-        env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"], "defs-client"
-    )
+    yield defsapp.make_app(env["DYRYGENT_TEST_BROKER"], env["DYRYGENT_TEST_BACKEND"], "defs-client")
+    for k, v in saved.items():  # the other modules' workers and apps use the session's
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,11 @@ def steer_env(env):
 def sapp(steer_env, app):  # (app: the session's environment is set for the ledger)
     import workerapp
 
+    # this process records signals to the ledger too: make sure its client is the ledger's
+    # (a module run earlier in the session may have made one for another server)
+    os.environ["DYRYGENT_TEST_LEDGER"] = steer_env["DYRYGENT_TEST_LEDGER"]
+    workerapp._ledger = None
+
     app = workerapp.make_app(
         steer_env["DYRYGENT_TEST_BROKER"],
         steer_env["DYRYGENT_TEST_BACKEND"],
