@@ -35,8 +35,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.codec import decode_graph, encode_graph
-from dyrygent.core.graph import Graph, GraphBuilder, NodeState
+from dyrygent.core.graph import Graph, NodeState
 from dyrygent.core.tick import Outcome, find_all, plan_tick
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import timeit
 
 from dyrygent import signals
-from dyrygent.core.graph import GraphBuilder
+from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.states import NodeState
 from dyrygent.engine.notify import listening, notify_tick
 from dyrygent.engine.spec import Header

@@ -14,7 +14,8 @@ from celery.utils import uuid
 
 from dyrygent import pictures
 from dyrygent.callbacks import Connect, class_hooks
-from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeKind
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import Expr, Graph, NodeKind
 from dyrygent.core.rules import TriggerRule
 from dyrygent.core.simulate import simulate
 from dyrygent.core.states import NodeState

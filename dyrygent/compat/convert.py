@@ -16,7 +16,8 @@ from typing import Any
 from celery.canvas import Signature
 
 from dyrygent.compat.extras import Extras
-from dyrygent.core.graph import Graph, GraphBuilder
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.spec import Header, encode_spec

@@ -22,7 +22,8 @@ from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signat
 from celery.utils import uuid
 from kombu.utils.json import dumps, loads
 
-from dyrygent.core.graph import Expr, GraphBuilder, NodeKind
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import Expr, NodeKind
 from dyrygent.dynamic import EXPAND_TASK
 from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from celery import states as celery_states
 from celery.canvas import maybe_signature
 
-from dyrygent.core.graph import Graph, GraphBuilder, NodeKind, evaluate, index_refs
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import Graph, NodeKind, evaluate, index_refs
 from dyrygent.core.outcome import culprit, unfinished
 from dyrygent.core.segments import Segment, encode_segment, extend_graph
 from dyrygent.core.states import IN_FLIGHT_STATES, NodeState

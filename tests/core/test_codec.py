@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.codec import FORMAT, MAGIC, decode_graph, encode_graph
-from dyrygent.core.graph import GraphBuilder, NodeKind
+from dyrygent.core.graph import NodeKind
 from dyrygent.core.rules import RULES, TriggerRule
 from dyrygent.errors import PayloadError
 from tests.legacy.format1 import encode_graph_v1

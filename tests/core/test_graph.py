@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dyrygent.core.graph import TRANSITIONS, GraphBuilder, NodeState, evaluate, expr_refs
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import TRANSITIONS, NodeState, evaluate, expr_refs
 from dyrygent.core.states import SETTLED_STATES
 from dyrygent.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 

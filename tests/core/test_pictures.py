@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from dyrygent.core.graph import Graph, GraphBuilder
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState as S
 from dyrygent.errors import RenderError
 from dyrygent.pictures import PALETTE, render, to_dot, to_mermaid

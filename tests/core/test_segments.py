@@ -5,7 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from dyrygent.core.graph import GraphBuilder, NodeKind
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import NodeKind
 from dyrygent.core.segments import Segment, decode_segment, encode_segment, extend_graph
 from dyrygent.errors import PayloadError
 

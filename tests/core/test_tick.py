@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyrygent.core.graph import GraphBuilder, NodeKind, NodeState
+from dyrygent.core.builder import GraphBuilder
+from dyrygent.core.graph import NodeKind, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.core.tick import (
     Outcome,
