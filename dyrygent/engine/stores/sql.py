@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.failures import transient
+from dyrygent.engine.stores import sql_reads
 from dyrygent.engine.stores.base import (
     DEFAULT_LEASE,
     KEEP_AFTER,
@@ -29,11 +30,9 @@ from dyrygent.engine.stores.base import (
     claim_rule,
 )
 from dyrygent.engine.stores.events import (
-    EVENTS_VERSION,
     NodeEvent,
     diff,
     pack_events,
-    unpack_events,
 )
 from dyrygent.engine.stores.sql_schema import (
     clock,
@@ -50,7 +49,6 @@ _META = [
     workflows.c[k]
     for k in ("version", "gen", "holder", "held", "attempts", "dirty", "status", "deadline")
 ]
-_INFO = [workflows.c[k] for k in ("status", "gen", "holder", "attempts", "created", "ended")]
 #: Compare-and-set rounds before giving up (each lost round means another claim or commit
 #: of the same workflow went through).
 _ROUNDS = 200
@@ -301,58 +299,25 @@ class SQLStore(Store):
 
     @transient
     def status(self, wf: str) -> WorkflowRecord:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(*_INFO, workflows.c.states).where(workflows.c.wf == wf)
-            ).first()
-        return (
-            WorkflowRecord(wf)
-            if row is None
-            else WorkflowRecord.from_stored(wf, row._asdict(), row.states)
-        )
-
-    @transient
-    def history(self, wf: str) -> list[NodeEvent]:
-        return self.snapshot(wf)[1]
+        return sql_reads.status(self.engine, wf)
 
     @transient
     def snapshot(self, wf: str) -> tuple[WorkflowRecord, list[NodeEvent]]:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(*_INFO, workflows.c.version, workflows.c.states).where(
-                    workflows.c.wf == wf
-                )
-            ).first()
-            if row is None:
-                return WorkflowRecord(wf), []
-            groups = conn.execute(
-                sa.select(event_table.c.data)
-                .where(event_table.c.wf == wf, event_table.c.seq < row.version)
-                .order_by(event_table.c.seq)
-            ).scalars()
-            log = EVENTS_VERSION + b"".join(bytes(g) for g in groups)
-        return WorkflowRecord.from_stored(wf, row._asdict(), row.states), unpack_events(log)
+        return sql_reads.snapshot(self.engine, wf)
 
     @transient
     def list_workflows(
         self, limit: int = 50, status: WorkflowStatus | None = None, before: float | None = None
     ) -> list[WorkflowRecord]:
-        with self.engine.connect() as conn:
-            query = (
-                sa.select(workflows.c.wf, *_INFO, workflows.c.states)
-                .where(
-                    workflows.c.created.is_not(None),
-                    workflows.c.expires >= clock(conn.dialect.name),
-                )
-                .order_by(workflows.c.created.desc())
-                .limit(limit)
-            )
-            if status is not None:
-                query = query.where(workflows.c.status == WorkflowStatus(status).value)
-            if before is not None:
-                query = query.where(workflows.c.created < before)
-            rows = conn.execute(query).all()
-        return [WorkflowRecord.from_stored(r.wf, r._asdict(), r.states) for r in rows]
+        return sql_reads.list_workflows(self.engine, limit, status, before)
+
+    @transient
+    def segments(self, wf: str) -> list[bytes]:
+        return sql_reads.segments(self.engine, wf)
+
+    @transient
+    def history(self, wf: str) -> list[NodeEvent]:
+        return self.snapshot(wf)[1]
 
     @transient
     def extend(
@@ -379,16 +344,6 @@ class SQLStore(Store):
             conn.execute(segment_table.insert().values(wf=wf, node=node, seq=seq, data=segment))
             conn.execute(join_table.insert().values(wf=wf, k=counter[0], n=counter[1]))
             return True
-
-    @transient
-    def segments(self, wf: str) -> list[bytes]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(segment_table.c.data)
-                .where(segment_table.c.wf == wf)
-                .order_by(segment_table.c.seq)
-            )
-            return [bytes(r.data) for r in rows]
 
     @transient
     def forget(self, wf: str) -> None:
