@@ -29,11 +29,12 @@ from dyrygent.errors import (
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
     from dyrygent.engine.registration import register_workflow_processor
-    from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
+    from dyrygent.workflow import EagerWorkflowResult, Workflow, WorkflowNode, WorkflowResult
 
 __version__ = "0.2.0"
 
 _LAZY = {
+    "EagerWorkflowResult": "dyrygent.workflow",
     "TriggerRule": "dyrygent.core.rules",
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
@@ -48,6 +49,7 @@ __all__ = [
     "CycleError",
     "DuplicateNodeError",
     "DyrygentError",
+    "EagerWorkflowResult",
     "InvalidNodeError",
     "LimitExceededError",
     "PayloadError",

@@ -14,12 +14,13 @@ from celery.utils import uuid
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
+from dyrygent.engine.eager import EagerWorkflowResult, run_eager
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.engine.stores import store_for
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 
-__all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
+__all__ = ["EagerWorkflowResult", "Workflow", "WorkflowNode", "WorkflowResult"]
 
 #: A workflow still running after this many seconds ends in ERROR (7 days).
 DEFAULT_MAX_AGE = 7 * 24 * 3600
@@ -227,13 +228,9 @@ class Workflow:
         """Validate the graph (cycles, unknown dependencies) and return it."""
         return self._builder.freeze(self._output)
 
-    def apply_async(self, options: dict[str, Any] | None = None) -> WorkflowResult:
-        """Validate, store and start the workflow; ``options`` apply to every node.
-
-        Raises BuildError for an empty graph or a workflow already started, PayloadError for
-        a node the workers would refuse (an unknown task, a pickle serializer), before
-        anything is stored or published.
-        """
+    def _frozen_for_start(self, call: str) -> Graph:
+        """The validated graph of a workflow about to run; raises BuildError for an empty
+        graph or a workflow already started."""
         if self._started:
             raise BuildError(
                 f"workflow {self.id} was already started: a Workflow runs once (its nodes keep "
@@ -242,9 +239,38 @@ class Workflow:
         graph = self.freeze()
         if not len(graph) and graph.output is None:  # (an empty group's result is [])
             raise BuildError(
-                "the workflow has no nodes: add a canvas or a signature before apply_async()"
+                f"the workflow has no nodes: add a canvas or a signature before {call}()"
             )
+        return graph
+
+    def apply(self, options: dict[str, Any] | None = None) -> EagerWorkflowResult:
+        """Run the whole workflow now, in this process, as ``canvas.apply()`` does: every node
+        runs with ``Task.apply`` in dependency order and receives exactly what the processor
+        would give it. No broker, result backend or processor is needed; nothing is stored.
+
+        Returns an EagerResult whose ``get()`` gives the workflow's value or raises the failed
+        node's exception. Raises BuildError (empty, already started) and ConfigurationError
+        (a node's task is not registered on the app) before running anything.
+        """
+        graph = self._frozen_for_start("apply")
+        header = Header(dict(options or {}), self.options, self.fail_fast)
+        self._started = True
+        return run_eager(self.app, self.id, graph, header, self._nodes)
+
+    def apply_async(
+        self, options: dict[str, Any] | None = None
+    ) -> WorkflowResult | EagerWorkflowResult:
+        """Validate, store and start the workflow; ``options`` apply to every node.
+
+        With ``task_always_eager`` set on the app, runs it now instead, like :meth:`apply`
+        (as Celery does for canvases). Raises BuildError for an empty graph or a workflow
+        already started, PayloadError for a node the workers would refuse (an unknown task,
+        a pickle serializer), before anything is stored or published.
+        """
         app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(options)
+        graph = self._frozen_for_start("apply_async")
         processor = processor_of(app)
         if processor is None:
             raise ConfigurationError(

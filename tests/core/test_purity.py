@@ -76,6 +76,7 @@ def test_public_surface():
         "CycleError",
         "DuplicateNodeError",
         "DyrygentError",
+        "EagerWorkflowResult",
         "InvalidNodeError",
         "LimitExceededError",
         "PayloadError",
