@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tests.django_project.fixtures import django_app, django_env  # noqa: E402, F401 (fixtures)
 from tests.harness import Ledger, PostgresDatabase, RabbitVhost, RedisServer, Worker  # noqa: E402
 
 pytestmark = pytest.mark.integration
