@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import celery
 import pytest
 import workerapp
 from celery import Celery, chain, chord
@@ -26,6 +27,12 @@ from dyrygent.errors import BuildError, ConfigurationError
 from tests.integration.test_differential import CASES, Case, calls_of, outcome_of
 
 LEDGER: list[list] = []
+
+#: Before Celery 5.7, a native eager chain.apply() fires the chain's link after every step
+#: (seen on 5.3 and 5.5; a worker fires it once, and 5.7's apply() does too, as dyrygent
+#: does): only the results are compared for such a case there.
+CHAIN_LINK_ONCE = celery.VERSION >= (5, 7)
+LINK_EVERY_STEP = {"26-chain-link"}
 
 #: Cases whose eager runs are not comparable, and why.
 NOT_EAGER = {
@@ -94,7 +101,7 @@ def test_eager_differential(case: Case, how: str, et: Any) -> None:
     # Then both give the same value, or raise the same exception with the same message
     assert outcome == expected
     # And on success every task received the same arguments
-    if expected[0] == "value":
+    if expected[0] == "value" and (CHAIN_LINK_ONCE or case.id not in LINK_EVERY_STEP):
         assert calls == expected_calls
 
 
