@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import celery
 import pytest
 import workerapp
 from celery import Celery, chain, chord, group
@@ -52,6 +53,20 @@ NATIVE = object()  # "whatever native Celery returns"
 FINAL = {WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED, WorkflowStatus.ERROR}
 #: Node states of nodes that were launched (the others never ran).
 RAN = {NodeState.LAUNCHED, NodeState.RUNNING, NodeState.SUCCEEDED, NodeState.FAILED}
+
+
+#: Celery 5.7's chain() keeps an empty group between two tasks; 5.3 and 5.5 make it a chord.
+EMPTY_GROUP_KEPT = not isinstance(
+    chain(Signature("a"), group([]), Signature("b")).tasks[-1], _chord
+)
+
+
+def before_celery_57(reason: str, *calls: str) -> dict:
+    """Case fields for a canvas native Celery before 5.7 gets wrong: native is not run there;
+    the case's value and these ``calls`` rule (5.7 runs native as the reference)."""
+    if celery.VERSION >= (5, 7):
+        return {}
+    return {"skip_native": reason, "calls": calls}
 
 
 def call(task: str, *args: Any, **kwargs: Any) -> str:
@@ -558,7 +573,11 @@ CASES = [
     Case("21-empty-group", lambda t: group([]), (21,), []),
     Case("21-empty-header", lambda t: chord([], t.identity.s()), (21,), []),
     Case(
-        "21-empty-group-in-chain", lambda t: chain(t.add.si(1, 1), group([]), t.add.s(1)), (21,), 3
+        "21-empty-group-in-chain",
+        lambda t: chain(t.add.si(1, 1), group([]), t.add.s(1)),
+        (21,),
+        # before Celery 5.7, chain() itself makes it add(1, 1) | chord([], add.s(1)): add([], 1)
+        **({"value": 3} if EMPTY_GROUP_KEPT else {"raises": TypeError}),
     ),
     Case("22-one-task-chain", lambda t: typed(chain, chain(t.identity.si(1))), (22,), 1),
     Case(
@@ -699,6 +718,11 @@ CASES = [
         lambda t: typed(chain, chain(group(t.add.si(1, 1), t.add.si(2, 2)))),
         ("lone group inside a chain",),
         [2, 4],
+        **before_celery_57(
+            "native .get() never returns before Celery 5.7 (seen on 5.3 and 5.5)",
+            call("t.add", 1, 1),
+            call("t.add", 2, 2),
+        ),
     ),
     Case(
         "chain-ending-in-group",
@@ -725,6 +749,13 @@ CASES = [
         ),
         (9, 12, "chained single group inside a group"),
         [1, [3, 4]],
+        **before_celery_57(
+            "native returns [None, [3, 4]] before Celery 5.7 (seen on 5.3 and 5.5)",
+            call("t.sleep_then", 1, seconds=0.5),
+            call("t.identity", 3),
+            call("t.identity", 4),
+            call("t.identity", [1, [3, 4]]),
+        ),
     ),
 ]
 
