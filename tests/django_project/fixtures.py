@@ -31,11 +31,21 @@ def django_env(redis_server: Any) -> Iterator[dict[str, str]]:
         "DYRYGENT_DJANGO_PG": postgres.name if postgres else "unavailable",
         "DYRYGENT_TEST_BROKER": redis_server.url(10),
     }
+    before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import django
     from django.core.management import call_command
 
     django.setup()
+    import tests.django_project.djproj.celery  # noqa: F401 (sets DJANGO_SETTINGS_MODULE)
+
+    # Django has read its settings: put the environment back, so that Celery apps and workers
+    # the other tests start later get no Django fixup and their own broker
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     for alias in ["default"] + (["pg"] if postgres else []):
         call_command("migrate", database=alias, verbosity=0)
     try:

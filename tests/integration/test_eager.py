@@ -5,8 +5,8 @@ exception. No broker, no result backend, no worker: the app's broker and backend
 in-memory and never used.
 
 Native eager canvases stop a chain (and the group around it) at the first failure, while
-dyrygent lets independent branches go on (README, "Failures"); so the calls are compared only
-when the canvas succeeds.
+dyrygent lets independent branches go on (README, "Failures"); so on failure dyrygent's calls
+must include native's, not equal them.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def test_eager_differential(case: Case, how: str, et: Any) -> None:
     # And on success every task received the same arguments
     if expected[0] == "value" and (CHAIN_LINK_ONCE or case.id not in LINK_EVERY_STEP):
         assert calls == expected_calls
+    # And on failure every call native made was made (errbacks included), and nothing behind
+    # the failed node ran; dyrygent may have gone on in independent branches
+    if expected[0] == "raised":
+        assert not expected_calls - calls
+        assert not [e for e in LEDGER if e[3].get("never")]
 
 
 def test_the_issue_canvas_runs_eagerly(et: Any) -> None:
