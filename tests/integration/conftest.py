@@ -6,6 +6,7 @@ kill workers start their own. RabbitMQ tests get a fresh vhost on the local serv
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ pytestmark = pytest.mark.integration
 def redis_server():
     server = RedisServer()
     yield server
+    # Results no test holds any more unsubscribe when collected; collect them while Redis is
+    # up: Celery before 5.7 reconnects (for minutes) from AsyncResult.__del__ otherwise,
+    # and the session hangs at exit
+    gc.collect()
     server.stop()
 
 
