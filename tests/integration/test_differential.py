@@ -61,6 +61,14 @@ EMPTY_GROUP_KEPT = not isinstance(
 )
 
 
+#: Before Celery 5.7, a task replaced by a group (Task.replace) gets the group's results in
+#: the order they finished, natively and under dyrygent alike (the node's result is Celery's
+#: own): such cases cannot be compared there (seen on 5.3).
+REPLACED_GROUP_UNORDERED = (
+    "" if celery.VERSION >= (5, 7) else "Celery < 5.7 orders a replacing group's results by finish"
+)
+
+
 def before_celery_57(reason: str, *calls: str) -> dict:
     """Case fields for a canvas native Celery before 5.7 gets wrong: native is not run there;
     the case's value and these ``calls`` rule (5.7 runs native as the reference)."""
@@ -92,6 +100,7 @@ class Case:
     replaces: bool = False  # Task.replace: replacement tasks run under new task ids
     check: Callable[[list], None] | None = None  # extra check of each run's ledger
     xfail: str = ""
+    skip: str = ""  # why this case cannot be compared on the Celery under test
 
 
 @dataclass
@@ -621,6 +630,7 @@ CASES = [
         (25,),
         [[6, 7], 1],
         replaces=True,
+        skip=REPLACED_GROUP_UNORDERED,
     ),
     Case(
         "25-replace-in-chord-header",
@@ -631,6 +641,7 @@ CASES = [
         (25,),
         [103, [4, 5], 2],
         replaces=True,
+        skip=REPLACED_GROUP_UNORDERED,
     ),
     Case("26-link", lambda t: linked(t.add.s(2, 2), t.echo.s(tag="cb")), (26,), 4, tail=True),
     # Celery links a group's callback to its first member only, as an immutable clone
@@ -773,7 +784,10 @@ RABBIT = {
 def params(cases: list[Case]) -> list:
     return [
         pytest.param(
-            c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []
+            c,
+            id=c.id,
+            marks=([pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else [])
+            + ([pytest.mark.skip(reason=c.skip)] if c.skip else []),
         )
         for c in cases
     ]
