@@ -249,8 +249,10 @@ class Workflow:
         would give it. No broker, result backend or processor is needed; nothing is stored.
 
         Returns an EagerResult whose ``get()`` gives the workflow's value or raises the failed
-        node's exception. Raises BuildError (empty, already started) and ConfigurationError
-        (a node's task is not registered on the app) before running anything.
+        node's exception (with ``task_eager_propagates`` set, ``apply()`` raises it, as a
+        native eager canvas does). Raises BuildError (empty, already started) and
+        ConfigurationError (a node's task is not registered on the app) before running
+        anything.
         """
         graph = self._frozen_for_start("apply")
         header = Header(dict(options or {}), self.options, self.fail_fast)

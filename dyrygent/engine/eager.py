@@ -89,7 +89,8 @@ def run_eager(
 
     Every node runs with ``app.tasks[name].apply(args, kwargs, task_id=node.id, **options)``
     with the arguments the processor would publish. Raises ConfigurationError, before running
-    anything, if a node's task is not registered on ``app``.
+    anything, if a node's task is not registered on ``app``; with ``task_eager_propagates``
+    set, raises the failed node's exception once the run has ended.
     """
     for node in graph.nodes:
         if node.task not in app.tasks:
@@ -123,7 +124,10 @@ def run_eager(
                 observations[i] = Outcome.SUCCEEDED
             else:
                 observations[i] = Outcome.FAILED
-    return _finish(wf, graph, bytes(states), plan.verdict, results, ran, nodes)
+    result = _finish(wf, graph, bytes(states), plan.verdict, results, ran, nodes)
+    if result.failed() and app.conf.task_eager_propagates:
+        raise result.result  # as a native eager canvas raises from apply() then
+    return result
 
 
 def _finish(

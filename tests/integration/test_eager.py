@@ -158,3 +158,25 @@ def test_a_workflow_applies_once(et: Any) -> None:
     # When it is applied again, Then it is refused: its nodes keep their task ids
     with pytest.raises(BuildError, match="was already started"):
         wf.apply()
+
+
+def test_eager_propagates_raises_from_apply_as_natively() -> None:
+    # Given an eager app that propagates task errors (Django test settings often set
+    # CELERY_TASK_EAGER_PROPAGATES = True)
+    app = eager_app()
+    app.conf.task_eager_propagates = True
+    t = workerapp.Tasks(app)
+    wf = Workflow(app=app)
+    wf.add_celery_canvas(chain(t.add.si(1, 1), t.fail.s()))
+    # When it is started, Then apply_async() raises the node's exception, as natively
+    with pytest.raises(workerapp.ExpectedError, match="expected failure"):
+        chain(t.add.si(1, 1), t.fail.s()).apply_async()
+    with pytest.raises(workerapp.ExpectedError, match="expected failure"):
+        wf.apply_async()
+
+
+def test_a_node_of_another_workflow_is_refused_by_name(et: Any) -> None:
+    wf = Workflow(app=et.app)
+    wf.add_signature(et.add.si(1, 2))
+    with pytest.raises(KeyError, match="node 'nope' is not in workflow"):
+        wf.apply().node("nope")
