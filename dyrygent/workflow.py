@@ -14,7 +14,7 @@ from celery.utils import uuid
 from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
-from dyrygent.engine.eager import EagerWorkflowResult, run_eager
+from dyrygent.engine.eager import EagerWorkflowResult, check_tasks, run_eager
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.engine.stores import store_for
@@ -255,6 +255,7 @@ class Workflow:
         anything.
         """
         graph = self._frozen_for_start("apply")
+        check_tasks(self.app, graph)  # (before it counts as started: import, then retry)
         header = Header(dict(options or {}), self.options, self.fail_fast)
         self._started = True
         return run_eager(self.app, self.id, graph, header, self._nodes)

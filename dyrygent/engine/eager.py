@@ -25,7 +25,7 @@ from dyrygent.engine.spec import Header
 from dyrygent.engine.stores.base import WorkflowInfo
 from dyrygent.errors import ConfigurationError, WorkflowError
 
-__all__ = ["EagerWorkflowResult", "run_eager"]
+__all__ = ["EagerWorkflowResult", "check_tasks", "run_eager"]
 
 
 class _Named(Protocol):
@@ -82,6 +82,16 @@ class EagerWorkflowResult(EagerResult):
         return WorkflowInfo(self.id, status=self.workflow_status, states=self._states)
 
 
+def check_tasks(app: Any, graph: Graph) -> None:
+    """Raise ConfigurationError naming the first node whose task ``app`` does not know."""
+    for node in graph.nodes:
+        if node.task not in app.tasks:
+            raise ConfigurationError(
+                f"node {node.id} ({node.task}): task {node.task!r} is not registered on app "
+                f"{app.main!r}: import the module that defines it before apply()"
+            )
+
+
 def run_eager(
     app: Any, wf: str, graph: Graph, header: Header, nodes: Sequence[Any] = ()
 ) -> EagerWorkflowResult:
@@ -92,12 +102,7 @@ def run_eager(
     anything, if a node's task is not registered on ``app``; with ``task_eager_propagates``
     set, raises the failed node's exception once the run has ended.
     """
-    for node in graph.nodes:
-        if node.task not in app.tasks:
-            raise ConfigurationError(
-                f"node {node.id} ({node.task}): task {node.task!r} is not registered on app "
-                f"{app.main!r}: import the module that defines it before apply()"
-            )
+    check_tasks(app, graph)
     states = bytearray(len(graph))
     results: dict[int, Any] = {}
     ran: dict[str, EagerResult] = {}

@@ -149,6 +149,13 @@ def test_apply_needs_no_processor_but_every_task(et: Any) -> None:
     with pytest.raises(ConfigurationError, match=r"task 't\.unknown' is not registered"):
         wf.apply()
 
+    # And once the task is registered, the same workflow runs
+    def tenfold(x: int) -> int:
+        return x * 10
+
+    et.app.task(name="t.unknown", shared=False)(tenfold)
+    assert wf.apply().get() == 10
+
 
 def test_a_workflow_applies_once(et: Any) -> None:
     # Given a workflow that ran
