@@ -112,6 +112,8 @@ def run_eager(
         apply_changes(states, plan.changes)
         if plan.done:
             break
+        if not plan.ready:  # nothing in flight and nothing ready: the plan would never end
+            raise WorkflowError(f"workflow {wf}: no node can run and the workflow has not ended")
         observations = {}
         for i in plan.ready:
             node = graph.nodes[i]
