@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.info import HistoryEvent, NodeInfo, Progress, WorkflowInfo
     from dyrygent.result import list_workflows
-    from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
+    from dyrygent.workflow import EagerWorkflowResult, Workflow, WorkflowNode, WorkflowResult
 
 __version__ = "0.2.0"
 
@@ -49,6 +49,7 @@ _LAZY = {
     "Progress": "dyrygent.info",
     "WorkflowInfo": "dyrygent.info",
     "list_workflows": "dyrygent.result",
+    "EagerWorkflowResult": "dyrygent.workflow",
     "TriggerRule": "dyrygent.core.rules",
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
@@ -67,6 +68,7 @@ __all__ = [
     "DefinitionError",
     "DuplicateNodeError",
     "DyrygentError",
+    "EagerWorkflowResult",
     "ExpandError",
     "HistoryEvent",
     "InvalidNodeError",

@@ -20,12 +20,13 @@ from dyrygent.core.rules import TriggerRule
 from dyrygent.core.simulate import simulate
 from dyrygent.core.states import NodeState
 from dyrygent.engine.canvas import CanvasConverter
+from dyrygent.engine.eager import EagerWorkflowResult, check_tasks, run_eager
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 from dyrygent.result import Dependency, WorkflowNode, WorkflowResult
 
-__all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
+__all__ = ["EagerWorkflowResult", "Workflow", "WorkflowNode", "WorkflowResult"]
 
 #: A workflow still running after this many seconds ends in ERROR (7 days).
 DEFAULT_MAX_AGE = 7 * 24 * 3600
@@ -283,13 +284,9 @@ class Workflow:
         raises BuildError like :meth:`freeze`."""
         return pictures.to_mermaid(self.freeze(), collapse=collapse)
 
-    def apply_async(self, options: dict[str, Any] | None = None) -> WorkflowResult:
-        """Validate, store and start the workflow; ``options`` apply to every node.
-
-        Raises BuildError for an empty graph or a workflow already started, PayloadError for
-        a node the workers would refuse (an unknown task, a pickle serializer), before
-        anything is stored or published.
-        """
+    def _frozen_for_start(self, call: str) -> Graph:
+        """The validated graph of a workflow about to run; raises BuildError for an empty
+        graph or a workflow already started."""
         if self._started:
             raise BuildError(
                 f"workflow {self.id} was already started: a Workflow runs once (its nodes keep "
@@ -298,9 +295,41 @@ class Workflow:
         graph = self.freeze()
         if not len(graph) and graph.output is None:  # (an empty group's result is [])
             raise BuildError(
-                "the workflow has no nodes: add a canvas or a signature before apply_async()"
+                f"the workflow has no nodes: add a canvas or a signature before {call}()"
             )
+        return graph
+
+    def apply(self, options: dict[str, Any] | None = None) -> EagerWorkflowResult:
+        """Run the whole workflow now, in this process, as ``canvas.apply()`` does: every node
+        runs with ``Task.apply`` in dependency order and receives exactly what the processor
+        would give it. No broker, result backend or processor is needed; nothing is stored.
+
+        Returns an EagerResult whose ``get()`` gives the workflow's value or raises the failed
+        node's exception (with ``task_eager_propagates`` set, ``apply()`` raises it, as a
+        native eager canvas does). Raises BuildError (empty, already started) and
+        ConfigurationError (a node's task is not registered on the app) before running
+        anything.
+        """
+        graph = self._frozen_for_start("apply")
+        check_tasks(self.app, graph)  # (before it counts as started: import, then retry)
+        header = Header(dict(options or {}), self.options, self.fail_fast)
+        self._started = True
+        return run_eager(self.app, self.id, graph, header, self._nodes)
+
+    def apply_async(
+        self, options: dict[str, Any] | None = None
+    ) -> WorkflowResult | EagerWorkflowResult:
+        """Validate, store and start the workflow; ``options`` apply to every node.
+
+        With ``task_always_eager`` set on the app, runs it now instead, like :meth:`apply`
+        (as Celery does for canvases). Raises BuildError for an empty graph or a workflow
+        already started, PayloadError for a node the workers would refuse (an unknown task,
+        a pickle serializer), before anything is stored or published.
+        """
         app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(options)
+        graph = self._frozen_for_start("apply_async")
         processor = processor_of(app)
         if processor is None:
             raise ConfigurationError(

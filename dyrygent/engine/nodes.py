@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from celery import states as celery_states
 from celery.canvas import Signature
 from celery.exceptions import ChordError
 
-from dyrygent.core.graph import Graph, NodeState, evaluate
+from dyrygent.core.graph import Graph, Node, NodeState, evaluate
 from dyrygent.engine.failures import broker_failure
 from dyrygent.engine.results import read_metas
 from dyrygent.engine.spec import Header, decode_spec, spec_extras
@@ -24,6 +25,7 @@ __all__ = [
     "fail_enclosing_chords",
     "fetch_results",
     "launch",
+    "node_call",
     "not_yet_published",
 ]
 
@@ -36,6 +38,19 @@ class HoldLost(Exception):
 
 class Gone(Exception):
     """A result needed to build a node's arguments is no longer in the backend."""
+
+
+def node_call(
+    node: Node, results: dict[int, Any], defaults: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """The (args, kwargs, options) ``node`` is called with: its own call, its input
+    expression evaluated on ``results`` (by node index) prepended to its args, and its own
+    options over the workflow's ``defaults``. Raises KeyError if a referenced result is
+    missing from ``results`` (the caller gives None for a failed or skipped parent)."""
+    args, kwargs, options = decode_spec(node.spec)
+    if node.input is not None:
+        args.insert(0, evaluate(node.input, results))
+    return args, kwargs, {**defaults, **options}
 
 
 def launch(
@@ -76,10 +91,7 @@ def launch(
                     raise HoldLost(f"workflow {wf}: this tick's hold was taken over")
                 renew_at = time.monotonic() + renew_every
             node = graph.nodes[i]
-            args, kwargs, options = decode_spec(node.spec)
-            if node.input is not None:
-                args.insert(0, evaluate(node.input, results))
-            options = {**defaults, **options}
+            args, kwargs, options = node_call(node, results, defaults)
             wake = [wf, processor_options, wake_counters(graph, i)]
             # Flower and Celery's tools: the workflow is the root; a node with one parent
             # hangs under it (a chain shows as one), any other under the workflow itself

@@ -18,6 +18,7 @@ from celery.exceptions import TaskRevokedError
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState
 from dyrygent.core.tick import Outcome
+from dyrygent.engine.backends import loaded_class
 
 __all__ = [
     "Observation",
@@ -44,8 +45,12 @@ def read_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any]]:
             values = [values.get(k) for k in keys]
         decode = backend.decode_result
         return [decode(v) if v is not None else _PENDING for v in values]
-    if type(backend).__name__ == "DatabaseBackend":
+    database = loaded_class("celery.backends.database", "DatabaseBackend")
+    if database is not None and isinstance(backend, database):
         return _database_metas(backend, task_ids)
+    django_db = loaded_class("django_celery_results.backends.database", "DatabaseBackend")
+    if django_db is not None and isinstance(backend, django_db):
+        return _django_metas(backend, task_ids)
     return [backend.get_task_meta(t) for t in task_ids]
 
 
@@ -92,6 +97,20 @@ def _database_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any
                 found[row.task_id] = backend.meta_from_decoded(data)
     finally:
         session.close()
+    return [found.get(t, _PENDING) for t in task_ids]
+
+
+def _django_metas(backend: Any, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One ``task_id__in`` query per DB_BATCH ids on django-celery-results' TaskResult,
+    decoded as its DatabaseBackend decodes one row (``_get_task_meta_for``)."""
+    manager = backend.TaskModel._default_manager
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(task_ids), DB_BATCH):
+        for obj in manager.filter(task_id__in=list(task_ids[start : start + DB_BATCH])):
+            row = obj.as_dict()
+            meta = backend.decode_content(obj, row.pop("meta", None)) or {}
+            row.update(meta, result=backend.decode_content(obj, row.get("result")))
+            found[obj.task_id] = backend.meta_from_decoded(row)
     return [found.get(t, _PENDING) for t in task_ids]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from celery import chain, chord, group
-from celery.canvas import Signature, _chain
+from celery.canvas import Signature, _chain, _chord
 
 from dyrygent import Workflow
 from dyrygent.errors import (
@@ -15,6 +15,13 @@ from dyrygent.errors import (
     LimitExceededError,
     UnknownDependencyError,
     UnsupportedCanvasError,
+)
+
+#: Celery 5.7's chain() keeps an empty group between two tasks (a no-op step); older chain()
+#: (5.3, 5.5) builds ``a | chord([], b)`` itself, whose body natively gets ``[]``. Either way
+#: dyrygent converts the canvas object Celery built.
+EMPTY_GROUP_KEPT = not isinstance(
+    chain(Signature("a"), group([]), Signature("b")).tasks[-1], _chord
 )
 
 CASES = {
@@ -78,7 +85,10 @@ CASES = {
     "20 single header not unrolled": (lambda c: chord([c.add.s(2, 5)], c.identity.s()), [7]),
     "21 empty group": (lambda c: group([]), []),
     "21 empty header": (lambda c: chord([], c.identity.s()), []),
-    "21 empty group in chain": (lambda c: chain(c.add.si(1, 1), group([]), c.add.s(1)), 3),
+    "21 empty group in chain": (
+        lambda c: chain(c.add.si(1, 1), group([]), c.add.s(1)),
+        3 if EMPTY_GROUP_KEPT else TypeError,  # add([], 1)
+    ),
     "22 one-task chain": (lambda c: chain(c.identity.si(1)), 1),
     "24 map": (lambda c: c.tsum.map([[1, 2], [3, 4]]), [3, 7]),
     "24 starmap": (lambda c: c.add.starmap([(1, 1), (2, 2)]), [2, 4]),
@@ -97,6 +107,10 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_native_results(c, name):
     build, expected = CASES[name]
+    if isinstance(expected, type) and issubclass(expected, Exception):
+        with pytest.raises(expected):  # as native raises on this Celery
+            c.run(build(c))
+        return
     result, _ = c.run(build(c))
     assert result == expected
 

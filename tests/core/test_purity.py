@@ -78,6 +78,7 @@ def test_public_surface():
         "DefinitionError",
         "DuplicateNodeError",
         "DyrygentError",
+        "EagerWorkflowResult",
         "ExpandError",
         "HistoryEvent",
         "InvalidNodeError",

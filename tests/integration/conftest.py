@@ -9,6 +9,7 @@ pytest ignores a ``pytestmark`` set in a conftest), so ``-m "not integration"`` 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tests.django_project.fixtures import django_app, django_env  # noqa: E402, F401 (fixtures)
 from tests.harness import Ledger, PostgresDatabase, RabbitVhost, RedisServer, Worker  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +40,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def redis_server():
     server = RedisServer()
     yield server
+    # Results no test holds any more unsubscribe when collected; collect them while Redis is
+    # up: Celery before 5.7 reconnects (for minutes) from AsyncResult.__del__ otherwise,
+    # and the session hangs at exit
+    gc.collect()
     server.stop()
 
 

@@ -1,5 +1,6 @@
 """The store's contract, on a real Redis (Lua), SQLite, PostgreSQL and MariaDB
-(compare-and-set), and on the in-process key-value store: the generation fence, then the
+(compare-and-set), on django-celery-results' database (PostgreSQL) as a Django project's app
+picks it, and on the in-process key-value store: the generation fence, then the
 records around it (WorkflowRecord, node events, snapshots, the index, forget)."""
 
 from __future__ import annotations
@@ -46,7 +47,19 @@ def mariadb():
     admin.dispose()
 
 
-@pytest.fixture(params=["redis", "kv", "sqlite", "postgresql", "mysql"])
+def django_store(request):
+    """The store of the Django project's app (result_backend "django-db") on PostgreSQL,
+    as store_for picks it."""
+    from dyrygent.engine.stores import store_for
+    from tests.django_project.fixtures import select_database
+
+    select_database(request.getfixturevalue("django_env"), "postgresql")
+    from tests.django_project.djproj.celery import make_app
+
+    return store_for(make_app())
+
+
+@pytest.fixture(params=["redis", "kv", "sqlite", "postgresql", "mysql", "django"])
 def store(request, redis_server, tmp_path):
     if request.param == "redis":
         client = redis_lib.Redis.from_url(redis_server.url(5))
@@ -54,12 +67,15 @@ def store(request, redis_server, tmp_path):
         return RedisStore(client)
     if request.param == "sqlite":
         return SQLStore(f"sqlite:///{tmp_path}/store.db")
-    if request.param in ("postgresql", "mysql"):
-        store = SQLStore(
-            request.getfixturevalue("postgres").url
-            if request.param == "postgresql"
-            else request.getfixturevalue("mariadb")
-        )
+    if request.param in ("postgresql", "mysql", "django"):
+        if request.param == "django":
+            store = django_store(request)
+        else:
+            store = SQLStore(
+                request.getfixturevalue("postgres").url
+                if request.param == "postgresql"
+                else request.getfixturevalue("mariadb")
+            )
         with store.engine.begin() as conn:  # a fresh table for each test
             for table in (sql_schema.workflows, sql_schema.join_table, sql_schema.event_table):
                 conn.execute(table.delete())

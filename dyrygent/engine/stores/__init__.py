@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dyrygent.engine.backends import loaded_class
 from dyrygent.engine.stores.base import (
     DEFAULT_LEASE,
     KEEP_AFTER,
@@ -40,8 +41,9 @@ __all__ = [
 
 _SUPPORTED = (
     "Redis (result_backend='redis://...'), Celery's database backend "
-    "(result_backend='db+postgresql://...', db+mysql://, db+sqlite://) or another key-value "
-    "backend such as cache+memory://"
+    "(result_backend='db+postgresql://...', db+mysql://, db+sqlite://), django-celery-results' "
+    "database backend (result_backend='django-db', on PostgreSQL, MySQL or SQLite) or another "
+    "key-value backend such as cache+memory://"
 )
 
 
@@ -57,10 +59,11 @@ def _database_backend() -> type | None:
 
 
 def store_for(app: Any) -> Store:
-    """The store for ``app``'s result backend, chosen by the backend's class.
+    """The store for ``app``'s result backend, chosen by the backend's class (isinstance).
 
-    Raises ConfigurationError when the backend cannot hold workflow state (no backend, or
-    one of another kind, e.g. django-celery-results' ``django-db``).
+    Raises ConfigurationError when the backend cannot hold workflow state (no backend,
+    django-celery-results' ``django-cache``, or one of another kind), naming it and the
+    supported ones.
     """
     from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
     from celery.backends.redis import RedisBackend
@@ -75,6 +78,20 @@ def store_for(app: Any) -> Store:
         from dyrygent.engine.stores.sql import SQLStore
 
         return SQLStore.for_backend(backend)
+    django_db = loaded_class("django_celery_results.backends.database", "DatabaseBackend")
+    if django_db is not None and isinstance(backend, django_db):
+        from dyrygent.engine.stores.django import django_store
+
+        store: Store = django_store(backend)
+        return store
+    django_cache = loaded_class("django_celery_results.backends.cache", "CacheBackend")
+    if django_cache is not None and isinstance(backend, django_cache):
+        # a key-value backend, but on Django's cache: no atomic fence across processes
+        raise ConfigurationError(
+            "dyrygent cannot keep workflow state in django-celery-results' cache backend "
+            "(result_backend='django-cache'): Django's cache has no atomic compare-and-set "
+            f"across processes. Use {_SUPPORTED}"
+        )
     if isinstance(backend, BaseKeyValueStoreBackend):
         from dyrygent.engine.stores.kv import KVStore
 
