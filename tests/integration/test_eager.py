@@ -123,7 +123,7 @@ def test_the_issue_canvas_runs_eagerly(et: Any) -> None:
     assert result.get(timeout=5) == canvas().apply_async().get() == 9
     assert result.node(ends[0]).get() == 9
     assert set(result.states().values()) == {"SUCCEEDED"}
-    assert result.info().status.value == "succeeded"
+    assert result.info().state == "SUCCESS"
 
 
 def test_a_failed_node_raises_from_get_and_settles_its_descendants(et: Any) -> None:
@@ -138,7 +138,7 @@ def test_a_failed_node_raises_from_get_and_settles_its_descendants(et: Any) -> N
     assert result.get(propagate=False).args == ("expected failure",)
     assert list(result.states().values()) == ["SUCCEEDED", "FAILED", "UPSTREAM_FAILED"]
     assert result.node(wf.nodes[2]).state == "PENDING"
-    assert result.info().status.value == "failed"
+    assert result.info().state == "FAILURE"
 
 
 def test_apply_needs_no_processor_but_every_task(et: Any) -> None:
