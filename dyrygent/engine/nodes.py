@@ -9,10 +9,10 @@ import time
 from typing import Any, Callable
 
 from celery import states as celery_states
-from celery.canvas import Signature
 from celery.exceptions import ChordError
 
 from dyrygent.core.graph import Graph, NodeState, evaluate
+from dyrygent.engine.canvas import chord_body_for_errors
 from dyrygent.engine.results import read_metas
 from dyrygent.engine.spec import decode_spec, spec_extras
 from dyrygent.engine.trust import UNSAFE_SERIALIZERS
@@ -162,11 +162,7 @@ def fail_enclosing_chords(app: Any, node: Any, exc: BaseException) -> None:
     """Fail the chords whose header holds ``node`` as Celery does: their bodies' errbacks
     are called (either style) and the bodies marked FAILURE with a ChordError."""
     for chord in spec_extras(node.spec).get("chord_errbacks") or ():
-        body = Signature(
-            chord["task"],
-            options={"task_id": chord["id"], "link_error": chord["link_error"]},
-            app=app,
-        )
+        body = chord_body_for_errors(chord, app)
         try:
             app.backend.chord_error_from_stack(
                 body, ChordError(f"Dependency {node.id} raised {exc!r}")

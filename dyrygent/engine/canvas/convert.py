@@ -1,4 +1,4 @@
-"""Flattening Celery canvases into graph nodes: the ONLY module that reads canvas internals.
+"""Flattening Celery canvases into graph nodes.
 
 ``convert(canvas, incoming, deps)`` adds the canvas's task calls to a GraphBuilder and returns
 ``(output, ends)``: the expression of the canvas's result and the node ids after which it is
@@ -10,7 +10,11 @@ the nodes it must wait for. The rules reproduce native Celery (see SEMANTICS.md)
   member that is itself a group being spliced in (flattened); a one-member group in a chain
   is unrolled; an empty group in a chain with other steps is skipped;
 * a chord is a group (its header) followed by its body;
-* ``chunks`` is the group of ``xstarmap`` it stands for; ``xmap``/``xstarmap`` are tasks.
+* ``chunks`` is the group of ``xstarmap`` it stands for; ``xmap``/``xstarmap`` are tasks;
+* an empty chain is skipped wherever it stands (celery 9772), its partial args going on;
+* a group whose only member is a chain ending in a group is that chain (group.apply_async);
+* the same Signature object met again is cloned under a new id, as Celery clones it;
+* a group's or chord's own ``link_error`` goes to each of its tasks, as Celery's does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Callable
 from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
 
 from dyrygent.core.graph import Expr, GraphBuilder
+from dyrygent.engine.canvas.errbacks import error_record, links
 from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 
 __all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
@@ -45,11 +50,6 @@ STRUCTURAL_OPTIONS = frozenset(
 SpecEncoder = Callable[..., bytes]
 
 
-def _links(sig: Signature) -> tuple[list, list]:
-    opts = sig.options
-    return list(opts.get("link") or []), list(opts.get("link_error") or [])
-
-
 def _is_group(sig: Any) -> bool:
     return isinstance(sig, group) and not isinstance(sig, chunks)
 
@@ -71,6 +71,9 @@ class CanvasConverter:
         self.is_ignored = is_ignored
         # errbacks of the chord bodies whose header is being converted, outermost first
         self._chord_errbacks: list[dict] = []
+        # the task signatures converted so far, by id(): one met again is cloned (kept
+        # alive here so that their ids are not reused)
+        self._seen: dict[int, Signature] = {}
 
     def _sig(self, obj: Any) -> Signature:
         if isinstance(obj, Signature):
@@ -99,6 +102,10 @@ class CanvasConverter:
         if isinstance(sig, (_chain, group, _chord)):
             own = {k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS}
             inherited = {**inherited, **own}
+            if isinstance(sig, (group, _chord)) and links(sig)[1]:
+                # a group passes its link_error to each task it applies; a chord gives its
+                # own to its body's tasks (chord._add_body_callbacks)
+                inherited["link_error"] = [*inherited.get("link_error", ()), *links(sig)[1]]
             pre_args = tuple(pre_args) + tuple(sig.args or ())
         if isinstance(sig, _chain):
             return self._chain(sig, incoming, deps, inherited, pre_args)
@@ -111,7 +118,7 @@ class CanvasConverter:
     def _chain(
         self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
     ) -> tuple[Expr, tuple[str, ...]]:
-        link, link_error = _links(sig)
+        link, link_error = links(sig)
         if link or link_error:
             # chain.link/link_error live on the chain; Celery pushes them onto its tasks
             # (link on the last, link_error on all) in unchain_tasks(). Freeze the originals
@@ -120,6 +127,7 @@ class CanvasConverter:
             steps = [self._sig(t) for t in sig.unchain_tasks()]
         else:
             steps = [self._sig(t) for t in sig.tasks]
+        steps = [s for s in steps if not self._is_empty_chain(s)]  # celery 9772
         if not steps:
             return incoming, deps
         non_empty = [s for s in steps if not (_is_group(s) and not list(s.tasks))]
@@ -146,8 +154,10 @@ class CanvasConverter:
         ends: list[str] = []
         any_member = False
         for m in members:
-            any_member = True
             msig = self._sig(m)
+            if self._is_empty_chain(msig):
+                continue  # celery 9772: group.apply_async skips empty chains
+            any_member = True
             out, e = self.convert(msig, incoming, deps, inherited, pre_args)
             if _is_group(msig):
                 outs.extend(out)  # type: ignore[arg-type]  # nested groups flatten
@@ -161,7 +171,19 @@ class CanvasConverter:
     def _group(
         self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
     ) -> tuple[Expr, tuple[str, ...]]:
-        return self._members(members, incoming, deps, inherited, pre_args)
+        live = [s for s in map(self._sig, members) if not self._is_empty_chain(s)]
+        if len(live) == 1 and isinstance(live[0], _chain):
+            # group.apply_async: "group(A.s() | group(B.s(), C.s()))": a lone member whose
+            # result is a GroupResult is the group's result (not in a chord header)
+            out, ends = self.convert(live[0], incoming, deps, inherited, pre_args)
+            return (out if isinstance(out, list) else [out]), ends
+        return self._members(live, incoming, deps, inherited, pre_args)
+
+    def _is_empty_chain(self, sig: Any) -> bool:
+        """A chain with no task (or only empty chains): Celery skips it (celery 9772)."""
+        return isinstance(sig, _chain) and all(
+            self._is_empty_chain(self._sig(t)) for t in sig.tasks
+        )
 
     def _chord(
         self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
@@ -175,19 +197,18 @@ class CanvasConverter:
                 f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())"
             )
         body = self._sig(body)
-        errbacks = list(body.options.get("link_error") or [])
-        if errbacks:
-            # Natively a failing header member fails the chord, which calls the body's
-            # errbacks (chord_error_from_stack) although the body never runs: keep what
-            # that call needs on every header node.
-            self._freeze_leaves(body)
-            self._chord_errbacks.append(
-                {"task": body.task, "id": body.options.get("task_id"), "link_error": errbacks}
-            )
+        # Natively a failing header member fails the chord, which calls the body's errbacks
+        # (chord_error_from_stack) although the body never runs: keep what that call needs
+        # on every header node.
+        self._freeze_leaves(body)
+        record = error_record(body, self.app, list(inherited.get("link_error", ())))
+        if record:
+            self._chord_errbacks.append(record)
+        header_inherited = {k: v for k, v in inherited.items() if k != "link_error"}
         try:
-            out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
+            out, ends = self._members(list(header), incoming, deps, header_inherited, pre_args)
         finally:
-            if errbacks:
+            if record:
                 self._chord_errbacks.pop()
         return self.convert(body, out, ends, inherited)
 
@@ -199,6 +220,10 @@ class CanvasConverter:
         inherited: dict,
         pre_args: tuple,
     ) -> tuple[Expr, tuple[str, ...]]:
+        if id(sig) in self._seen:  # the same object again: Celery runs a clone of each
+            sig = sig.clone()
+            sig.options = {k: v for k, v in sig.options.items() if k != "task_id"}
+        self._seen[id(sig)] = sig
         if not sig.options.get("task_id"):
             sig.freeze()
         node_id = sig.options["task_id"]
@@ -206,7 +231,12 @@ class CanvasConverter:
             **inherited,
             **{k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS},
         }
-        link, link_error = _links(sig)
+        link, link_error = links(sig)
+        link_error = [
+            *link_error,
+            *(e for e in inherited.get("link_error", ()) if e not in link_error),
+        ]
+        options.pop("link_error", None)
         if link:
             options["link"] = link
         if link_error:
