@@ -16,7 +16,7 @@ from dyrygent.errors import (
     UnsupportedCanvasError,
     WorkflowError,
 )
-from dyrygent.workflow import Workflow, WorkflowNode, WorkflowResult
+from dyrygent.workflow import Workflow, WorkflowGroupResult, WorkflowNode, WorkflowResult
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedCanvasError",
     "Workflow",
     "WorkflowError",
+    "WorkflowGroupResult",
     "WorkflowNode",
     "WorkflowResult",
     "__version__",

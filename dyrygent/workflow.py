@@ -3,63 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from celery import current_app
 from celery.canvas import Signature
-from celery.result import AsyncResult
 from celery.utils import uuid
 
 from dyrygent.core.codec import encode_graph
-from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
+from dyrygent.core.graph import Expr, Graph, GraphBuilder
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.spec import encode_header, encode_spec
-from dyrygent.engine.store import store_for
 from dyrygent.engine.trust import seal
 from dyrygent.engine.wake import PROCESSOR_NAME, join_counters
 from dyrygent.errors import ConfigurationError, LimitExceededError
+from dyrygent.result import (
+    Dependency,
+    WorkflowGroupResult,
+    WorkflowNode,
+    WorkflowResult,
+    workflow_result,
+)
 
-__all__ = ["Workflow", "WorkflowNode", "WorkflowResult"]
+__all__ = ["Workflow", "WorkflowGroupResult", "WorkflowNode", "WorkflowResult"]
 
 #: A workflow still running after this many seconds ends in ERROR (7 days).
 DEFAULT_MAX_AGE = 7 * 24 * 3600
 DEFAULT_MAX_NODES = 100_000
 #: The largest encoded graph a workflow may store.
 DEFAULT_MAX_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class WorkflowNode:
-    """A node of a workflow: its task id (``AsyncResult(node.id)`` works) and task name."""
-
-    id: str
-    task: str
-
-
-Dependency = Union[WorkflowNode, str]
-
-
-class WorkflowResult(AsyncResult):
-    """The workflow's own result: ``get()`` returns what the canvas would natively return,
-    or raises the failed node's exception. ``id`` is the workflow id."""
-
-    def __init__(self, id: str, app: Any = None, nodes: Sequence[WorkflowNode] = ()) -> None:
-        super().__init__(id, app=app)
-        self.nodes = list(nodes)
-
-    def node(self, node: Dependency) -> AsyncResult:
-        """The AsyncResult of one node."""
-        return AsyncResult(node.id if isinstance(node, WorkflowNode) else node, app=self.app)
-
-    def states(self) -> dict[str, str]:
-        """Each node's state as the processor last recorded it (WAITING, READY, LAUNCHED,
-        SUCCEEDED, FAILED), by node id, in graph order; one read of the store."""
-        raw = store_for(self.app).status(self.id).get("states") or b""
-        return {
-            n.id: NodeState(raw[i]).name if i < len(raw) else "UNKNOWN"
-            for i, n in enumerate(self.nodes)
-        }
 
 
 class Workflow:
@@ -175,8 +146,9 @@ class Workflow:
         """Validate the graph (cycles, unknown dependencies) and return it."""
         return self._builder.freeze(self._output)
 
-    def apply_async(self, options: dict | None = None) -> WorkflowResult:
-        """Validate, store and start the workflow; ``options`` apply to every node."""
+    def apply_async(self, options: dict | None = None) -> WorkflowResult | WorkflowGroupResult:
+        """Validate, store and start the workflow; ``options`` apply to every node. Returns
+        a handle shaped like the canvas's native result (see dyrygent.result)."""
         graph = self.freeze()
         app = self.app
         registered = getattr(app, "_dyrygent_processor", None)
@@ -214,4 +186,4 @@ class Workflow:
             PROCESSOR_NAME, (self.id, 0), {}, countdown=processor.max_interval, **self.options
         )
         processor.tick_here(self.id, f"client-{uuid()}", gen=0, loaded=(graph, header))
-        return WorkflowResult(self.id, app=app, nodes=self._nodes)
+        return workflow_result(self.id, app, self._nodes, graph)

@@ -58,6 +58,7 @@ def test_public_surface():
         "UnsupportedCanvasError",
         "Workflow",
         "WorkflowError",
+        "WorkflowGroupResult",
         "WorkflowNode",
         "WorkflowResult",
         "__version__",
