@@ -360,6 +360,17 @@ def started_apart(first: str, second: str, at_least: float) -> Callable[[list], 
     return check
 
 
+def tagged(**counts: int) -> Callable[[list], None]:
+    """A ledger check: the calls made with ``tag=name`` (errbacks) ran ``counts[name]`` times
+    each, so that a case where no errback runs at all cannot pass by agreeing on nothing."""
+
+    def check(entries: list) -> None:
+        seen = Counter(e[3]["tag"] for e in entries if "tag" in e[3])
+        assert seen == Counter(counts), seen
+
+    return check
+
+
 def deep(t: Any, levels: int) -> Any:
     """chain(group(2), chain(group(2), ... tsum)) (celery 3571: x4 message size per level)."""
     inner = t.tsum.s()
@@ -713,6 +724,103 @@ CASES = [
         ),
         (9, 12, "chained single group inside a group"),
         [1, [3, 4]],
+    ),
+]
+
+# Celery's own canvas suite (issue 16): the last semantic differences
+CASES += [
+    Case(
+        "9772-empty-chains-in-group-skipped",
+        lambda t: group(chain(), t.add.si(1, 2), chain(), t.add.si(3, 4)),
+        ("empty chain",),
+        [3, 7],
+    ),
+    Case(
+        "9772-empty-chain-in-header-skipped",
+        lambda t: chord([chain()], t.echo.s(tag="body")),
+        ("empty chain",),
+        [[[]], {"tag": "body"}],
+    ),
+    Case(
+        "9772-args-go-past-a-leading-empty-chain",
+        lambda t: typed(_chain, _chain(chain(), t.add.s(10))),
+        ("empty chain", 4),
+        15,
+        args=(5,),
+    ),
+    Case(
+        "group-of-one-chain-ending-in-group-is-that-group",
+        lambda t: group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2))),
+        (9, 10),
+        [4, 5],
+    ),
+    Case(
+        "same-signature-object-repeated-runs-each",
+        lambda t: group((t.identity.si(42),) * 4),
+        (6, "same Signature object"),
+        [42, 42, 42, 42],
+    ),
+    Case(
+        "same-signatures-repeated-in-a-list",
+        lambda t: (lambda a, b: group([a, b] * 3))(t.add.si(1, 1), t.add.si(2, 2)),
+        (6, "same Signature object"),
+        [2, 4, 2, 4, 2, 4],
+    ),
+    Case(
+        "group-own-link-error-goes-to-its-tasks",
+        lambda t: group(t.add.si(1, 1), t.fail.si()).set(link_error=[t.echo.s(tag="eb")]),
+        (26,),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb=1),
+    ),
+    Case(
+        "header-failure-calls-errbacks-of-group-body-tasks",
+        lambda t: chord(
+            [t.add.si(1, 1), t.fail.si()],
+            group(
+                t.echo.s(never=1).on_error(t.echo.s(tag="eb1")),
+                t.echo.s(never=1).on_error(t.echo.s(tag="eb2")),
+            ),
+        ),
+        (26, 28),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb1=1, eb2=1),
+    ),
+    Case(
+        "chord-link-error-once-per-group-body-task",
+        lambda t: linked_error(
+            chord([t.add.si(1, 1), t.fail.si()], group(t.echo.s(never=1), t.echo.s(never=1))),
+            t.echo.s(tag="eb"),
+        ),
+        (26, 28),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb=2),
+    ),
+    # Natively the outer chord stays PENDING for ever (its .get() never returns); dyrygent
+    # fails it with the header's exception and calls both bodies' errbacks (README).
+    Case(
+        "nested-chord-header-fails-fails-the-outer-chord",
+        lambda t: chord(
+            [
+                chord([t.fail.si()], t.echo.s(never=1).on_error(t.echo.si(tag="inner"))),
+                t.add.si(1, 1),
+            ],
+            t.echo.s(never=1).on_error(t.echo.si(tag="outer")),
+        ),
+        (28, "nested chord whose header fails"),
+        raises=ERR,
+        tail=True,
+        skip_native="the outer chord stays pending for ever natively",
+        check=tagged(inner=1, outer=1),
+        calls=(
+            call("t.fail"),
+            call("t.add", 1, 1),
+            call("t.echo", tag="inner"),
+            call("t.echo", tag="outer"),
+        ),
     ),
 ]
 

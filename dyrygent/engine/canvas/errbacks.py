@@ -20,7 +20,14 @@ __all__ = ["chord_body_for_errors", "error_record", "links"]
 def links(sig: Signature) -> tuple[list, list]:
     """The ``link`` and ``link_error`` options of ``sig``, as lists."""
     opts = sig.options
-    return list(opts.get("link") or []), list(opts.get("link_error") or [])
+    return _as_list(opts.get("link")), _as_list(opts.get("link_error"))
+
+
+def _as_list(value: Any) -> list:
+    """An option holding one signature (a dict) or several, as a list (kombu's maybe_list)."""
+    if not value:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
 
 
 def _result_errbacks(sig: Any, app: Any) -> tuple[str | None, list]:

@@ -1,0 +1,168 @@
+"""A pytest plugin that runs Celery's own canvas tests through dyrygent.
+
+Loaded into a pytest run of ``t/integration/test_canvas.py`` from the Celery sdist
+(``-p tests.celery_suite.plugin``, see ``test_celery_suite.py``). It
+
+* registers the dyrygent processor on Celery's session app (the in-process worker's) and on
+  each test's app (the client's), before the worker starts;
+* routes every chain, group and chord a test body submits (``apply_async``, ``delay`` or a
+  call, in the test's own thread) through ``Workflow().add_celery_canvas(canvas, args=...)``
+  and returns the workflow's result handle; canvases applied inside the worker (by a task,
+  ``Task.replace``, a chord body) stay native, as dyrygent's nodes would apply them;
+* skips the tests in :data:`EXCLUDED` with their reason;
+* writes one JSON line per test to ``$DYRYGENT_SUITE_REPORT``: its id, outcome, how many
+  canvases it routed, and the exclusion reason if any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery.canvas import _chain, _chord, group
+
+from dyrygent import Workflow, register_workflow_processor
+
+_LINEAGE = (
+    "checks each task's request.root_id/parent_id: dyrygent launches every node from its "
+    "processor, so root_id is the workflow id and parent_id the tick that launched it"
+)
+#: Tests that inspect what dyrygent replaces by design, by test id (class::name prefix).
+EXCLUDED: dict[str, str] = {
+    "test_chain::test_parent_ids": _LINEAGE,
+    "test_group::test_parent_ids": _LINEAGE,
+    "test_chord::test_parent_ids": _LINEAGE,
+    "test_chord::test_simple_chord_with_a_delay_in_group_save": (
+        "patches the Redis chord counter (BaseKeyValueStoreBackend._apply_chord_incr): "
+        "dyrygent joins chords with its own counters"
+    ),
+}
+
+#: apply_async options that concern only how the canvas itself is published.
+_PUBLISH_ONLY = {"add_to_parent", "producer", "connection", "router", "publisher", "retry"}
+#: options Celery gives a chain's first task only (chain.run passes them to it).
+_FIRST_TASK_ONLY = {"countdown", "eta"}
+
+_MAIN_PID = os.getpid()
+_state = threading.local()
+_routed = {"count": 0}
+_ORIGINALS: dict[type, Any] = {}
+
+
+def _should_route(sig: Any) -> bool:
+    return (
+        os.getpid() == _MAIN_PID
+        and threading.current_thread() is threading.main_thread()
+        and not getattr(_state, "inside", False)
+        and not sig.app.conf.task_always_eager
+    )
+
+
+def _first_leaf(sig: Any) -> Any:
+    while isinstance(sig, _chain) and sig.tasks:
+        sig = sig.tasks[0]
+    return sig
+
+
+def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict) -> Any:
+    original = _ORIGINALS[cls]
+    if not _should_route(sig) or (isinstance(sig, group) and options.get("link")):
+        return original(sig, args, kwargs, **options)  # (group refuses link: let it say so)
+    _routed["count"] += 1
+    _state.inside = True
+    try:
+        canvas = sig.clone(kwargs=kwargs) if kwargs else sig
+        for callback in options.pop("link", None) or ():
+            canvas.link(callback)
+        for errback in options.pop("link_error", None) or ():
+            canvas.link_error(errback)
+        task_id = options.pop("task_id", None)
+        options = {k: v for k, v in options.items() if k not in _PUBLISH_ONLY and v is not None}
+        if isinstance(canvas, _chain):
+            first = {k: options.pop(k) for k in _FIRST_TASK_ONLY if k in options}
+            if first:
+                _first_leaf(canvas).set(**first)
+        wf = Workflow()
+        if task_id:
+            wf.id = task_id  # the handle's id, as natively the result's
+        wf.add_celery_canvas(canvas, args=tuple(args or ()))
+        return wf.apply_async(options=options or None)
+    finally:
+        _state.inside = False
+
+
+def _patch(cls: type) -> None:
+    _ORIGINALS[cls] = cls.apply_async
+
+    def apply_async(self: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        return _through_dyrygent(cls, self, args, kwargs, options)
+
+    apply_async.__doc__ = f"{cls.__name__}.apply_async, routed through dyrygent"
+    cls.apply_async = apply_async  # type: ignore[method-assign]
+
+
+def pytest_configure(config: Any) -> None:
+    for cls in (_chain, group, _chord):
+        _patch(cls)
+
+
+def pytest_unconfigure(config: Any) -> None:
+    for cls, original in _ORIGINALS.items():
+        cls.apply_async = original  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    for item in items:
+        reason = _exclusion(item.nodeid)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"excluded: {reason}"))
+
+
+def _exclusion(nodeid: str) -> str:
+    name = nodeid.split("::", 1)[-1]
+    return next((r for prefix, r in EXCLUDED.items() if name.startswith(prefix)), "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dyrygent_on_the_worker_app(celery_session_app: Any) -> list[str]:
+    """The processor on the session app, before celery_session_worker starts (autouse
+    fixtures are set up first); returns the task names the worker knows."""
+    register_workflow_processor(celery_session_app)
+    return sorted(celery_session_app.tasks)
+
+
+@pytest.fixture(autouse=True)
+def _dyrygent_on_the_client_app(celery_app: Any, _dyrygent_on_the_worker_app: list) -> None:
+    """The processor on the test's app, whose first tick runs in the client: it launches
+    the tasks the worker knows (known_tasks="*" is not honoured: see the report)."""
+    register_workflow_processor(celery_app, known_tasks=_dyrygent_on_the_worker_app)
+    _routed["count"] = 0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    path = os.environ.get("DYRYGENT_SUITE_REPORT")
+    final = (report.when == "call") or (report.when == "setup" and not report.passed)
+    final = final or (report.when == "teardown" and report.failed)
+    if not path or not final:
+        return
+    if hasattr(report, "wasxfail"):
+        result = "xfailed" if report.skipped else "xpassed"
+    else:
+        result = report.outcome if report.when == "call" or report.skipped else "error"
+    line = {
+        "id": item.nodeid,
+        "when": report.when,
+        "outcome": result,
+        "routed": _routed["count"],
+        "excluded": _exclusion(item.nodeid),
+        "message": str(report.longrepr)[-600:] if report.failed else "",
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
