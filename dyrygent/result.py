@@ -33,6 +33,7 @@ from dyrygent.engine.store import store_for
 __all__ = ["WorkflowGroupResult", "WorkflowNode", "WorkflowResult", "workflow_result"]
 
 _UNSET: Any = object()
+_NONE: Any = object()  # a parent known to be None (None itself means "not set")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,13 @@ class ResultTree:
         """The native-shaped result of an output expression."""
         if isinstance(expr, list):
             results = [self.build(item, f"{key}.{k}") for k, item in enumerate(expr)]
-            return GroupResult(self.group_id(key), results, app=self.app)
+            leaves = self.leaves(expr)
+            parent = self.parent_of(leaves, f"{key}.parent") if leaves else None
+            for r in results:
+                # natively the group's parent is the step before it, not its members'
+                if parent is not None and isinstance(r, NodeResult) and r.waits_for_only(parent):
+                    r.parent = _NONE
+            return GroupResult(self.group_id(key), results, parent=parent, app=self.app)
         if expr is None:
             return None
         return self.node(expr)  # type: ignore[arg-type]
@@ -104,12 +111,18 @@ class NodeResult(AsyncResult):
     def parent(self) -> Any:
         if self._parent is _UNSET:
             self._parent = self._tree.parent_of([self._index], f"parent.{self._index}")
-        return self._parent
+        return None if self._parent is _NONE else self._parent
 
     @parent.setter
     def parent(self, value: Any) -> None:
         if value is not None:  # AsyncResult.__init__ sets None: keep it lazy
             self._parent = value
+
+    def waits_for_only(self, parent: Any) -> bool:
+        """Whether this node's dependencies are exactly the nodes of ``parent``."""
+        ids = [r.id for r in parent.results] if isinstance(parent, GroupResult) else [parent.id]
+        deps = self._tree.parents[self._index]
+        return sorted(self._tree.ids[d] for d in deps) == sorted(ids)
 
 
 class _Workflow:

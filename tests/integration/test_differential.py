@@ -31,7 +31,7 @@ import workerapp
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature, _chain, _chord, chunks, maybe_signature
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult
 
 from dyrygent import Workflow
 from dyrygent.core.graph import NodeState
@@ -938,3 +938,70 @@ def test_workflow_takes_the_app_of_the_canvas_tasks(t: Any) -> None:
         assert wf.app == t.app
     finally:
         t.app.set_current()
+
+
+# -- the result handle walks like the native result (issue 16) ----------------------------------
+
+
+def shape(res: Any) -> Any:
+    """A result tree with ids left out: each node's kind, value, members and parent."""
+    if res is None:
+        return None
+    if isinstance(res, GroupResult):
+        return ("group", [shape(r) for r in res.results], shape(res.parent))
+    return ("task", res.get(timeout=TIMEOUT), shape(res.parent))
+
+
+def tuple_shape(t: Any) -> Any:
+    """``as_tuple()`` with every id replaced by "id"."""
+    if t is None:
+        return None
+    if isinstance(t, str):
+        return "id"
+    return [tuple_shape(x) for x in t]
+
+
+TREES = {
+    "chain": lambda t: chain(t.add.si(1, 1), t.add.s(2), t.add.s(3)),
+    "chord": lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()),
+    "chain-ending-in-group": lambda t: chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))),
+    "group-holding-chain-ending-in-group": lambda t: group(
+        t.add.si(1, 1), chain(t.add.si(2, 2), group(t.add.s(1), t.add.s(2)))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_result_handle_has_the_native_shape(name: str, t: Any) -> None:
+    """parent, results, len() and as_tuple() of the handle match the native result's."""
+    t.app.set_current()
+    # Given the same canvas run natively and through dyrygent
+    native = TREES[name](t).apply_async()
+    native_shape = shape(native)
+    wf = Workflow()
+    wf.add_celery_canvas(TREES[name](t))
+    mine = wf.apply_async()
+    # When the results are walked, Then they have the same shape and values
+    assert mine.get(timeout=TIMEOUT) == native.get(timeout=TIMEOUT)
+    assert shape(mine) == native_shape
+    assert tuple_shape(mine.as_tuple()) == tuple_shape(native.as_tuple())
+    # And the handle keeps the workflow id
+    assert mine.id == wf.id
+
+
+def test_group_result_handle_saves_and_restores(t: Any) -> None:
+    """A canvas ending in a group: results[i].state, len(), save() and restore() work."""
+    t.app.set_current()
+    # Given a workflow ending in a group
+    wf = Workflow()
+    wf.add_celery_canvas(chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))))
+    res = wf.apply_async()
+    assert res.get(timeout=TIMEOUT) == [3, 4]
+    # Then its members are the group's nodes, each SUCCESS, and its parent the chain's step
+    assert len(res.results) == len(res) == 2
+    assert [r.state for r in res.results] == ["SUCCESS", "SUCCESS"]
+    assert res.parent.get(timeout=TIMEOUT) == 2
+    # When it is saved and restored, Then the restored GroupResult gives the same values
+    res.save()
+    restored = GroupResult.restore(res.id, app=t.app)
+    assert restored.get(timeout=TIMEOUT) == [3, 4]
