@@ -69,28 +69,37 @@ class ResultTree:
         """The native-shaped result of an output expression."""
         if isinstance(expr, list):
             results = [self.build(item, f"{key}.{k}") for k, item in enumerate(expr)]
-            leaves = self.leaves(expr)
-            parent = self.parent_of(leaves, f"{key}.parent") if leaves else None
-            for r in results:
-                # natively the group's parent is the step before it, not its members'
-                if parent is not None and isinstance(r, NodeResult) and r.waits_for_only(parent):
-                    r.parent = _NONE
-            return GroupResult(self.group_id(key), results, parent=parent, app=self.app)
+            return self.group(results, self.leaves(expr), key)
         if expr is None:
             return None
         return self.node(expr)  # type: ignore[arg-type]
 
-    def parent_of(self, indices: Sequence[int], key: str) -> Any:
-        """The result the nodes ``indices`` all waited for: None, one node's, or a group's."""
-        common = set(self.parents[indices[0]]) if indices else set()
+    def group(self, results: list, leaves: list[int], key: str) -> TreeGroupResult:
+        """A GroupResult of ``results``; its parent is what all its ``leaves`` waited for,
+        and natively its members do not repeat that parent as their own."""
+        deps = self.common_deps(leaves)
+        for r in results:
+            if deps and isinstance(r, NodeResult) and set(self.parents[r.index]) == set(deps):
+                r.parent = _NONE
+        return TreeGroupResult(self.group_id(key), results, self, deps)
+
+    def common_deps(self, indices: Sequence[int]) -> list[int]:
+        """The dependencies all the nodes ``indices`` share, in the first one's order."""
+        if not indices:
+            return []
+        common = set(self.parents[indices[0]])
         for i in indices[1:]:
             common &= set(self.parents[i])
-        deps = [p for p in self.parents[indices[0]] if p in common] if indices else []
+        return [p for p in self.parents[indices[0]] if p in common]
+
+    def result_of(self, deps: Sequence[int]) -> Any:
+        """The result standing for the nodes ``deps``: None, a node's, or a group's."""
         if not deps:
             return None
         if len(deps) == 1:
             return self.node(deps[0])
-        return GroupResult(self.group_id(key), [self.node(d) for d in deps], app=self.app)
+        key = "deps:" + ",".join(map(str, deps))
+        return self.group([self.node(d) for d in deps], list(deps), key)
 
     def leaves(self, expr: Expr) -> list[int]:
         if isinstance(expr, list):
@@ -103,14 +112,14 @@ class NodeResult(AsyncResult):
 
     def __init__(self, id: str, tree: ResultTree, index: int) -> None:
         self._tree = tree
-        self._index = index
+        self.index = index
         self._parent = _UNSET
         super().__init__(id, app=tree.app)
 
     @property  # type: ignore[override]
     def parent(self) -> Any:
         if self._parent is _UNSET:
-            self._parent = self._tree.parent_of([self._index], f"parent.{self._index}")
+            self._parent = self._tree.result_of(self._tree.parents[self.index])
         return None if self._parent is _NONE else self._parent
 
     @parent.setter
@@ -118,11 +127,26 @@ class NodeResult(AsyncResult):
         if value is not None:  # AsyncResult.__init__ sets None: keep it lazy
             self._parent = value
 
-    def waits_for_only(self, parent: Any) -> bool:
-        """Whether this node's dependencies are exactly the nodes of ``parent``."""
-        ids = [r.id for r in parent.results] if isinstance(parent, GroupResult) else [parent.id]
-        deps = self._tree.parents[self._index]
-        return sorted(self._tree.ids[d] for d in deps) == sorted(ids)
+
+class TreeGroupResult(GroupResult):
+    """A GroupResult whose ``parent`` (the nodes ``deps``) is built when first read."""
+
+    def __init__(self, id: str, results: list, tree: ResultTree, deps: list[int]) -> None:
+        self._tree = tree
+        self._deps = deps
+        self._parent = _UNSET
+        super().__init__(id, results, app=tree.app)
+
+    @property  # type: ignore[override]
+    def parent(self) -> Any:
+        if self._parent is _UNSET:
+            self._parent = self._tree.result_of(self._deps)
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: Any) -> None:
+        if value is not None:
+            self._parent = value
 
 
 class _Workflow:
@@ -168,7 +192,7 @@ class WorkflowResult(_Workflow, AsyncResult):
     def parent(self) -> Any:
         if self._parent is _UNSET:
             leaves = self._tree.leaves(self._tree.output)
-            self._parent = self._tree.parent_of(leaves, "parent") if leaves else None
+            self._parent = self._tree.result_of(self._tree.common_deps(leaves))
         return self._parent
 
     @parent.setter
@@ -193,9 +217,7 @@ class WorkflowGroupResult(_Workflow, GroupResult):
 
     def __init__(self, id: str, app: Any, nodes: Sequence[WorkflowNode], tree: ResultTree):
         members = tree.build(tree.output)
-        leaves = tree.leaves(tree.output)
-        parent = tree.parent_of(leaves, "parent") if leaves else None
-        super().__init__(id, list(members.results), parent=parent, app=app)
+        super().__init__(id, list(members.results), parent=members.parent, app=app)
         self._tree = tree
         self.nodes = list(nodes)
 
