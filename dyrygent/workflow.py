@@ -94,6 +94,7 @@ class Workflow:
         canvas: Any,
         dependencies: Iterable[Dependency] | Dependency | None,
         args: Sequence[Any] = (),
+        kwargs: dict | None = None,
     ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
@@ -102,7 +103,9 @@ class Workflow:
         elif deps:
             incoming = list(deps)
         before = len(self._builder)
-        output, ends = self._converter(canvas).convert(canvas, incoming, deps, pre_args=tuple(args))
+        output, ends = self._converter(canvas).convert(
+            canvas, incoming, deps, pre_args=tuple(args), pre_kwargs=kwargs
+        )
         self._output = output
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
@@ -125,16 +128,18 @@ class Workflow:
         canvas: Any,
         dependencies: Iterable[Dependency] | Dependency | None = None,
         args: Sequence[Any] = (),
+        kwargs: dict | None = None,
     ) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
         Its first tasks wait for ``dependencies`` and receive their results (one dependency:
         its result; several: the list, in the order given). ``args`` are partial args for the
-        whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks'.
+        whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks';
+        ``kwargs`` likewise partial kwargs, merged into theirs (``kwargs`` win).
         Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
         Raises a BuildError subclass naming the node at fault.
         """
-        return self._add(canvas, dependencies, args)
+        return self._add(canvas, dependencies, args, kwargs)
 
     def add_signature(
         self, signature: Signature, dependencies: Iterable[Dependency] | Dependency | None = None

@@ -75,7 +75,7 @@ def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict
     _routed["count"] += 1
     _state.inside = True
     try:
-        canvas = sig.clone(kwargs=kwargs) if kwargs else sig
+        canvas = sig
         for callback in options.pop("link", None) or ():
             canvas.link(callback)
         for errback in options.pop("link_error", None) or ():
@@ -89,7 +89,7 @@ def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict
         wf = Workflow()
         if task_id:
             wf.id = task_id  # the handle's id, as natively the result's
-        wf.add_celery_canvas(canvas, args=tuple(args or ()))
+        wf.add_celery_canvas(canvas, args=tuple(args or ()), kwargs=dict(kwargs or {}))
         return wf.apply_async(options=options or None)
     finally:
         _state.inside = False

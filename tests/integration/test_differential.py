@@ -67,6 +67,7 @@ class Case:
     value: Any = NATIVE  # the SEMANTICS.md value, asserted for both runs
     raises: type | None = None  # .get() raises this (with native's message)
     args: tuple = ()  # partial args for the whole canvas (apply_async(args=...))
+    kwargs: tuple = ()  # partial kwargs for it, as (key, value) pairs
     skip_native: str = ""  # why native is not run; ``value``/``raises`` and ``calls`` rule
     calls: tuple = ()  # the expected calls when native is skipped
     only_native: tuple = ()  # calls native makes that dyrygent must not (SEMANTICS 29)
@@ -204,7 +205,9 @@ def flow(canvas: Any) -> Flow:
 def run_native(case: Case, tasks: Any, ledger: Any) -> Run:
     ledger.clear()
     canvas = case.build(tasks)
-    outcome = outcome_of(lambda: canvas.apply_async(args=case.args).get(timeout=TIMEOUT))
+    outcome = outcome_of(
+        lambda: canvas.apply_async(args=case.args, kwargs=dict(case.kwargs)).get(timeout=TIMEOUT)
+    )
     if case.tail or outcome[0] == "raised":
         wait_settled(ledger, tasks.app)
     return Run(outcome, ledger.entries())
@@ -218,7 +221,7 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     # ourselves (dyrygent freezes the rest) and check those ids below.
     frozen = [leaf.freeze().id for leaf in leaves(canvas)[::2]]
     wf = Workflow()
-    wf.add_celery_canvas(canvas, args=case.args)
+    wf.add_celery_canvas(canvas, args=case.args, kwargs=dict(case.kwargs))
     assert wf.app == app  # may be the current_app proxy
     result = wf.apply_async()
     outcome = outcome_of(lambda: result.get(timeout=TIMEOUT))
@@ -749,10 +752,29 @@ CASES += [
         args=(5,),
     ),
     Case(
+        "1-partial-kwargs-of-a-whole-chain-go-to-its-first-task",
+        lambda t: chain(t.echo.s(1, a=1), t.echo.s(2)),
+        (1, 4),
+        [[[[1], {"a": 2, "b": 3}], 2], {}],
+        kwargs=(("a", 2), ("b", 3)),
+    ),
+    Case(
+        "1-partial-kwargs-of-a-group-go-to-its-mutable-members",
+        lambda t: group(t.echo.s(1), t.echo.si(2)),
+        (1, 14),
+        [[[1], {"b": 3}], [[2], {}]],
+        kwargs=(("b", 3),),
+    ),
+    Case(
         "group-of-one-chain-ending-in-group-is-that-group",
         lambda t: group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2))),
         (9, 10),
         [4, 5],
+    ),
+    Case(
+        "group-of-one-chain-of-an-empty-group",
+        lambda t: group([chain(group([]))]),
+        (9, 21),
     ),
     Case(
         "same-signature-object-repeated-runs-each",

@@ -94,11 +94,15 @@ class CanvasConverter:
         deps: tuple[str, ...],
         inherited: dict | None = None,
         pre_args: tuple = (),
+        pre_kwargs: dict | None = None,
     ) -> tuple[Expr, tuple[str, ...]]:
+        """Add ``canvas``; ``pre_args``/``pre_kwargs`` are partial args and kwargs for it, as
+        in ``canvas.apply_async(args, kwargs)``: they go to its first tasks."""
         sig = self._sig(canvas)
+        pk = pre_kwargs or {}
         inherited = inherited or {}
         if isinstance(sig, chunks):
-            return self.convert(sig.group(), incoming, deps, inherited, pre_args)
+            return self.convert(sig.group(), incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, (_chain, group, _chord)):
             own = {k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS}
             inherited = {**inherited, **own}
@@ -108,15 +112,21 @@ class CanvasConverter:
                 inherited["link_error"] = [*inherited.get("link_error", ()), *links(sig)[1]]
             pre_args = tuple(pre_args) + tuple(sig.args or ())
         if isinstance(sig, _chain):
-            return self._chain(sig, incoming, deps, inherited, pre_args)
+            return self._chain(sig, incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, _chord):
-            return self._chord(sig, incoming, deps, inherited, pre_args)
+            return self._chord(sig, incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, group):
-            return self._group(list(sig.tasks), incoming, deps, inherited, pre_args)
-        return self._task(sig, incoming, deps, inherited, pre_args)
+            return self._group(list(sig.tasks), incoming, deps, inherited, pre_args, pk)
+        return self._task(sig, incoming, deps, inherited, pre_args, pk)
 
     def _chain(
-        self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        sig: _chain,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict,
+        pre_args: tuple,
+        pre_kwargs: dict,
     ) -> tuple[Expr, tuple[str, ...]]:
         link, link_error = links(sig)
         if link or link_error:
@@ -139,7 +149,10 @@ class CanvasConverter:
                 members = list(step.tasks)
                 if len(members) == 1:  # maybe_unroll_group: a lone member stands alone
                     step = self._sig(members[0])
-            out, ends = self.convert(step, out, ends, inherited, pre_args if k == 0 else ())
+            first = k == 0
+            out, ends = self.convert(
+                step, out, ends, inherited, pre_args if first else (), pre_kwargs if first else {}
+            )
         return out, ends
 
     def _members(
@@ -149,6 +162,7 @@ class CanvasConverter:
         deps: tuple[str, ...],
         inherited: dict,
         pre_args: tuple,
+        pre_kwargs: dict,
     ) -> tuple[list, tuple[str, ...]]:
         outs: list = []
         ends: list[str] = []
@@ -158,7 +172,7 @@ class CanvasConverter:
             if self._is_empty_chain(msig):
                 continue  # celery 9772: group.apply_async skips empty chains
             any_member = True
-            out, e = self.convert(msig, incoming, deps, inherited, pre_args)
+            out, e = self.convert(msig, incoming, deps, inherited, pre_args, pre_kwargs)
             if _is_group(msig):
                 outs.extend(out)  # type: ignore[arg-type]  # nested groups flatten
             else:
@@ -169,15 +183,21 @@ class CanvasConverter:
         return outs, tuple(dict.fromkeys(ends))
 
     def _group(
-        self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        members: list,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict,
+        pre_args: tuple,
+        pre_kwargs: dict,
     ) -> tuple[Expr, tuple[str, ...]]:
         live = [s for s in map(self._sig, members) if not self._is_empty_chain(s)]
         if len(live) == 1 and isinstance(live[0], _chain):
             # group.apply_async: "group(A.s() | group(B.s(), C.s()))": a lone member whose
             # result is a GroupResult is the group's result (not in a chord header)
-            out, ends = self.convert(live[0], incoming, deps, inherited, pre_args)
+            out, ends = self.convert(live[0], incoming, deps, inherited, pre_args, pre_kwargs)
             return (out if isinstance(out, list) else [out]), ends
-        return self._members(live, incoming, deps, inherited, pre_args)
+        return self._members(live, incoming, deps, inherited, pre_args, pre_kwargs)
 
     def _is_empty_chain(self, sig: Any) -> bool:
         """A chain with no task (or only empty chains): Celery skips it (celery 9772)."""
@@ -186,7 +206,13 @@ class CanvasConverter:
         )
 
     def _chord(
-        self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        sig: _chord,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict,
+        pre_args: tuple,
+        pre_kwargs: dict,
     ) -> tuple[Expr, tuple[str, ...]]:
         header = sig.tasks
         if isinstance(header, (group, Signature)) and not isinstance(header, (list, tuple)):
@@ -206,7 +232,9 @@ class CanvasConverter:
             self._chord_errbacks.append(record)
         header_inherited = {k: v for k, v in inherited.items() if k != "link_error"}
         try:
-            out, ends = self._members(list(header), incoming, deps, header_inherited, pre_args)
+            out, ends = self._members(
+                list(header), incoming, deps, header_inherited, pre_args, pre_kwargs
+            )
         finally:
             if record:
                 self._chord_errbacks.pop()
@@ -219,6 +247,7 @@ class CanvasConverter:
         deps: tuple[str, ...],
         inherited: dict,
         pre_args: tuple,
+        pre_kwargs: dict,
     ) -> tuple[Expr, tuple[str, ...]]:
         if id(sig) in self._seen:  # the same object again: Celery runs a clone of each
             sig = sig.clone()
@@ -248,10 +277,12 @@ class CanvasConverter:
                 node=node_id,
             )
         args = list(sig.args or ())
-        if pre_args and not sig.immutable:
+        kwargs = dict(sig.kwargs or {})
+        if not sig.immutable:  # Signature._merge: partial args first, partial kwargs win
             args = [*pre_args, *args]
+            kwargs.update(pre_kwargs)
         extras = {"chord_errbacks": list(self._chord_errbacks)} if self._chord_errbacks else None
-        spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options, extras)
+        spec = self.encode(node_id, sig.task, args, kwargs, options, extras)
         self.builder.add(
             node_id, sig.task, spec, parents=deps, input=None if sig.immutable else incoming
         )
