@@ -67,12 +67,25 @@ def extract_tests(sdist: Path, into: Path) -> Path:
     return into
 
 
-def describe(line: dict) -> str:
-    if line["excluded"]:
-        return f"excluded ({line['excluded']})"
-    if line["outcome"] in ("passed", "xfailed", "xpassed") and not line["routed"]:
-        return f"no canvas ({line['outcome']})"
-    return line["outcome"]
+def verdicts(lines: list[dict]) -> dict[str, str]:
+    """One verdict per test id from the plugin's report lines (a test with subtests has
+    one line per subtest, and fails if any of them failed)."""
+    by_id: dict[str, list[dict]] = {}
+    for line in lines:
+        by_id.setdefault(line["id"], []).append(line)
+    out = {}
+    for test_id, group in by_id.items():
+        outcomes = [x["outcome"] for x in group]
+        outcome = next((o for o in ("error", "failed") if o in outcomes), outcomes[-1])
+        if group[0]["excluded"]:
+            out[test_id] = f"excluded ({group[0]['excluded']})"
+        elif group[0].get("differs") and outcome in ("failed", "error"):
+            out[test_id] = f"differs ({group[0]['differs']})"
+        elif outcome in ("passed", "xfailed", "xpassed") and not max(x["routed"] for x in group):
+            out[test_id] = f"no canvas ({outcome})"
+        else:
+            out[test_id] = outcome
+    return out
 
 
 def test_celery_canvas_suite(tmp_path: Path) -> None:
@@ -109,11 +122,11 @@ def test_celery_canvas_suite(tmp_path: Path) -> None:
     # Then each test is reported, and every test that routed a canvas passed
     lines = [json.loads(x) for x in report.read_text().splitlines()]
     assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    verdicts = {line["id"]: describe(line) for line in lines}
-    table = [f"{verdict:>10}  {test_id}" for test_id, verdict in verdicts.items()]
-    counts = Counter(v.split(" (")[0] for v in verdicts.values())
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    verdict = verdicts(lines)
+    table = [f"{test_id.split('::', 1)[-1]}: {v}" for test_id, v in verdict.items()]
+    counts = Counter(v.split(" (")[0] for v in verdict.values())
+    summary = f"{len(verdict)} tests: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     (tmp_path / "celery-suite-report.txt").write_text("\n".join(table + [summary]) + "\n")
-    print("\n".join(table), f"\n{len(verdicts)} tests: {summary}", sep="\n")
-    failed = {i: v for i, v in verdicts.items() if v in ("failed", "error")}
+    print("", *table, summary, sep="\n")
+    failed = {i: v for i, v in verdict.items() if v in ("failed", "error")}
     assert not failed, "\n".join(f"{i}: {v}" for i, v in failed.items())
