@@ -99,6 +99,11 @@ def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict
     _routed["count"] += 1
     _state.inside = True
     try:
+        kwargs = dict(kwargs or {})
+        if isinstance(sig, _chord) and kwargs.get("body"):  # chord(header)(body)
+            sig = sig.clone()
+            sig.body = kwargs.pop("body")
+        kwargs.pop("body", None)
         canvas = _with_callbacks(sig, options)
         task_id = options.pop("task_id", None)
         options = {k: v for k, v in options.items() if k not in _PUBLISH_ONLY and v is not None}
@@ -109,7 +114,7 @@ def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict
         wf = Workflow()
         if task_id:
             wf.id = task_id  # the handle's id, as natively the result's
-        wf.add_celery_canvas(canvas, args=tuple(args or ()), kwargs=dict(kwargs or {}))
+        wf.add_celery_canvas(canvas, args=tuple(args or ()), kwargs=kwargs)
         return wf.apply_async(options=options or None)
     finally:
         _state.inside = False
