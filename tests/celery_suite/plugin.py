@@ -100,10 +100,11 @@ def _through_dyrygent(cls: type, sig: Any, args: Any, kwargs: Any, options: dict
     _state.inside = True
     try:
         kwargs = dict(kwargs or {})
-        if isinstance(sig, _chord) and kwargs.get("body"):  # chord(header)(body)
-            sig = sig.clone()
-            sig.body = kwargs.pop("body")
-        kwargs.pop("body", None)
+        if isinstance(sig, _chord):  # chord(header)(body): chord.apply_async's "body"
+            body = kwargs.pop("body", None)
+            if body is not None:
+                sig = sig.clone()
+                sig.body = body
         canvas = _with_callbacks(sig, options)
         task_id = options.pop("task_id", None)
         options = {k: v for k, v in options.items() if k not in _PUBLISH_ONLY and v is not None}
