@@ -38,7 +38,13 @@ if TYPE_CHECKING:
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.info import HistoryEvent, NodeInfo, Progress, WorkflowInfo
     from dyrygent.result import list_workflows
-    from dyrygent.workflow import EagerWorkflowResult, Workflow, WorkflowNode, WorkflowResult
+    from dyrygent.workflow import (
+        EagerWorkflowResult,
+        Workflow,
+        WorkflowGroupResult,
+        WorkflowNode,
+        WorkflowResult,
+    )
 
 __version__ = "0.2.0"
 
@@ -54,6 +60,7 @@ _LAZY = {
     "Workflow": "dyrygent.workflow",
     "WorkflowNode": "dyrygent.workflow",
     "WorkflowResult": "dyrygent.workflow",
+    "WorkflowGroupResult": "dyrygent.workflow",
     "beat_schedule": "dyrygent.definitions",
     "load_definitions": "dyrygent.definitions",
     "register_workflow_processor": "dyrygent.engine.registration",
@@ -85,6 +92,7 @@ __all__ = [
     "UnsupportedCanvasError",
     "Workflow",
     "WorkflowError",
+    "WorkflowGroupResult",
     "WorkflowInfo",
     "WorkflowNode",
     "WorkflowResult",

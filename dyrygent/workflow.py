@@ -24,9 +24,21 @@ from dyrygent.engine.eager import EagerWorkflowResult, check_tasks, run_eager
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.spec import Header, encode_spec
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
-from dyrygent.result import Dependency, WorkflowNode, WorkflowResult
+from dyrygent.result import (
+    Dependency,
+    WorkflowGroupResult,
+    WorkflowNode,
+    WorkflowResult,
+    workflow_result,
+)
 
-__all__ = ["EagerWorkflowResult", "Workflow", "WorkflowNode", "WorkflowResult"]
+__all__ = [
+    "EagerWorkflowResult",
+    "Workflow",
+    "WorkflowGroupResult",
+    "WorkflowNode",
+    "WorkflowResult",
+]
 
 #: A workflow still running after this many seconds ends in ERROR (7 days).
 DEFAULT_MAX_AGE = 7 * 24 * 3600
@@ -129,6 +141,7 @@ class Workflow:
         label: str | None = None,
         prefix: bool = True,
         trigger_rule: TriggerRule | str | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
@@ -137,7 +150,9 @@ class Workflow:
         elif deps:
             incoming = list(deps)
         before = len(self._builder)
-        output, ends = self._converter(canvas).convert(canvas, incoming, deps, pre_args=tuple(args))
+        output, ends = self._converter(canvas).convert(
+            canvas, incoming, deps, pre_args=tuple(args), pre_kwargs=kwargs
+        )
         self._output = output
         builder = self._builder
         if label is not None:
@@ -184,6 +199,7 @@ class Workflow:
         canvas: Any,
         dependencies: Iterable[Dependency] | Dependency | None = None,
         args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
         *,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
@@ -192,13 +208,16 @@ class Workflow:
 
         Its first tasks wait for ``dependencies`` and receive their results (one dependency:
         its result; several: the list, in the order given). ``args`` are partial args for the
-        whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks'.
+        whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks';
+        ``kwargs`` likewise partial kwargs, merged into theirs (``kwargs`` win).
         Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
         ``label`` prefixes its nodes' labels (``"etl/tasks.add"``); ``trigger_rule`` is the
         start rule of its first nodes (default ``all_success``).
         Raises a BuildError subclass naming the node at fault.
         """
-        return self._add(canvas, dependencies, args, label=label, trigger_rule=trigger_rule)
+        return self._add(
+            canvas, dependencies, args, label=label, trigger_rule=trigger_rule, kwargs=kwargs
+        )
 
     def add_signature(
         self,
@@ -318,8 +337,9 @@ class Workflow:
 
     def apply_async(
         self, options: dict[str, Any] | None = None
-    ) -> WorkflowResult | EagerWorkflowResult:
-        """Validate, store and start the workflow; ``options`` apply to every node.
+    ) -> WorkflowResult | WorkflowGroupResult | EagerWorkflowResult:
+        """Validate, store and start the workflow; ``options`` apply to every node. Returns a
+        handle shaped like the canvas's native result (see :mod:`dyrygent.result`).
 
         With ``task_always_eager`` set on the app, runs it now instead, like :meth:`apply`
         (as Celery does for canvases). Raises BuildError for an empty graph or a workflow
@@ -342,7 +362,7 @@ class Workflow:
             app.backend.store_result(node_id, value, celery_states.SUCCESS)
         processor.start(self.id, graph, header, self.max_age, self.max_bytes, skipped)
         self._started = True
-        return WorkflowResult(self.id, app=app, nodes=self._nodes)
+        return workflow_result(self.id, app, self._nodes, graph)
 
 
 def _json_dict(call: str, value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from celery import states as celery_states
-from celery.canvas import Signature
 from celery.exceptions import ChordError
 
 from dyrygent.core.graph import Graph, Node, NodeState, evaluate
+from dyrygent.engine.canvas import chord_body_for_errors
 from dyrygent.engine.failures import broker_failure
 from dyrygent.engine.results import read_metas
 from dyrygent.engine.spec import Header, decode_spec, spec_extras
@@ -180,11 +180,7 @@ def fail_enclosing_chords(
     for chord in spec_extras(node.spec).get("chord_errbacks") or ():
         if not settled_now(chord["id"]):
             continue
-        body = Signature(
-            chord["task"],
-            options={"task_id": chord["id"], "link_error": chord["link_error"]},
-            app=app,
-        )
+        body = chord_body_for_errors(chord, app)
         try:
             app.backend.chord_error_from_stack(
                 body, ChordError(f"Dependency {node.id} raised {exc!r}")

@@ -8,6 +8,7 @@ from celery import chain, chord, group
 from celery.canvas import Signature, _chain, _chord
 
 from dyrygent import Workflow
+from dyrygent.engine.spec import decode_spec, spec_extras
 from dyrygent.errors import (
     CycleError,
     DuplicateNodeError,
@@ -100,6 +101,27 @@ CASES = {
             chord([c.add.s(1), c.add.s(2)], c.tsum.s()),
         ),
         17,
+    ),
+    # Celery's own canvas suite (issue 16)
+    "celery 9772 empty chains in a group are skipped": (
+        lambda c: group(chain(), c.add.si(1, 2), chain(), c.add.si(3, 4)),
+        [3, 7],
+    ),
+    "celery 9772 an empty chain in a header is skipped": (
+        lambda c: chord([chain()], c.tsum.s()),
+        0,
+    ),
+    "a group of one chain ending in a group is that group": (
+        lambda c: group(c.add.s(1, 2) | group(c.add.s(1), c.add.s(2))),
+        [4, 5],
+    ),
+    "the same signature object repeated runs each time": (
+        lambda c: group((c.identity.si(42),) * 3),
+        [42, 42, 42],
+    ),
+    "the same chain object repeated runs each time": (
+        lambda c: (lambda ab: group([ab, ab]))(c.add.si(1, 1) | c.add.s(2)),
+        [4, 4],
     ),
 }
 
@@ -322,3 +344,51 @@ def test_unregistered_processor_is_a_clear_error():
     wf.add_celery_canvas(sig)
     with pytest.raises(ConfigurationError, match="register_workflow_processor"):
         wf.apply_async()
+
+
+def test_partial_args_go_past_a_leading_empty_chain(c):
+    # Given a chain led by an empty chain, with partial args (celery 9772)
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(_chain(chain(), c.add.s(10)), args=(5,))
+    # Then its first task gets them
+    assert c.run_graph(wf.freeze())[0] == 15
+
+
+def test_a_repeated_signature_keeps_its_id_once_and_clones_get_new_ones(c):
+    # Given one frozen signature object three times in a group
+    sig = c.identity.si(42)
+    frozen = sig.freeze().id
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(group([sig] * 3))
+    ids = [n.id for n in wf.nodes]
+    # Then the first node keeps the frozen id and the other two have ids of their own
+    assert ids[0] == frozen and len(set(ids)) == 3
+
+
+def test_a_groups_own_link_error_goes_to_each_of_its_tasks(c):
+    # Given a group with a link_error of its own, holding a chain
+    canvas = group(c.add.si(1, 1), chain(c.add.si(2, 2), c.add.s(1)))
+    canvas.set(link_error=c.echo.si("err"))
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(canvas)
+    opts = [decode_spec(n.spec)[2] for n in wf.freeze().nodes]
+    # Then every task has it (Celery's group applies its tasks with its options)
+    assert [[e["task"] for e in o["link_error"]] for o in opts] == [["c.echo"]] * 3
+
+
+def test_a_group_body_s_errbacks_are_recorded_on_the_header_nodes(c):
+    # Given a chord whose group body's tasks have errbacks, and a chord-level link_error
+    body = group(c.echo.s().on_error(c.echo.si("eb1")), c.echo.s())
+    canvas = chord([c.add.si(1, 1), c.add.si(2, 2)], body)
+    canvas.link_error(c.echo.si("chord-eb"))
+    wf = Workflow(app=c.app)
+    wf.add_celery_canvas(canvas)
+    graph = wf.freeze()
+    # Then each header node records, per body task, the errbacks Celery would call
+    records = spec_extras(graph.nodes[0].spec)["chord_errbacks"]
+    members = records[0]["members"]
+    assert [[e["args"] for e in m["link_error"]] for m in members] == [
+        [["eb1"], ["chord-eb"]],
+        [["chord-eb"]],
+    ]
+    assert [m["id"] for m in members] == [n.id for n in graph.nodes[2:]]

@@ -95,6 +95,7 @@ def test_public_surface():
         "UnsupportedCanvasError",
         "Workflow",
         "WorkflowError",
+        "WorkflowGroupResult",
         "WorkflowInfo",
         "WorkflowNode",
         "WorkflowResult",

@@ -32,7 +32,7 @@ import workerapp
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature, _chain, _chord, chunks, maybe_signature
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult
 
 from dyrygent import Workflow
 from dyrygent.core.graph import NodeState
@@ -88,6 +88,7 @@ class Case:
     value: Any = NATIVE  # the value the README's Semantics section gives, asserted for both runs
     raises: type | None = None  # .get() raises this (with native's message)
     args: tuple = ()  # partial args for the whole canvas (apply_async(args=...))
+    kwargs: tuple = ()  # partial kwargs for it, as (key, value) pairs
     skip_native: str = ""  # why native is not run; ``value``/``raises`` and ``calls`` rule
     calls: tuple = ()  # the expected calls when native is skipped
     only_native: tuple = ()  # calls native makes that dyrygent must not
@@ -225,7 +226,9 @@ def flow(canvas: Any) -> Flow:
 def run_native(case: Case, tasks: Any, ledger: Any) -> Run:
     ledger.clear()
     canvas = case.build(tasks)
-    outcome = outcome_of(lambda: canvas.apply_async(args=case.args).get(timeout=TIMEOUT))
+    outcome = outcome_of(
+        lambda: canvas.apply_async(args=case.args, kwargs=dict(case.kwargs)).get(timeout=TIMEOUT)
+    )
     if case.tail or outcome[0] == "raised":
         wait_settled(ledger, tasks.app)
     return Run(outcome, ledger.entries())
@@ -239,7 +242,7 @@ def run_dyrygent(case: Case, tasks: Any, ledger: Any, expected_calls: Counter) -
     # ourselves (dyrygent freezes the rest) and check those ids below.
     frozen = [leaf.freeze().id for leaf in leaves(canvas)[::2]]
     wf = Workflow()
-    wf.add_celery_canvas(canvas, args=case.args)
+    wf.add_celery_canvas(canvas, args=case.args, kwargs=dict(case.kwargs))
     assert wf.app == app  # may be the current_app proxy
     result = wf.apply_async()
     outcome = outcome_of(lambda: result.get(timeout=TIMEOUT))
@@ -377,6 +380,17 @@ def started_apart(first: str, second: str, at_least: float) -> Callable[[list], 
     def check(entries: list) -> None:
         when = {call(e[1], *e[2], **e[3]): e[5] for e in entries}
         assert when[second] - when[first] >= at_least, when
+
+    return check
+
+
+def tagged(**counts: int) -> Callable[[list], None]:
+    """A ledger check: the calls made with ``tag=name`` (errbacks) ran ``counts[name]`` times
+    each, so that a case where no errback runs at all cannot pass by agreeing on nothing."""
+
+    def check(entries: list) -> None:
+        seen = Counter(e[3]["tag"] for e in entries if "tag" in e[3])
+        assert seen == Counter(counts), seen
 
     return check
 
@@ -786,6 +800,122 @@ CASES = [
     ),
 ]
 
+# Celery's own canvas suite (issue 16): the last semantic differences
+CASES += [
+    Case(
+        "9772-empty-chains-in-group-skipped",
+        lambda t: group(chain(), t.add.si(1, 2), chain(), t.add.si(3, 4)),
+        ("empty chain",),
+        [3, 7],
+    ),
+    Case(
+        "9772-empty-chain-in-header-skipped",
+        lambda t: chord([chain()], t.echo.s(tag="body")),
+        ("empty chain",),
+        [[[]], {"tag": "body"}],
+    ),
+    Case(
+        "9772-args-go-past-a-leading-empty-chain",
+        lambda t: typed(_chain, _chain(chain(), t.add.s(10))),
+        ("empty chain", 4),
+        15,
+        args=(5,),
+    ),
+    Case(
+        "1-partial-kwargs-of-a-whole-chain-go-to-its-first-task",
+        lambda t: chain(t.echo.s(1, a=1), t.echo.s(2)),
+        (1, 4),
+        [[[[1], {"a": 2, "b": 3}], 2], {}],
+        kwargs=(("a", 2), ("b", 3)),
+    ),
+    Case(
+        "1-partial-kwargs-of-a-group-go-to-its-mutable-members",
+        lambda t: group(t.echo.s(1), t.echo.si(2)),
+        (1, 14),
+        [[[1], {"b": 3}], [[2], {}]],
+        kwargs=(("b", 3),),
+    ),
+    Case(
+        "group-of-one-chain-ending-in-group-is-that-group",
+        lambda t: group(t.add.s(1, 2) | group(t.add.s(1), t.add.s(2))),
+        (9, 10),
+        [4, 5],
+    ),
+    Case(
+        "group-of-one-chain-of-an-empty-group",
+        lambda t: group([chain(group([]))]),
+        (9, 21),
+    ),
+    Case(
+        "same-signature-object-repeated-runs-each",
+        lambda t: group((t.identity.si(42),) * 4),
+        (6, "same Signature object"),
+        [42, 42, 42, 42],
+    ),
+    Case(
+        "same-signatures-repeated-in-a-list",
+        lambda t: (lambda a, b: group([a, b] * 3))(t.add.si(1, 1), t.add.si(2, 2)),
+        (6, "same Signature object"),
+        [2, 4, 2, 4, 2, 4],
+    ),
+    Case(
+        "group-own-link-error-goes-to-its-tasks",
+        lambda t: group(t.add.si(1, 1), t.fail.si()).set(link_error=[t.echo.s(tag="eb")]),
+        (26,),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb=1),
+    ),
+    Case(
+        "header-failure-calls-errbacks-of-group-body-tasks",
+        lambda t: chord(
+            [t.add.si(1, 1), t.fail.si()],
+            group(
+                t.echo.s(never=1).on_error(t.echo.s(tag="eb1")),
+                t.echo.s(never=1).on_error(t.echo.s(tag="eb2")),
+            ),
+        ),
+        (26, 28),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb1=1, eb2=1),
+    ),
+    Case(
+        "chord-link-error-once-per-group-body-task",
+        lambda t: linked_error(
+            chord([t.add.si(1, 1), t.fail.si()], group(t.echo.s(never=1), t.echo.s(never=1))),
+            t.echo.s(tag="eb"),
+        ),
+        (26, 28),
+        raises=ERR,
+        tail=True,
+        check=tagged(eb=2),
+    ),
+    # Natively the outer chord stays PENDING for ever (its .get() never returns); dyrygent
+    # fails it with the header's exception and calls both bodies' errbacks (README).
+    Case(
+        "nested-chord-header-fails-fails-the-outer-chord",
+        lambda t: chord(
+            [
+                chord([t.fail.si()], t.echo.s(never=1).on_error(t.echo.si(tag="inner"))),
+                t.add.si(1, 1),
+            ],
+            t.echo.s(never=1).on_error(t.echo.si(tag="outer")),
+        ),
+        (28, "nested chord whose header fails"),
+        raises=ERR,
+        tail=True,
+        skip_native="the outer chord stays pending for ever natively",
+        check=tagged(inner=1, outer=1),
+        calls=(
+            call("t.fail"),
+            call("t.add", 1, 1),
+            call("t.echo", tag="inner"),
+            call("t.echo", tag="outer"),
+        ),
+    ),
+]
+
 RABBIT = {
     "2-chain-add",
     "7-nested-groups",
@@ -900,3 +1030,70 @@ def test_workflow_takes_the_app_of_the_canvas_tasks(t: Any) -> None:
         assert wf.app == t.app
     finally:
         t.app.set_current()
+
+
+# -- the result handle walks like the native result (issue 16) ----------------------------------
+
+
+def shape(res: Any) -> Any:
+    """A result tree with ids left out: each node's kind, value, members and parent."""
+    if res is None:
+        return None
+    if isinstance(res, GroupResult):
+        return ("group", [shape(r) for r in res.results], shape(res.parent))
+    return ("task", res.get(timeout=TIMEOUT), shape(res.parent))
+
+
+def tuple_shape(t: Any) -> Any:
+    """``as_tuple()`` with every id replaced by "id"."""
+    if t is None:
+        return None
+    if isinstance(t, str):
+        return "id"
+    return [tuple_shape(x) for x in t]
+
+
+TREES = {
+    "chain": lambda t: chain(t.add.si(1, 1), t.add.s(2), t.add.s(3)),
+    "chord": lambda t: chord([t.add.si(1, 1), t.add.si(2, 2)], t.tsum.s()),
+    "chain-ending-in-group": lambda t: chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))),
+    "group-holding-chain-ending-in-group": lambda t: group(
+        t.add.si(1, 1), chain(t.add.si(2, 2), group(t.add.s(1), t.add.s(2)))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_result_handle_has_the_native_shape(name: str, t: Any) -> None:
+    """parent, results, len() and as_tuple() of the handle match the native result's."""
+    t.app.set_current()
+    # Given the same canvas run natively and through dyrygent
+    native = TREES[name](t).apply_async()
+    native_shape = shape(native)
+    wf = Workflow()
+    wf.add_celery_canvas(TREES[name](t))
+    mine = wf.apply_async()
+    # When the results are walked, Then they have the same shape and values
+    assert mine.get(timeout=TIMEOUT) == native.get(timeout=TIMEOUT)
+    assert shape(mine) == native_shape
+    assert tuple_shape(mine.as_tuple()) == tuple_shape(native.as_tuple())
+    # And the handle keeps the workflow id
+    assert mine.id == wf.id
+
+
+def test_group_result_handle_saves_and_restores(t: Any) -> None:
+    """A canvas ending in a group: results[i].state, len(), save() and restore() work."""
+    t.app.set_current()
+    # Given a workflow ending in a group
+    wf = Workflow()
+    wf.add_celery_canvas(chain(t.add.si(1, 1), group(t.add.s(1), t.add.s(2))))
+    res = wf.apply_async()
+    assert res.get(timeout=TIMEOUT) == [3, 4]
+    # Then its members are the group's nodes, each SUCCESS, and its parent the chain's step
+    assert len(res.results) == len(res) == 2
+    assert [r.state for r in res.results] == ["SUCCESS", "SUCCESS"]
+    assert res.parent.get(timeout=TIMEOUT) == 2
+    # When it is saved and restored, Then the restored GroupResult gives the same values
+    res.save()
+    restored = GroupResult.restore(res.id, app=t.app)
+    assert restored.get(timeout=TIMEOUT) == [3, 4]

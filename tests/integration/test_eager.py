@@ -38,6 +38,17 @@ LINK_EVERY_STEP = {"26-chain-link"}
 NOT_EAGER = {
     # Celery ignores time limits in apply(): the task sleeps its full 5 s in both runs
     "5-soft-time-limit": "time limits do not apply to eager runs",
+    # Celery 5.7's eager canvas.apply() raises AttributeError ('NoneType' object has no
+    # attribute 'parent') on this one, and it has no declared value to compare with
+    "group-of-one-chain-of-an-empty-group": "native eager apply() crashes on it",
+}
+#: Cases where Celery 5.7's eager canvas.apply() disagrees with its own workers: it crashes
+#: (AttributeError: 'NoneType' object has no attribute 'parent'), or nests a group one level
+#: deeper. dyrygent's eager run is compared with the value workers give natively (the
+#: differential suite checks that value on workers).
+NATIVE_EAGER_WRONG = {
+    "9772-args-go-past-a-leading-empty-chain": "raises AttributeError",
+    "group-of-one-chain-ending-in-group-is-that-group": "returns [[4, 5]]; workers [4, 5]",
 }
 
 
@@ -97,11 +108,18 @@ def test_eager_differential(case: Case, how: str, et: Any) -> None:
         pytest.skip(NOT_EAGER[case.id])
     # When it runs natively with canvas.apply() and through dyrygent in process
     expected, expected_calls = native(case, et)
+    if case.id in NATIVE_EAGER_WRONG:
+        assert expected != ("value", case.value)  # still wrong natively: keep the case honest
+        expected = ("value", case.value)
     outcome, calls = mine(case, et, how)
     # Then both give the same value, or raise the same exception with the same message
     assert outcome == expected
     # And on success every task received the same arguments
-    if expected[0] == "value" and (CHAIN_LINK_ONCE or case.id not in LINK_EVERY_STEP):
+    if (
+        expected[0] == "value"
+        and case.id not in NATIVE_EAGER_WRONG
+        and (CHAIN_LINK_ONCE or case.id not in LINK_EVERY_STEP)
+    ):
         assert calls == expected_calls
     # And on failure every call native made was made (errbacks included), and nothing behind
     # the failed node ran; dyrygent may have gone on in independent branches

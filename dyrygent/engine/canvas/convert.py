@@ -1,4 +1,4 @@
-"""Flattening Celery canvases into graph nodes: the ONLY module that reads canvas internals.
+"""Flattening Celery canvases into graph nodes.
 
 ``convert(canvas, incoming, deps)`` adds the canvas's task calls to a GraphBuilder and returns
 ``(output, ends)``: the expression of the canvas's result and the node ids after which it is
@@ -10,7 +10,11 @@ the nodes it must wait for. The rules reproduce native Celery (see SEMANTICS.md)
   member that is itself a group being spliced in (flattened); a one-member group in a chain
   is unrolled; an empty group in a chain with other steps is skipped;
 * a chord is a group (its header) followed by its body;
-* ``chunks`` is the group of ``xstarmap`` it stands for; ``xmap``/``xstarmap`` are tasks.
+* ``chunks`` is the group of ``xstarmap`` it stands for; ``xmap``/``xstarmap`` are tasks;
+* an empty chain is skipped wherever it stands (celery 9772), its partial args going on;
+* a group whose only member is a chain ending in a group is that chain (group.apply_async);
+* the same Signature object met again is cloned under a new id, as Celery clones it;
+* a group's or chord's own ``link_error`` goes to each of its tasks, as Celery's does.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
-from celery.utils import uuid
-from kombu.utils.json import dumps, loads
 
 from dyrygent.core.builder import GraphBuilder
-from dyrygent.core.graph import Expr, NodeKind
+from dyrygent.core.graph import Expr
 from dyrygent.dynamic import EXPAND_TASK
+from dyrygent.engine.canvas.errbacks import error_record, links
+from dyrygent.engine.canvas.templates import expand_node
 from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 
 __all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
@@ -49,30 +53,6 @@ STRUCTURAL_OPTIONS = frozenset(
 SpecEncoder = Callable[..., bytes]
 
 
-def _links(sig: Signature) -> tuple[list, list]:
-    opts = sig.options
-    return list(opts.get("link") or []), list(opts.get("link_error") or [])
-
-
-def json_safe(sig: Signature) -> dict[str, Any]:
-    """A canvas as plain data (nested signatures as dicts), as Celery serializes it."""
-    data: dict[str, Any] = loads(dumps(sig))
-    return data
-
-
-def _without_ids(data: Any) -> Any:
-    """``data`` (a canvas as plain data) with every task id dropped: each expansion gives its
-    nodes ids of their own."""
-    if isinstance(data, list):
-        return [_without_ids(d) for d in data]
-    if isinstance(data, dict):
-        out = {k: _without_ids(v) for k, v in data.items()}
-        if isinstance(out.get("options"), dict):
-            out["options"] = {k: v for k, v in out["options"].items() if k != "task_id"}
-        return out
-    return data
-
-
 def _is_group(sig: Any) -> bool:
     return isinstance(sig, group) and not isinstance(sig, chunks)
 
@@ -93,7 +73,10 @@ class CanvasConverter:
         self.app = app
         self.is_ignored = is_ignored
         # errbacks of the chord bodies whose header is being converted, outermost first
-        self._chord_errbacks: list[dict] = []
+        self._chord_errbacks: list[dict[str, Any]] = []
+        # the task signatures converted so far, by id(): one met again is cloned (kept
+        # alive here so that their ids are not reused)
+        self._seen: dict[int, Signature] = {}
 
     def _sig(self, obj: Any) -> Signature:
         if isinstance(obj, Signature):
@@ -112,29 +95,43 @@ class CanvasConverter:
         canvas: Any,
         incoming: Expr,
         deps: tuple[str, ...],
-        inherited: dict | None = None,
-        pre_args: tuple = (),
+        inherited: dict[str, Any] | None = None,
+        pre_args: tuple[Any, ...] = (),
+        pre_kwargs: dict[str, Any] | None = None,
     ) -> tuple[Expr, tuple[str, ...]]:
+        """Add ``canvas``; ``pre_args``/``pre_kwargs`` are partial args and kwargs for it, as
+        in ``canvas.apply_async(args, kwargs)``: they go to its first tasks."""
         sig = self._sig(canvas)
+        pk = pre_kwargs or {}
         inherited = inherited or {}
         if isinstance(sig, chunks):
-            return self.convert(sig.group(), incoming, deps, inherited, pre_args)
+            return self.convert(sig.group(), incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, (_chain, group, _chord)):
             own = {k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS}
             inherited = {**inherited, **own}
+            if isinstance(sig, (group, _chord)) and links(sig)[1]:
+                # a group passes its link_error to each task it applies; a chord gives its
+                # own to its body's tasks (chord._add_body_callbacks)
+                inherited["link_error"] = [*inherited.get("link_error", ()), *links(sig)[1]]
             pre_args = tuple(pre_args) + tuple(sig.args or ())
         if isinstance(sig, _chain):
-            return self._chain(sig, incoming, deps, inherited, pre_args)
+            return self._chain(sig, incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, _chord):
-            return self._chord(sig, incoming, deps, inherited, pre_args)
+            return self._chord(sig, incoming, deps, inherited, pre_args, pk)
         if isinstance(sig, group):
-            return self._group(list(sig.tasks), incoming, deps, inherited, pre_args)
-        return self._task(sig, incoming, deps, inherited, pre_args)
+            return self._group(list(sig.tasks), incoming, deps, inherited, pre_args, pk)
+        return self._task(sig, incoming, deps, inherited, pre_args, pk)
 
     def _chain(
-        self, sig: _chain, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        sig: _chain,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict[str, Any],
+        pre_args: tuple[Any, ...],
+        pre_kwargs: dict[str, Any],
     ) -> tuple[Expr, tuple[str, ...]]:
-        link, link_error = _links(sig)
+        link, link_error = links(sig)
         if link or link_error:
             # chain.link/link_error live on the chain; Celery pushes them onto its tasks
             # (link on the last, link_error on all) in unchain_tasks(). Freeze the originals
@@ -143,6 +140,7 @@ class CanvasConverter:
             steps = [self._sig(t) for t in sig.unchain_tasks()]
         else:
             steps = [self._sig(t) for t in sig.tasks]
+        steps = [s for s in steps if not self._is_empty_chain(s)]  # celery 9772
         if not steps:
             return incoming, deps
         non_empty = [s for s in steps if not (_is_group(s) and not list(s.tasks))]
@@ -154,7 +152,10 @@ class CanvasConverter:
                 members = list(step.tasks)
                 if len(members) == 1:  # maybe_unroll_group: a lone member stands alone
                     step = self._sig(members[0])
-            out, ends = self.convert(step, out, ends, inherited, pre_args if k == 0 else ())
+            first = k == 0
+            out, ends = self.convert(
+                step, out, ends, inherited, pre_args if first else (), pre_kwargs if first else {}
+            )
         return out, ends
 
     def _members(
@@ -162,16 +163,19 @@ class CanvasConverter:
         members: Iterable[Any],
         incoming: Expr,
         deps: tuple[str, ...],
-        inherited: dict,
-        pre_args: tuple,
-    ) -> tuple[list, tuple[str, ...]]:
-        outs: list = []
+        inherited: dict[str, Any],
+        pre_args: tuple[Any, ...],
+        pre_kwargs: dict[str, Any],
+    ) -> tuple[list[Any], tuple[str, ...]]:
+        outs: list[Any] = []
         ends: list[str] = []
         any_member = False
         for m in members:
-            any_member = True
             msig = self._sig(m)
-            out, e = self.convert(msig, incoming, deps, inherited, pre_args)
+            if self._is_empty_chain(msig):
+                continue  # celery 9772: group.apply_async skips empty chains
+            any_member = True
+            out, e = self.convert(msig, incoming, deps, inherited, pre_args, pre_kwargs)
             if _is_group(msig):
                 outs.extend(out)  # type: ignore[arg-type]  # nested groups flatten
             else:
@@ -182,12 +186,36 @@ class CanvasConverter:
         return outs, tuple(dict.fromkeys(ends))
 
     def _group(
-        self, members: list, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        members: list[Any],
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict[str, Any],
+        pre_args: tuple[Any, ...],
+        pre_kwargs: dict[str, Any],
     ) -> tuple[Expr, tuple[str, ...]]:
-        return self._members(members, incoming, deps, inherited, pre_args)
+        live = [s for s in map(self._sig, members) if not self._is_empty_chain(s)]
+        if len(live) == 1 and isinstance(live[0], _chain):
+            # group.apply_async: "group(A.s() | group(B.s(), C.s()))": a lone member whose
+            # result is a GroupResult is the group's result (not in a chord header)
+            out, ends = self.convert(live[0], incoming, deps, inherited, pre_args, pre_kwargs)
+            return (out if isinstance(out, list) else [out]), ends
+        return self._members(live, incoming, deps, inherited, pre_args, pre_kwargs)
+
+    def _is_empty_chain(self, sig: Any) -> bool:
+        """A chain with no task (or only empty chains): Celery skips it (celery 9772)."""
+        return isinstance(sig, _chain) and all(
+            self._is_empty_chain(self._sig(t)) for t in sig.tasks
+        )
 
     def _chord(
-        self, sig: _chord, incoming: Expr, deps: tuple[str, ...], inherited: dict, pre_args: tuple
+        self,
+        sig: _chord,
+        incoming: Expr,
+        deps: tuple[str, ...],
+        inherited: dict[str, Any],
+        pre_args: tuple[Any, ...],
+        pre_kwargs: dict[str, Any],
     ) -> tuple[Expr, tuple[str, ...]]:
         header = sig.tasks
         if isinstance(header, (group, Signature)) and not isinstance(header, (list, tuple)):
@@ -198,35 +226,31 @@ class CanvasConverter:
                 f"chord {sig!r:.80} has no body: give one, e.g. chord(header, tsum.s())"
             )
         body = self._sig(body)
-        errbacks = list(body.options.get("link_error") or [])
-        if errbacks:
-            # Natively a failing header member fails the chord, which calls the body's
-            # errbacks (chord_error_from_stack) although the body never runs: keep what
-            # that call needs on every header node.
-            self._freeze_leaves(body)
-            self._chord_errbacks.append(
-                {"task": body.task, "id": body.options.get("task_id"), "link_error": errbacks}
-            )
+        # Natively a failing header member fails the chord, which calls the body's errbacks
+        # (chord_error_from_stack) although the body never runs: keep what that call needs
+        # on every header node.
+        self._freeze_leaves(body)
+        record = error_record(body, self.app, list(inherited.get("link_error", ())))
+        if record:
+            self._chord_errbacks.append(record)
+        header_inherited = {k: v for k, v in inherited.items() if k != "link_error"}
         try:
-            out, ends = self._members(list(header), incoming, deps, inherited, pre_args)
+            out, ends = self._members(
+                list(header), incoming, deps, header_inherited, pre_args, pre_kwargs
+            )
         finally:
-            if errbacks:
+            if record:
                 self._chord_errbacks.pop()
         return self.convert(body, out, ends, inherited)
 
     def _expand(
-        self, sig: Signature, incoming: Expr, deps: tuple[str, ...], pre_args: tuple
+        self, sig: Signature, incoming: Expr, deps: tuple[str, ...], pre_args: tuple[Any, ...]
     ) -> tuple[Expr, tuple[str, ...]]:
-        """An EXPAND node: no task; its canvas, as data, is expanded at run time over its
-        input, or over the first partial arg when it has one (an expand nested in another
-        gets its item so)."""
-        node_id = sig.options.get("task_id") or uuid()
-        template = _without_ids(json_safe(self._sig(sig.kwargs["canvas"])))
-        extras: dict[str, Any] = {"template": template}
-        if pre_args:
-            extras["items"], incoming = pre_args[0], None
-        spec = self.encode(node_id, EXPAND_TASK, [], {}, {}, extras)
-        self.builder.add(node_id, EXPAND_TASK, spec, deps, incoming, kind=NodeKind.EXPAND)
+        """An EXPAND node (see :func:`dyrygent.engine.canvas.templates.expand_node`)."""
+        node_id = expand_node(
+            self.builder, self.encode, sig, self._sig(sig.kwargs["canvas"]), incoming, deps,
+            pre_args,
+        )  # fmt: skip
         return node_id, (node_id,)
 
     def _task(
@@ -234,11 +258,16 @@ class CanvasConverter:
         sig: Signature,
         incoming: Expr,
         deps: tuple[str, ...],
-        inherited: dict,
-        pre_args: tuple,
+        inherited: dict[str, Any],
+        pre_args: tuple[Any, ...],
+        pre_kwargs: dict[str, Any],
     ) -> tuple[Expr, tuple[str, ...]]:
         if sig.task == EXPAND_TASK:
             return self._expand(sig, incoming, deps, pre_args)
+        if id(sig) in self._seen:  # the same object again: Celery runs a clone of each
+            sig = sig.clone()
+            sig.options = {k: v for k, v in sig.options.items() if k != "task_id"}
+        self._seen[id(sig)] = sig
         if not sig.options.get("task_id"):
             sig.freeze()
         node_id = sig.options["task_id"]
@@ -246,7 +275,12 @@ class CanvasConverter:
             **inherited,
             **{k: v for k, v in sig.options.items() if k not in STRUCTURAL_OPTIONS},
         }
-        link, link_error = _links(sig)
+        link, link_error = links(sig)
+        link_error = [
+            *link_error,
+            *(e for e in inherited.get("link_error", ()) if e not in link_error),
+        ]
+        options.pop("link_error", None)
         if link:
             options["link"] = link
         if link_error:
@@ -258,10 +292,12 @@ class CanvasConverter:
                 node=node_id,
             )
         args = list(sig.args or ())
-        if pre_args and not sig.immutable:
+        kwargs = dict(sig.kwargs or {})
+        if not sig.immutable:  # Signature._merge: partial args first, partial kwargs win
             args = [*pre_args, *args]
+            kwargs.update(pre_kwargs)
         extras = {"chord_errbacks": list(self._chord_errbacks)} if self._chord_errbacks else None
-        spec = self.encode(node_id, sig.task, args, dict(sig.kwargs or {}), options, extras)
+        spec = self.encode(node_id, sig.task, args, kwargs, options, extras)
         self.builder.add(
             node_id, sig.task, spec, parents=deps, input=None if sig.immutable else incoming
         )
