@@ -249,7 +249,15 @@ def flaky(self, x, key, failures=2):
     return x
 
 
-TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky]
+def fail_once(x, key):
+    """Raise ExpectedError the first time it runs for ``key`` (counted in the ledger's
+    Redis), then return ``x``: a node that succeeds when its workflow is retried."""
+    if _ledger_client().incr(key) == 1:
+        raise ExpectedError(f"first run for {key}")
+    return x
+
+
+TASKS = [add, mul, tsum, identity, echo, fail, noop, sleep_then, replace_with, flaky, fail_once]
 
 app = make_app(
     os.environ.get("DYRYGENT_TEST_BROKER", "redis://127.0.0.1:6379/0"),

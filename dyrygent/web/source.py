@@ -1,0 +1,337 @@
+"""Where the dashboard reads and steers workflows: the ONE module of the web app that talks
+to dyrygent's engine, so the rest of the app never depends on how a run is stored.
+
+Everything comes from the result backend the workflows already use: the store's records
+(status, node states, the event log) and, for one node's panel, its Celery result meta.
+
+Reads cost one or two backend round trips: :meth:`Source.detail` is one snapshot (status,
+states and the event log in one MULTI/EXEC on Redis) plus, the first time only, the graph
+(kept by the processor's loader cache); :meth:`Source.changes` is one snapshot.
+
+REPLACE-WHEN-MERGED: issue 10 (branch ``steer``) adds ``WorkflowResult.info()``,
+``.history()``, ``.cancel()``, ``.retry()`` and ``dyrygent.list_workflows``; issue 12
+(branch ``defs``) adds ``load_definitions``. Until then the methods marked below read
+``store.snapshot`` / ``store.list_workflows`` / ``processor_of(app).loader`` directly and
+steer through :mod:`dyrygent.web.steering`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from dyrygent.core.graph import Graph
+from dyrygent.core.states import NodeState, WorkflowStatus
+from dyrygent.engine.registry import processor_of
+from dyrygent.engine.stores import NodeEvent, Store, WorkflowInfo, store_for
+from dyrygent.errors import ConfigurationError, PayloadError
+
+__all__ = ["NodeView", "NotFound", "Source", "Unsupported", "WorkflowView", "run_state"]
+
+_IDLE = frozenset({NodeState.WAITING, NodeState.READY})
+_DONE = frozenset(
+    {
+        NodeState.SUCCEEDED,
+        NodeState.FAILED,
+        NodeState.SKIPPED,
+        NodeState.CANCELLED,
+        NodeState.UPSTREAM_FAILED,
+    }
+)
+_STATE = {
+    WorkflowStatus.SUCCEEDED: "SUCCESS",
+    WorkflowStatus.FAILED: "FAILURE",
+    WorkflowStatus.ERROR: "ERROR",
+    WorkflowStatus.CANCELLED: "CANCELLED",
+}
+#: Seconds a list request may spend finding the names of workflows it has not seen yet.
+NAME_BUDGET = 0.25
+
+
+class NotFound(LookupError):
+    """No such workflow (never created, forgotten or expired), or no such node."""
+
+
+class Unsupported(RuntimeError):
+    """An action this installation cannot do (e.g. relaunch a run not started from a
+    definition, or Run with no definitions configured); the message says why."""
+
+
+def run_state(status: WorkflowStatus | None, states: bytes) -> str:
+    """The run's state as issue 10's WorkflowInfo names it: PENDING (nothing launched yet),
+    RUNNING, SUCCESS, FAILURE, ERROR or CANCELLED."""
+    if status is None:
+        return "UNKNOWN"
+    if status is WorkflowStatus.RUNNING:
+        idle = states.count(NodeState.WAITING) + states.count(NodeState.READY)
+        return "PENDING" if idle == len(states) else "RUNNING"
+    return _STATE[status]
+
+
+def counts_of(states: bytes) -> dict[str, int]:
+    """How many nodes are in each state, by state name (states with none left out)."""
+    return {s.name: n for s in NodeState if (n := states.count(int(s)))}
+
+
+@dataclass
+class NodeView:
+    """One node as the dashboard shows it (the fields of issue 10's NodeInfo, plus its
+    parents' indices and its call's index in the graph)."""
+
+    index: int
+    id: str
+    label: str
+    task: str
+    state: str
+    parents: tuple[int, ...] = ()
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+
+
+@dataclass
+class WorkflowView:
+    """One run: issue 10's WorkflowInfo fields (``nodes`` empty in lists)."""
+
+    id: str
+    state: str
+    created: float | None
+    ended: float | None
+    counts: dict[str, int]
+    done: int
+    total: int
+    name: str | None = None
+    updated: float | None = None
+    custom_payload: dict[str, Any] = field(default_factory=dict)
+    nodes: list[NodeView] = field(default_factory=list)
+
+
+def _view(info: WorkflowInfo, name: str | None) -> WorkflowView:
+    states = info.states
+    done = sum(states.count(int(s)) for s in _DONE)
+    return WorkflowView(
+        id=info.id,
+        state=run_state(info.status, states),
+        created=info.created,
+        ended=info.ended,
+        counts=counts_of(states),
+        done=done,
+        total=len(states),
+        name=name,
+        updated=info.ended or info.created,
+    )
+
+
+def node_times(size: int, events: list[NodeEvent]) -> list[list[Any]]:
+    """[started_at, ended_at, attempts] per node from the event log: a launch starts an
+    attempt (a node reported RUNNING without a launch seen starts then), a settled state
+    ends it."""
+    times: list[list[Any]] = [[None, None, 0] for _ in range(size)]
+    for e in events:
+        if e.node >= size:
+            continue
+        t = times[e.node]
+        if e.new is NodeState.LAUNCHED:
+            t[0], t[1], t[2] = e.at, None, t[2] + 1
+        elif e.new is NodeState.RUNNING and t[0] is None:
+            t[0], t[2] = e.at, max(t[2], 1)
+        elif e.new in _DONE:
+            t[1] = e.at
+        elif e.new is NodeState.WAITING:  # a retry reopened it
+            t[0] = t[1] = None
+    return times
+
+
+class Source:
+    """The dashboard's view of one Celery app's workflows (and, optionally, definitions
+    with issue 12's ``names()`` / ``get(name)`` / ``run(name, payload=, app=)``)."""
+
+    def __init__(self, app: Any, definitions: Any = None) -> None:
+        self.app = app
+        self.definitions = definitions
+        self._names: OrderedDict[str, str] = OrderedDict()
+
+    # -- plumbing (REPLACE-WHEN-MERGED: issue 10's WorkflowResult / list_workflows) -------
+
+    @property
+    def store(self) -> Store:
+        return store_for(self.app)
+
+    def graph(self, wf: str) -> Graph:
+        """The workflow's graph (cached by the processor's loader); NotFound if missing."""
+        processor = processor_of(self.app)
+        if processor is None:
+            raise ConfigurationError(
+                f"no dyrygent processor is registered on app {self.app.main!r}: the web app "
+                f"needs the module that calls register_workflow_processor(app) (-A proj)"
+            )
+        try:
+            return processor.loader.load(wf).graph
+        except PayloadError as exc:
+            raise NotFound(str(exc))
+
+    def _name(self, wf: str, deadline: float) -> str | None:
+        """The first node's label (or task) of ``wf``; a graph is immutable, so names are
+        cached for good; past ``deadline`` unknown names stay None (the next refresh finds
+        them). REPLACE-WHEN-MERGED: the definition name from issue 12's custom payload."""
+        name = self._names.get(wf)
+        if name is None and time.monotonic() < deadline:
+            try:
+                graph = self.graph(wf)
+            except (NotFound, ConfigurationError):
+                return None
+            name = graph.nodes[0].name if len(graph) else ""
+            self._names[wf] = name
+            if len(self._names) > 100_000:
+                self._names.popitem(last=False)
+        return name
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether the store answers (one cheap read)."""
+        self.store.status("-ping-")
+        return True
+
+    def runs(
+        self,
+        state: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[WorkflowView]:
+        """Runs, newest first: those in ``state`` (issue 10's names, or ``active`` for
+        PENDING and RUNNING), whose name contains ``name``, created before ``before``."""
+        status = {
+            "PENDING": WorkflowStatus.RUNNING,
+            "RUNNING": WorkflowStatus.RUNNING,
+            "ACTIVE": WorkflowStatus.RUNNING,
+            "SUCCESS": WorkflowStatus.SUCCEEDED,
+            "FAILURE": WorkflowStatus.FAILED,
+            "ERROR": WorkflowStatus.ERROR,
+            "CANCELLED": WorkflowStatus.CANCELLED,
+        }.get((state or "").upper())
+        wanted = None if state in (None, "", "active", "ACTIVE") else state.upper()
+        fetch = limit if name is None and wanted not in ("PENDING", "RUNNING") else limit * 4
+        infos = self.store.list_workflows(limit=fetch, status=status, before=before)
+        deadline = time.monotonic() + NAME_BUDGET
+        out = []
+        for info in infos:
+            view = _view(info, self._name(info.id, deadline))
+            if wanted and view.state != wanted:
+                continue
+            if name and name.lower() not in (view.name or "").lower():
+                continue
+            out.append(view)
+            if len(out) >= limit:
+                break
+        return out
+
+    def detail(self, wf: str) -> WorkflowView:
+        """The run with its nodes; NotFound if unknown."""
+        info, events = self.store.snapshot(wf)
+        if info.status is None:
+            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        graph = self.graph(wf)
+        view = _view(info, graph.nodes[0].name if len(graph) else "")
+        times = node_times(len(graph), events)
+        states = info.states
+        names = [s.name for s in NodeState]
+        view.nodes = [
+            NodeView(i, n.id, n.name, n.task, names[states[i]], n.parents, *times[i])
+            for i, n in enumerate(graph.nodes)
+        ]
+        if events:
+            view.updated = events[-1].at
+        return view
+
+    def changes(self, wf: str, since: int = 0) -> tuple[WorkflowView, list[NodeEvent], int]:
+        """The run's status and the events after the first ``since`` (one snapshot), and
+        the count to pass next time."""
+        info, events = self.store.snapshot(wf)
+        if info.status is None:
+            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        view = _view(info, None)
+        if events:
+            view.updated = events[-1].at
+        return view, events[since:], len(events)
+
+    def history(self, wf: str) -> tuple[Graph, list[NodeEvent]]:
+        """The graph and every node state change, in commit order."""
+        info, events = self.store.snapshot(wf)
+        if info.status is None:
+            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        return self.graph(wf), events
+
+    def node(self, wf: str, node_id: str) -> tuple[WorkflowView, NodeView, bytes, dict]:
+        """One node of ``wf``: the run, the node, its call (spec) and its result meta."""
+        from dyrygent.engine.results import read_metas
+
+        view = self.detail(wf)
+        graph = self.graph(wf)
+        i = graph.index.get(node_id)
+        if i is None:
+            raise NotFound(f"workflow {wf} has no node {node_id}")
+        (meta,) = read_metas(self.app.backend, [node_id])
+        return view, view.nodes[i], graph.nodes[i].spec, meta
+
+    # -- steering (REPLACE-WHEN-MERGED: WorkflowResult.cancel / .retry of issue 10) --------
+
+    def cancel(self, wf: str, terminate: bool = False) -> WorkflowView:
+        """Cancel a running workflow (a finished one is left as it is)."""
+        from dyrygent.web import steering
+
+        self.detail(wf)  # NotFound first
+        steering.cancel(self.app, wf, terminate=terminate)
+        return self.detail(wf)
+
+    def retry(self, wf: str) -> WorkflowView:
+        """Run again what failed, was skipped or cancelled in a finished workflow."""
+        from dyrygent.web import steering
+
+        self.detail(wf)
+        steering.retry(self.app, wf)
+        return self.detail(wf)
+
+    # -- definitions (issue 12; optional) ---------------------------------------------------
+
+    def definition_names(self) -> list[str]:
+        """The names of the definitions (empty when none are configured)."""
+        return sorted(self.definitions.names()) if self.definitions is not None else []
+
+    def definition(self, name: str) -> Any:
+        """The definition ``name``; Unsupported without definitions, NotFound if unknown."""
+        if self.definitions is None:
+            raise Unsupported(
+                "no workflow definitions are configured: set app.conf.dyrygent_definitions "
+                "(a workflows.yml path) or pass definitions= to create_app"
+            )
+        if name not in self.definitions.names():
+            raise NotFound(f"no definition named {name!r}")
+        return self.definitions.get(name)
+
+    def run(self, name: str, payload: dict) -> str:
+        """Start definition ``name`` with ``payload``; returns the new workflow's id.
+        Invalid payloads raise the definitions' error, whose ``.errors`` lists messages."""
+        self.definition(name)
+        wf = str(self.definitions.run(name, payload=payload, app=self.app).id)
+        self._names[wf] = name
+        from dyrygent.web import steering
+
+        steering.remember_run(self.app, wf, name, payload)
+        return wf
+
+    def relaunch(self, wf: str) -> str:
+        """A new run of the definition and payload ``wf`` was started with."""
+        from dyrygent.web import steering
+
+        self.detail(wf)
+        origin = steering.run_of(self.app, wf)
+        if origin is None:
+            raise Unsupported(
+                f"workflow {wf} was not started from a definition: only runs of a definition "
+                f"(POST /api/workflows) can be relaunched"
+            )
+        return self.run(origin[0], origin[1])
