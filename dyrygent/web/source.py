@@ -274,8 +274,21 @@ class Source:
         i = graph.index.get(node_id)
         if i is None:
             raise NotFound(f"workflow {wf} has no node {node_id}")
-        (meta,) = read_metas(self.app.backend, [node_id])
+        if self._unsafe_results():
+            meta = {"status": "HIDDEN", "result": "not shown: results may be pickled here"}
+        else:
+            (meta,) = read_metas(self.app.backend, [node_id])
         return view, view.nodes[i], graph.nodes[i].spec, meta
+
+    def _unsafe_results(self) -> bool:
+        """Whether reading a result could unpickle (the app accepts pickle or yaml results):
+        the dashboard then shows none."""
+        from dyrygent.engine.trust import UNSAFE_SERIALIZERS
+
+        conf = self.app.conf
+        accepted = conf.result_accept_content or conf.accept_content or ()
+        names = {str(conf.result_serializer).lower(), *(str(a).lower() for a in accepted)}
+        return any(any(u in n for u in UNSAFE_SERIALIZERS) for n in names)
 
     # -- steering (REPLACE-WHEN-MERGED: WorkflowResult.cancel / .retry of issue 10) --------
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def web(app, worker):
+def web(app, worker):  # noqa: F811 (the fixtures imported above)
     """The dashboard app (no authentication) with the test definitions."""
     from dyrygent.web import create_app
 

@@ -141,13 +141,17 @@ def test_run_a_definition(client):
     body = ended(client, r.json()["id"])
     assert body["state"] == "SUCCESS" and body["progress"]["total"] == 3
     # And director's {project, name} form works too
-    r = client.post("/api/workflows", json={"project": "demo", "name": "sum", "payload": {"numbers": []}})
+    r = client.post(
+        "/api/workflows", json={"project": "demo", "name": "sum", "payload": {"numbers": []}}
+    )
     assert r.status_code == 201
 
 
 def test_run_reports_every_payload_error(client):
     # When the payload breaks two rules; Then 400 with both, in director's shape
-    r = client.post("/api/workflows", json={"name": "demo.sum", "payload": {"numbers": "x", "y": 1}})
+    r = client.post(
+        "/api/workflows", json={"name": "demo.sum", "payload": {"numbers": "x", "y": 1}}
+    )
     assert r.status_code == 400
     assert r.json() == {
         "error": "Payload is not valid",
@@ -298,9 +302,7 @@ def test_writes_need_auth_and_browsers_need_the_csrf_token(secured):
     # With the page's token (cookie + header): 201
     page = secured.get("/", headers=basic("alice", "s3cret"))
     token = page.cookies["dyrygent_csrf"]
-    r = secured.post(
-        "/api/workflows", json=body, headers={**browser, "X-CSRF-Token": token}
-    )
+    r = secured.post("/api/workflows", json=body, headers={**browser, "X-CSRF-Token": token})
     assert r.status_code == 201
 
 
@@ -320,4 +322,5 @@ def test_no_endpoint_imports_pickle_paths():
 
     for path in Path(dyrygent.web.__file__).parent.glob("*.py"):
         text = path.read_text()
-        assert "pickle" not in text and "eval(" not in text, path
+        for banned in ("import pickle", "pickle.load", "eval(", "exec(", "yaml.load("):
+            assert banned not in text, (path, banned)
