@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dyrygent.errors import TransientError
+from dyrygent.errors import PayloadError, TransientError
 from dyrygent.web.source import NotFound, Source, Unsupported
 from dyrygent.web.views import detail_json, error_json, iso, node_json, safe, workflow_json
 
@@ -70,6 +70,8 @@ def guarded(handler: Handler, write: bool = False, public: bool = False) -> Call
             return error(404, str(exc))
         except Unsupported as exc:
             return error(409, str(exc))
+        except PayloadError as exc:
+            return error(422, f"the stored workflow cannot be read: {exc}")
         except TransientError as exc:
             return error(503, f"the result backend did not answer: {exc}")
         if isinstance(result, Response):

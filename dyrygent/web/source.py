@@ -11,7 +11,7 @@ states and the event log in one MULTI/EXEC on Redis) plus, the first time only, 
 REPLACE-WHEN-MERGED: issue 10 (branch ``steer``) adds ``WorkflowResult.info()``,
 ``.history()``, ``.cancel()``, ``.retry()`` and ``dyrygent.list_workflows``; issue 12
 (branch ``defs``) adds ``load_definitions``. Until then the methods marked below read
-``store.snapshot`` / ``store.list_workflows`` / ``processor_of(app).loader`` directly and
+``store.snapshot`` / ``store.list_workflows`` / ``store.load`` directly and
 steer through :mod:`dyrygent.web.steering`.
 """
 
@@ -22,11 +22,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState, WorkflowStatus
-from dyrygent.engine.registry import processor_of
+from dyrygent.engine.loading import Loaded
+from dyrygent.engine.spec import decode_header
 from dyrygent.engine.stores import NodeEvent, Store, WorkflowInfo, store_for
-from dyrygent.errors import ConfigurationError, PayloadError
+from dyrygent.engine.trust import unseal
+from dyrygent.errors import PayloadError
 
 __all__ = ["NodeView", "NotFound", "Source", "Unsupported", "WorkflowView", "run_state"]
 
@@ -46,6 +49,8 @@ _STATE = {
     WorkflowStatus.ERROR: "ERROR",
     WorkflowStatus.CANCELLED: "CANCELLED",
 }
+#: Graphs kept in memory (the biggest, of 100,000 nodes, take tens of MB).
+GRAPH_CACHE = 64
 #: Seconds a list request may spend finding the names of workflows it has not seen yet.
 NAME_BUDGET = 0.25
 
@@ -152,6 +157,7 @@ class Source:
         self.app = app
         self.definitions = definitions
         self._names: OrderedDict[str, str] = OrderedDict()
+        self._graphs: OrderedDict[str, Loaded] = OrderedDict()
 
     # -- plumbing (REPLACE-WHEN-MERGED: issue 10's WorkflowResult / list_workflows) -------
 
@@ -159,18 +165,27 @@ class Source:
     def store(self) -> Store:
         return store_for(self.app)
 
+    def loaded(self, wf: str) -> Loaded:
+        """The workflow's graph and header, kept for good once read (a stored graph never
+        changes). Unlike a worker's loader this does not check task names: the dashboard
+        need not import the tasks. Raises NotFound if missing, PayloadError if its
+        signature is wrong (``dyrygent_signing_key``)."""
+        cached = self._graphs.get(wf)
+        if cached is not None:
+            self._graphs.move_to_end(wf)
+            return cached
+        data, sealed = self.store.load(wf)
+        if data is None or sealed is None:
+            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        header = decode_header(unseal(self.app, wf, bytes(data), bytes(sealed)))
+        loaded = self._graphs[wf] = Loaded(decode_graph(bytes(data)), header)
+        if len(self._graphs) > GRAPH_CACHE:
+            self._graphs.popitem(last=False)
+        return loaded
+
     def graph(self, wf: str) -> Graph:
-        """The workflow's graph (cached by the processor's loader); NotFound if missing."""
-        processor = processor_of(self.app)
-        if processor is None:
-            raise ConfigurationError(
-                f"no dyrygent processor is registered on app {self.app.main!r}: the web app "
-                f"needs the module that calls register_workflow_processor(app) (-A proj)"
-            )
-        try:
-            return processor.loader.load(wf).graph
-        except PayloadError as exc:
-            raise NotFound(str(exc))
+        """The workflow's graph (see :meth:`loaded`)."""
+        return self.loaded(wf).graph
 
     def _name(self, wf: str, deadline: float) -> str | None:
         """The first node's label (or task) of ``wf``; a graph is immutable, so names are
@@ -180,7 +195,7 @@ class Source:
         if name is None and time.monotonic() < deadline:
             try:
                 graph = self.graph(wf)
-            except (NotFound, ConfigurationError):
+            except (NotFound, PayloadError):
                 return None
             name = graph.nodes[0].name if len(graph) else ""
             self._names[wf] = name
@@ -297,7 +312,7 @@ class Source:
         from dyrygent.web import steering
 
         self.detail(wf)  # NotFound first
-        steering.cancel(self.app, wf, terminate=terminate)
+        steering.cancel(self.app, wf, self.loaded(wf), terminate=terminate)
         return self.detail(wf)
 
     def retry(self, wf: str) -> WorkflowView:
@@ -305,7 +320,7 @@ class Source:
         from dyrygent.web import steering
 
         self.detail(wf)
-        steering.retry(self.app, wf)
+        steering.retry(self.app, wf, self.loaded(wf))
         return self.detail(wf)
 
     # -- definitions (issue 12; optional) ---------------------------------------------------

@@ -19,8 +19,10 @@ from celery.utils import uuid
 
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import plan_cancel, plan_retry
+from dyrygent.engine.loading import Loaded
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.stores import ClaimStatus, store_for
+from dyrygent.engine.wake import PROCESSOR_NAME
 
 __all__ = ["cancel", "remember_run", "retry", "run_of"]
 
@@ -39,7 +41,7 @@ def _hold(store: Any, wf: str, token: str, timeout: float = 10.0) -> Any:
         time.sleep(0.02)
 
 
-def cancel(app: Any, wf: str, terminate: bool = False) -> bool:
+def cancel(app: Any, wf: str, loaded: Loaded, terminate: bool = False) -> bool:
     """Cancel ``wf``: true if it was running and is now CANCELLED, false if it had ended.
 
     Raises TimeoutError if a tick kept holding it for 10 seconds.
@@ -53,7 +55,7 @@ def cancel(app: Any, wf: str, terminate: bool = False) -> bool:
         if claim.status not in _HELD:
             return False
         changes = plan_cancel(claim.states)
-        graph = processor_of(app).loader.load(wf).graph  # type: ignore[union-attr]
+        graph = loaded.graph
         flying = [
             graph.nodes[i].id
             for i in changes
@@ -67,7 +69,7 @@ def cancel(app: Any, wf: str, terminate: bool = False) -> bool:
     raise TimeoutError(f"workflow {wf}: its hold was taken over 5 times; try again")
 
 
-def retry(app: Any, wf: str) -> int:
+def retry(app: Any, wf: str, loaded: Loaded) -> int:
     """Reopen finished ``wf``: its failed, upstream-failed, skipped and cancelled nodes run
     again; returns how many nodes were reopened.
 
@@ -84,7 +86,6 @@ def retry(app: Any, wf: str) -> int:
     info = store.status(wf)
     if info.status is WorkflowStatus.RUNNING:
         raise ValueError(f"workflow {wf} is still running: wait for it to end, or cancel it")
-    loaded = processor_of(app).loader.load(wf)  # type: ignore[union-attr]
     changes = plan_retry(loaded.graph, info.states)
     if not changes:
         raise ValueError(
@@ -100,8 +101,8 @@ def retry(app: Any, wf: str) -> int:
         raise ValueError(f"workflow {wf} could not be reopened ({claim.status})")
     store.commit(wf, token, changes, claim.gen, WorkflowStatus.RUNNING)
     processor = processor_of(app)
-    assert processor is not None
-    processor.publish_tick(wf, loaded.header.processor_options, claim.gen, None)
+    name = processor.name if processor is not None else PROCESSOR_NAME
+    app.send_task(name, (wf, claim.gen), **loaded.header.processor_options)
     return len(changes)
 
 
