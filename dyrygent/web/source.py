@@ -17,10 +17,13 @@ steer through :mod:`dyrygent.web.steering`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph
@@ -29,7 +32,6 @@ from dyrygent.engine.loading import Loaded
 from dyrygent.engine.spec import decode_header
 from dyrygent.engine.stores import NodeEvent, Store, WorkflowInfo, store_for
 from dyrygent.engine.trust import unseal
-from dyrygent.errors import PayloadError
 
 __all__ = ["NodeView", "NotFound", "Source", "Unsupported", "WorkflowView", "run_state"]
 
@@ -129,6 +131,33 @@ def _view(info: WorkflowInfo, name: str | None) -> WorkflowView:
     )
 
 
+def first_name(data: bytes | None) -> str | None:
+    """The first node's label (or task) in an encoded graph, read without decoding the
+    rest (msgpack's streaming unpacker skips the big columns); None if unreadable. Only a
+    name for the list: the detail view checks the graph and its signature."""
+    if not data:
+        return None
+    try:
+        u = msgpack.Unpacker(raw=False, max_buffer_size=len(data) + 1)
+        u.feed(bytes(data))
+        fields = u.read_array_header()
+        u.skip()  # the magic
+        u.skip()  # the format
+        u.skip()  # ids
+        tasks, task_of = u.unpack(), u.unpack()
+        if not task_of:
+            return ""
+        name = tasks[task_of[0]]
+        if fields >= 10:
+            for _ in range(4):  # specs, parents, inputs, output
+                u.skip()
+            for i, label in u.unpack().get("label", ())[:1]:
+                name = label if i == 0 else name
+        return str(name)
+    except Exception:  # anything unreadable: the list shows no name
+        return None
+
+
 def node_times(size: int, events: list[NodeEvent]) -> list[list[Any]]:
     """[started_at, ended_at, attempts] per node from the event log: a launch starts an
     attempt (a node reported RUNNING without a launch seen starts then), a settled state
@@ -187,21 +216,41 @@ class Source:
         """The workflow's graph (see :meth:`loaded`)."""
         return self.loaded(wf).graph
 
-    def _name(self, wf: str, deadline: float) -> str | None:
-        """The first node's label (or task) of ``wf``; a graph is immutable, so names are
-        cached for good; past ``deadline`` unknown names stay None (the next refresh finds
-        them). REPLACE-WHEN-MERGED: the definition name from issue 12's custom payload."""
-        name = self._names.get(wf)
-        if name is None and time.monotonic() < deadline:
-            try:
-                graph = self.graph(wf)
-            except (NotFound, PayloadError):
-                return None
-            name = graph.nodes[0].name if len(graph) else ""
-            self._names[wf] = name
-            if len(self._names) > 100_000:
-                self._names.popitem(last=False)
-        return name
+    def _names_of(self, ids: list[str]) -> dict[str, str]:
+        """The name of each workflow: the definition it was started from by this dashboard,
+        else its first node's label or task. Names are cached for good (a graph never
+        changes); on Redis the unknown ones cost one pipelined round trip, elsewhere one
+        read each within NAME_BUDGET seconds (the next refresh finds the rest).
+        REPLACE-WHEN-MERGED: the definition name from issue 12's custom payload."""
+        from dyrygent.engine.stores.redis import RedisStore
+        from dyrygent.web.steering import RUN_KEY
+
+        names = self._names
+        unknown = [wf for wf in ids if wf not in names]
+        store = self.store
+        if unknown and isinstance(store, RedisStore):
+            pipe = store.client.pipeline(transaction=False)
+            for wf in unknown:
+                pipe.get(f"{store.prefix}{wf}:g")
+                pipe.get(RUN_KEY + wf)
+            found = pipe.execute()
+            for k, wf in enumerate(unknown):
+                graph, run = found[2 * k], found[2 * k + 1]
+                name = json.loads(run)["name"] if run else first_name(graph)
+                if name is not None:
+                    names[wf] = name
+        elif unknown:
+            deadline = time.monotonic() + NAME_BUDGET
+            for wf in unknown:
+                if time.monotonic() > deadline:
+                    break
+                data = store.load(wf)[0]
+                name = first_name(data)
+                if name is not None:
+                    names[wf] = name
+        while len(names) > 100_000:
+            names.popitem(last=False)
+        return {wf: names[wf] for wf in ids if wf in names}
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -231,10 +280,10 @@ class Source:
         wanted = None if state in (None, "", "active", "ACTIVE") else state.upper()
         fetch = limit if name is None and wanted not in ("PENDING", "RUNNING") else limit * 4
         infos = self.store.list_workflows(limit=fetch, status=status, before=before)
-        deadline = time.monotonic() + NAME_BUDGET
+        found = self._names_of([info.id for info in infos])
         out = []
         for info in infos:
-            view = _view(info, self._name(info.id, deadline))
+            view = _view(info, found.get(info.id))
             if wanted and view.state != wanted:
                 continue
             if name and name.lower() not in (view.name or "").lower():

@@ -24,10 +24,10 @@ from dyrygent.engine.registry import processor_of
 from dyrygent.engine.stores import ClaimStatus, store_for
 from dyrygent.engine.wake import PROCESSOR_NAME
 
-__all__ = ["cancel", "remember_run", "retry", "run_of"]
+__all__ = ["RUN_KEY", "cancel", "remember_run", "retry", "run_of"]
 
 _HELD = (ClaimStatus.OK, ClaimStatus.EXPIRED)
-_RUN_KEY = "dyrygent-web-run-"
+RUN_KEY = "dyrygent-web-run-"
 
 
 def _hold(store: Any, wf: str, token: str, timeout: float = 10.0) -> Any:
@@ -110,13 +110,13 @@ def remember_run(app: Any, wf: str, name: str, payload: dict) -> None:
     """Record which definition and payload started ``wf`` (for Relaunch)."""
     backend = app.backend
     if hasattr(backend, "set"):
-        backend.set(_RUN_KEY + wf, json.dumps({"name": name, "payload": payload}))
+        backend.set(RUN_KEY + wf, json.dumps({"name": name, "payload": payload}))
 
 
 def run_of(app: Any, wf: str) -> tuple[str, dict] | None:
     """(definition name, payload) that started ``wf`` from the dashboard, or None."""
     backend = app.backend
-    raw = backend.get(_RUN_KEY + wf) if hasattr(backend, "get") else None
+    raw = backend.get(RUN_KEY + wf) if hasattr(backend, "get") else None
     if not raw:
         return None
     data = json.loads(raw)
