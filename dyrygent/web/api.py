@@ -15,8 +15,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dyrygent.errors import PayloadError, TransientError
+from dyrygent.web.model import STATE_NAMES
 from dyrygent.web.source import NotFound, Source, Unsupported
-from dyrygent.web.views import detail_json, error_json, iso, node_json, safe, workflow_json
+from dyrygent.web.views import (
+    columns_json,
+    detail_json,
+    error_json,
+    iso,
+    node_json,
+    safe,
+    workflow_json,
+)
 
 __all__ = ["api_routes", "guarded"]
 
@@ -101,7 +110,10 @@ def list_workflows(request: Request, _: Any) -> list:
 
 
 def get_workflow(request: Request, _: Any) -> dict:
-    return detail_json(_source(request).detail(request.path_params["wf"]))
+    view = _source(request).detail(request.path_params["wf"])
+    if request.query_params.get("view") == "columns":
+        return columns_json(view)
+    return detail_json(view)
 
 
 def changes(request: Request, _: Any) -> dict:
@@ -113,7 +125,7 @@ def changes(request: Request, _: Any) -> dict:
     view, events, cursor = _source(request).changes(request.path_params["wf"], since)
     return {
         **workflow_json(view),
-        "events": [[e.node, e.new.name, e.at] for e in events],
+        "events": [[node, STATE_NAMES[new], at] for node, _old, new, at in events],
         "next": cursor,
     }
 

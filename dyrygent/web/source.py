@@ -17,13 +17,9 @@ steer through :mod:`dyrygent.web.steering`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
-
-import msgpack
 
 from dyrygent.core.codec import decode_graph
 from dyrygent.core.graph import Graph
@@ -32,25 +28,18 @@ from dyrygent.engine.loading import Loaded
 from dyrygent.engine.spec import decode_header
 from dyrygent.engine.stores import NodeEvent, Store, WorkflowInfo, store_for
 from dyrygent.engine.trust import unseal
-
-__all__ = ["NodeView", "NotFound", "Source", "Unsupported", "WorkflowView", "run_state"]
-
-_IDLE = frozenset({NodeState.WAITING, NodeState.READY})
-_DONE = frozenset(
-    {
-        NodeState.SUCCEEDED,
-        NodeState.FAILED,
-        NodeState.SKIPPED,
-        NodeState.CANCELLED,
-        NodeState.UPSTREAM_FAILED,
-    }
+from dyrygent.web.model import (
+    Event,
+    NodeView,
+    WorkflowView,
+    as_events,
+    first_name,
+    node_times,
+    view_of,
 )
-_STATE = {
-    WorkflowStatus.SUCCEEDED: "SUCCESS",
-    WorkflowStatus.FAILED: "FAILURE",
-    WorkflowStatus.ERROR: "ERROR",
-    WorkflowStatus.CANCELLED: "CANCELLED",
-}
+
+__all__ = ["NotFound", "Source", "Unsupported"]
+
 #: Graphs kept in memory (the biggest, of 100,000 nodes, take tens of MB).
 GRAPH_CACHE = 64
 #: Seconds a list request may spend finding the names of workflows it has not seen yet.
@@ -66,118 +55,6 @@ class Unsupported(RuntimeError):
     definition, or Run with no definitions configured); the message says why."""
 
 
-def run_state(status: WorkflowStatus | None, states: bytes) -> str:
-    """The run's state as issue 10's WorkflowInfo names it: PENDING (nothing launched yet),
-    RUNNING, SUCCESS, FAILURE, ERROR or CANCELLED."""
-    if status is None:
-        return "UNKNOWN"
-    if status is WorkflowStatus.RUNNING:
-        idle = states.count(NodeState.WAITING) + states.count(NodeState.READY)
-        return "PENDING" if idle == len(states) else "RUNNING"
-    return _STATE[status]
-
-
-def counts_of(states: bytes) -> dict[str, int]:
-    """How many nodes are in each state, by state name (states with none left out)."""
-    return {s.name: n for s in NodeState if (n := states.count(int(s)))}
-
-
-@dataclass
-class NodeView:
-    """One node as the dashboard shows it (the fields of issue 10's NodeInfo, plus its
-    parents' indices and its call's index in the graph)."""
-
-    index: int
-    id: str
-    label: str
-    task: str
-    state: str
-    parents: tuple[int, ...] = ()
-    started_at: float | None = None
-    ended_at: float | None = None
-    attempts: int = 0
-
-
-@dataclass
-class WorkflowView:
-    """One run: issue 10's WorkflowInfo fields (``nodes`` empty in lists)."""
-
-    id: str
-    state: str
-    created: float | None
-    ended: float | None
-    counts: dict[str, int]
-    done: int
-    total: int
-    name: str | None = None
-    updated: float | None = None
-    custom_payload: dict[str, Any] = field(default_factory=dict)
-    nodes: list[NodeView] = field(default_factory=list)
-
-
-def _view(info: WorkflowInfo, name: str | None) -> WorkflowView:
-    states = info.states
-    done = sum(states.count(int(s)) for s in _DONE)
-    return WorkflowView(
-        id=info.id,
-        state=run_state(info.status, states),
-        created=info.created,
-        ended=info.ended,
-        counts=counts_of(states),
-        done=done,
-        total=len(states),
-        name=name,
-        updated=info.ended or info.created,
-    )
-
-
-def first_name(data: bytes | None) -> str | None:
-    """The first node's label (or task) in an encoded graph, read without decoding the
-    rest (msgpack's streaming unpacker skips the big columns); None if unreadable. Only a
-    name for the list: the detail view checks the graph and its signature."""
-    if not data:
-        return None
-    try:
-        u = msgpack.Unpacker(raw=False, max_buffer_size=len(data) + 1)
-        u.feed(bytes(data))
-        fields = u.read_array_header()
-        u.skip()  # the magic
-        u.skip()  # the format
-        u.skip()  # ids
-        tasks, task_of = u.unpack(), u.unpack()
-        if not task_of:
-            return ""
-        name = tasks[task_of[0]]
-        if fields >= 10:
-            for _ in range(4):  # specs, parents, inputs, output
-                u.skip()
-            for i, label in u.unpack().get("label", ())[:1]:
-                name = label if i == 0 else name
-        return str(name)
-    except Exception:  # anything unreadable: the list shows no name
-        return None
-
-
-def node_times(size: int, events: list[NodeEvent]) -> list[list[Any]]:
-    """[started_at, ended_at, attempts] per node from the event log: a launch starts an
-    attempt (a node reported RUNNING without a launch seen starts then), a settled state
-    ends it."""
-    times: list[list[Any]] = [[None, None, 0] for _ in range(size)]
-    for e in events:
-        if e.node >= size:
-            continue
-        t = times[e.node]
-        if e.new is NodeState.LAUNCHED:
-            t[0], t[1], t[2] = e.at, None, t[2] + 1
-        elif e.new is NodeState.RUNNING and t[0] is None:
-            t[0], t[2] = e.at, max(t[2], 1)
-        elif e.new in _DONE:
-            t[1] = e.at
-        elif e.new is NodeState.WAITING:  # a retry reopened it
-            t[0] = t[1] = None
-    return times
-
-
 class Source:
     """The dashboard's view of one Celery app's workflows (and, optionally, definitions
     with issue 12's ``names()`` / ``get(name)`` / ``run(name, payload=, app=)``)."""
@@ -187,12 +64,21 @@ class Source:
         self.definitions = definitions
         self._names: OrderedDict[str, str] = OrderedDict()
         self._graphs: OrderedDict[str, Loaded] = OrderedDict()
+        self._store: Store | None = None
 
     # -- plumbing (REPLACE-WHEN-MERGED: issue 10's WorkflowResult / list_workflows) -------
 
     @property
     def store(self) -> Store:
-        return store_for(self.app)
+        if self._store is None:
+            self._store = store_for(self.app)
+        return self._store
+
+    @property
+    def _on_redis(self) -> bool:
+        from dyrygent.engine.stores.redis import RedisStore
+
+        return isinstance(self.store, RedisStore)
 
     def loaded(self, wf: str) -> Loaded:
         """The workflow's graph and header, kept for good once read (a stored graph never
@@ -222,35 +108,25 @@ class Source:
         changes); on Redis the unknown ones cost one pipelined round trip, elsewhere one
         read each within NAME_BUDGET seconds (the next refresh finds the rest).
         REPLACE-WHEN-MERGED: the definition name from issue 12's custom payload."""
-        from dyrygent.engine.stores.redis import RedisStore
+        from dyrygent.web import fastpath
         from dyrygent.web.steering import RUN_KEY
 
-        names = self._names
-        unknown = [wf for wf in ids if wf not in names]
+        known = self._names
+        unknown = [wf for wf in ids if wf not in known]
         store = self.store
-        if unknown and isinstance(store, RedisStore):
-            pipe = store.client.pipeline(transaction=False)
-            for wf in unknown:
-                pipe.get(f"{store.prefix}{wf}:g")
-                pipe.get(RUN_KEY + wf)
-            found = pipe.execute()
-            for k, wf in enumerate(unknown):
-                graph, run = found[2 * k], found[2 * k + 1]
-                name = json.loads(run)["name"] if run else first_name(graph)
-                if name is not None:
-                    names[wf] = name
+        if unknown and self._on_redis:
+            known.update(fastpath.names(store, unknown, RUN_KEY))
         elif unknown:
             deadline = time.monotonic() + NAME_BUDGET
             for wf in unknown:
                 if time.monotonic() > deadline:
                     break
-                data = store.load(wf)[0]
-                name = first_name(data)
+                name = first_name(store.load(wf)[0])
                 if name is not None:
-                    names[wf] = name
-        while len(names) > 100_000:
-            names.popitem(last=False)
-        return {wf: names[wf] for wf in ids if wf in names}
+                    known[wf] = name
+        while len(known) > 100_000:
+            known.popitem(last=False)
+        return {wf: known[wf] for wf in ids if wf in known}
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -283,7 +159,7 @@ class Source:
         found = self._names_of([info.id for info in infos])
         out = []
         for info in infos:
-            view = _view(info, found.get(info.id))
+            view = view_of(info, found.get(info.id))
             if wanted and view.state != wanted:
                 continue
             if name and name.lower() not in (view.name or "").lower():
@@ -293,13 +169,25 @@ class Source:
                 break
         return out
 
-    def detail(self, wf: str) -> WorkflowView:
-        """The run with its nodes; NotFound if unknown."""
-        info, events = self.store.snapshot(wf)
+    def _read(self, wf: str, since: int) -> tuple[WorkflowInfo, list[Event], int]:
+        """The workflow, its events after cursor ``since`` and the next cursor, in one round
+        trip (on Redis only the new bytes of the log); NotFound if unknown."""
+        if self._on_redis:
+            from dyrygent.web import fastpath
+
+            info, events, cursor = fastpath.events_since(self.store, wf, since)
+        else:
+            info, every = self.store.snapshot(wf)
+            events, cursor = as_events(every[since:]), len(every)
         if info.status is None:
             raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        return info, events, cursor
+
+    def detail(self, wf: str) -> WorkflowView:
+        """The run with its nodes, and the cursor for :meth:`changes`; NotFound if unknown."""
+        info, events, cursor = self._read(wf, 0)
         graph = self.graph(wf)
-        view = _view(info, graph.nodes[0].name if len(graph) else "")
+        view = view_of(info, graph.nodes[0].name if len(graph) else "")
         times = node_times(len(graph), events)
         states = info.states
         names = [s.name for s in NodeState]
@@ -307,20 +195,19 @@ class Source:
             NodeView(i, n.id, n.name, n.task, names[states[i]], n.parents, *times[i])
             for i, n in enumerate(graph.nodes)
         ]
+        view.cursor = cursor
         if events:
-            view.updated = events[-1].at
+            view.updated = events[-1][3]
         return view
 
-    def changes(self, wf: str, since: int = 0) -> tuple[WorkflowView, list[NodeEvent], int]:
-        """The run's status and the events after the first ``since`` (one snapshot), and
-        the count to pass next time."""
-        info, events = self.store.snapshot(wf)
-        if info.status is None:
-            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
-        view = _view(info, None)
+    def changes(self, wf: str, since: int = 0) -> tuple[WorkflowView, list[Event], int]:
+        """The run's status, the events after cursor ``since`` (0: from the start) and the
+        cursor to pass next."""
+        info, events, cursor = self._read(wf, since)
+        view = view_of(info, None)
         if events:
-            view.updated = events[-1].at
-        return view, events[since:], len(events)
+            view.updated = events[-1][3]
+        return view, events, cursor
 
     def history(self, wf: str) -> tuple[Graph, list[NodeEvent]]:
         """The graph and every node state change, in commit order."""

@@ -12,9 +12,19 @@ import datetime
 import json
 from typing import Any
 
-from dyrygent.web.source import NodeView, WorkflowView
+from dyrygent.web.model import NodeView, WorkflowView
 
-__all__ = ["DIRECTOR_NODE", "DIRECTOR_RUN", "iso", "node_json", "safe", "workflow_json"]
+__all__ = [
+    "DIRECTOR_NODE",
+    "DIRECTOR_RUN",
+    "columns_json",
+    "detail_json",
+    "error_json",
+    "iso",
+    "node_json",
+    "safe",
+    "workflow_json",
+]
 
 #: A run's state in celery-director's words.
 DIRECTOR_RUN = {
@@ -113,6 +123,25 @@ def detail_json(view: WorkflowView) -> dict[str, Any]:
     ids = [n.id for n in view.nodes]
     out = workflow_json(view)
     out["tasks"] = [node_json(n, ids) for n in view.nodes]
+    return out
+
+
+def columns_json(view: WorkflowView) -> dict[str, Any]:
+    """A run with its nodes as columns (``?view=columns``): the page's compact form, a
+    third of the size of ``tasks`` for big graphs and quicker to build and parse."""
+    nodes = view.nodes
+    out = workflow_json(view)
+    out["cursor"] = view.cursor
+    out["columns"] = {
+        "id": [n.id for n in nodes],
+        "label": [n.label for n in nodes],
+        "task": [n.task for n in nodes],
+        "state": [n.state for n in nodes],
+        "parents": [n.parents for n in nodes],
+        "started_at": [n.started_at for n in nodes],
+        "ended_at": [n.ended_at for n in nodes],
+        "attempts": [n.attempts for n in nodes],
+    }
     return out
 
 

@@ -10,7 +10,7 @@ from dyrygent.core.codec import encode_graph
 from dyrygent.core.states import NodeState as S
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.stores import NodeEvent
-from dyrygent.web.source import counts_of, first_name, node_times, run_state
+from dyrygent.web.model import as_events, counts_of, first_name, node_times, run_state
 
 app = Celery("web-source", set_as_current=False)
 
@@ -52,7 +52,7 @@ def test_node_times_follow_launches_and_ends():
         NodeEvent(1, S.LAUNCHED, S.SUCCEEDED, 7.0),
     ]
     # Then each node's last attempt's times and its attempt count; node 2 never ran
-    assert node_times(3, events) == [[1.0, 3.0, 1], [6.0, 7.0, 2], [None, None, 0]]
+    assert node_times(3, as_events(events)) == [[1.0, 3.0, 1], [6.0, 7.0, 2], [None, None, 0]]
 
 
 def test_run_state_names():

@@ -83,9 +83,13 @@
   // -- one workflow --------------------------------------------------------------------------
   async function detailView(id) {
     main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
-    const r = await api("GET", "/api/workflows/" + encodeURIComponent(id));
+    const r = await api("GET", "/api/workflows/" + encodeURIComponent(id) + "?view=columns");
     if (!r.ok) { main.replaceChildren(h("p", { class: "message", id: "not-found" }, r.data.error)); return; }
     let wf = r.data, cursor = 0, selected = null;
+    const col = wf.columns;
+    wf.tasks = col.id.map((nid, i) => ({ id: nid, label: col.label[i], task: col.task[i], state: col.state[i],
+      parents: col.parents[i], started_at: col.started_at[i], ended_at: col.ended_at[i], attempts: col.attempts[i] }));
+    cursor = wf.cursor; delete wf.columns;
     const model = window.DyGraph.build(wf.tasks);
     const head = h("div", { id: "head" }), progress = h("div", { id: "progress" });
     const message = h("span", { id: "message", class: "message" });
