@@ -8,7 +8,8 @@ workflow fast, in few backend round trips, and does the page stay responsive whi
 
 Starts a private redis-server and ``celery worker -P prefork -c 2`` (tests/harness), creates
 the workflows with the test app, and asks the API in process (Starlette's TestClient) while
-counting Redis round trips (every packed command a connection sends: a pipeline is one).
+counting Redis round trips (every packed command a connection sends: a pipeline is one;
+"cold" also opens the connection and loads the store's Lua script).
 Then serves the dashboard with uvicorn and opens the running workflow's page in headless
 Chromium: time to the first drawing, each redraw's time, and the longest main-thread stall
 seen by a 50 ms timer while the workflow runs (a responsive page stays well under 100 ms).
@@ -108,7 +109,8 @@ def page(url: str, wf_id: str, client: Any, timeout: float) -> dict[str, Any]:
             """
             window.__lag = []; window.__draws = [];
             let last = performance.now();
-            setInterval(() => { const n = performance.now(); __lag.push(n - last - 50); last = n; }, 50);
+            setInterval(() => {
+              const n = performance.now(); __lag.push(n - last - 50); last = n; }, 50);
             const render = window.DyGraph.render;
             window.DyGraph.render = function () {
               const s = performance.now(); const r = render.apply(this, arguments);
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             results["list"] = timed(client, f"/api/workflows?limit={listed}")
             wf_id = big(t, size, 0.001)
             results["detail"] = timed(client, f"/api/workflows/{wf_id}")
+            results["detail_columns"] = timed(client, f"/api/workflows/{wf_id}?view=columns")
             results["changes"] = timed(client, f"/api/workflows/{wf_id}/changes?since=0")
             if not args.no_browser:
                 server = Server(web)

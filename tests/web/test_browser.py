@@ -178,3 +178,47 @@ def test_a_big_fan_out_is_one_box_until_clicked(browser, server, t):
     box.click()
     members = browser.find_elements(By.CSS_SELECTOR, "#graph [data-node]")
     assert 200 <= len(members) <= 202
+
+
+SHAPES = {
+    # 10,000 siblings of one task between a source and a sum
+    "fan-out": """const t = [{label: 'src', parents: []}];
+        for (let i = 0; i < 10000; i++) t.push({label: 'work', parents: [0]});
+        t.push({label: 'sum', parents: t.map((_, i) => i).slice(1)}); return t;""",
+    # a chain of 10,000 nodes alternating two tasks
+    "chain": """const t = [];
+        for (let i = 0; i < 10000; i++) t.push({label: i % 2 ? 'mul' : 'add',
+          parents: i ? [i - 1] : []}); return t;""",
+    # 100 parallel chains of 100 steps
+    "chains": """const t = [{label: 'src', parents: []}];
+        for (let c = 0; c < 100; c++) { let prev = 0;
+          for (let s = 0; s < 100; s++) { t.push({label: 'step' + s, parents: [prev]});
+            prev = t.length - 1; } } return t;""",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_graphs_of_10000_nodes_stay_small_on_screen(browser, server, shape):
+    # Given the page, and a 10,000-node graph of this shape (built in the page, not run)
+    browser.get(server.url + "/")
+    wait(browser, lambda d: d.execute_script("return !!window.DyGraph"), what="graph.js")
+    # When it is grouped and drawn
+    drawn = browser.execute_script(
+        "const tasks = (() => {" + SHAPES[shape] + "})();"
+        """
+        tasks.forEach((t, i) => { t.id = 'n' + i; t.state = 'SUCCEEDED'; });
+        const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+        document.body.append(svg);
+        const t0 = performance.now();
+        const model = DyGraph.build(tasks);
+        DyGraph.render(svg, model, () => {}, null);
+        const ms = performance.now() - t0;
+        const out = [svg.querySelectorAll('.item').length, ms, tasks.length];
+        svg.remove(); return out;
+        """
+    )
+    items, ms, nodes = drawn
+    # Then it takes a few hundred boxes at most, drawn in well under a second
+    assert nodes >= 10000
+    assert items <= 500, items
+    assert ms < 1000, ms

@@ -97,7 +97,7 @@
     svg.id = "graph";
     const canvas = h("canvas", { id: "timeline" }), panel = h("aside", { id: "panel" }, h("p", { class: "muted" }, "Click a node."));
     const act = (label, path, show) => h("button", { type: "button", id: label.split(" ")[0].toLowerCase(), "data-show": show, onclick: () => steer(path, label) }, label);
-    const buttons = [act("Cancel", "cancel", "PENDING RUNNING"), act("Retry failed", "retry", "FAILURE ERROR CANCELLED"), act("Relaunch", "relaunch", "*")];
+    const buttons = [act("Cancel", "cancel", "PENDING RUNNING"), act("Retry failed", "retry", "FAILURE ERROR CANCELLED"), act("Relaunch", "relaunch", config.definitions ? "*" : "none")];
     const legend = h("div", { class: "legend" }, ...window.DyGraph.ORDER.map(s => h("span", {}, h("i", { style: `background:var(--${s})` }), s)));
     main.replaceChildren(head, progress, h("div", { class: "actions" }, ...buttons, message),
       h("div", { class: "detail" }, h("div", {}, svg, legend, h("h3", {}, "Timeline"), canvas), panel));
@@ -109,6 +109,8 @@
         h("span", { id: "progress-text" }, `${wf.progress.done} of ${wf.progress.total} nodes done`));
       for (const b of buttons) b.hidden = !(b.dataset.show === "*" || b.dataset.show.split(" ").includes(wf.state));
       window.DyGraph.render(svg, model, showNode, selected);
+      legend.dataset.coarse = model.coarse ? "1" : "";
+      if (model.coarse && !legend.querySelector(".coarse")) legend.append(h("span", { class: "coarse muted" }, "(big graph: one box per task)"));
       window.DyTimeline.draw(canvas, model, wf.created_at, wf.ended_at || Date.now() / 1000);
     }
     async function showNode(i) {
@@ -143,7 +145,7 @@
           else if (!["READY"].includes(state)) t.ended_at = at;
         }
         const changed = c.data.events.length || c.data.state !== wf.state;
-        cursor = c.data.next; Object.assign(wf, c.data, { tasks: wf.tasks });
+        cursor = c.data.next; Object.assign(wf, c.data, { tasks: wf.tasks, name: wf.name });
         if (changed || ["PENDING", "RUNNING"].includes(wf.state)) paint();
       }
       if (!once) later(poll, ["PENDING", "RUNNING"].includes(wf.state) ? config.refresh : 4 * config.refresh);

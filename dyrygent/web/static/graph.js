@@ -4,12 +4,14 @@
 "use strict";
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const COLLAPSE_OVER = 6, SHOW_MAX = 200, W = 170, H = 26, DX = 220, DY = 34;
+  const COLLAPSE_OVER = 6, SHOW_MAX = 200, MAX_GROUPS = 500, W = 170, H = 26, DX = 220, DY = 34;
   const ORDER = ["SUCCEEDED", "RUNNING", "LAUNCHED", "READY", "WAITING", "FAILED",
     "UPSTREAM_FAILED", "SKIPPED", "CANCELLED"];
 
-  // Group the nodes: tasks[i] = {label, parents, state}. Returns {groups, groupOf}.
-  function build(tasks) {
+  // Group the nodes: tasks[i] = {label, parents, state}. Returns {groups, groupOf, coarse}.
+  // A graph that still has more than MAX_GROUPS groups (long chains of varied tasks) is
+  // grouped by label alone (coarse): one box per task, in order of first appearance.
+  function build(tasks, coarse) {
     const n = tasks.length, indeg = new Int32Array(n), children = Array.from({ length: n }, () => []);
     tasks.forEach((t, i) => t.parents.forEach(p => { children[p].push(i); indeg[i]++; }));
     const order = [], queue = [];
@@ -28,7 +30,7 @@
       }
       if (!g) {
         const pgs = [...new Set(t.parents.map(p => groupOf[p]))].sort((a, b) => a - b);
-        const key = t.label + "|" + pgs.join(",");
+        const key = coarse ? t.label : t.label + "|" + pgs.join(",");
         g = byKey.get(key);
         if (!g) {
           g = { id: groups.length, label: t.label, members: [], parents: pgs, chain: true };
@@ -36,14 +38,16 @@
         } else g.chain = false;
       }
       g.members.push(i); groupOf[i] = g.id;
+      if (coarse) for (const p of t.parents) if (groupOf[p] < g.id && !g.parents.includes(groupOf[p])) g.parents.push(groupOf[p]);
     }
+    if (!coarse && groups.length > MAX_GROUPS) return build(tasks, true);
     // columns: longest path over the group DAG (a group comes after its parents' groups)
     for (const g of groups) {
       g.col = 0;
-      for (const p of g.parents) if (p !== g.id) g.col = Math.max(g.col, groups[p].col + 1);
+      for (const p of g.parents) if (p < g.id) g.col = Math.max(g.col, groups[p].col + 1);
       g.open = g.members.length <= COLLAPSE_OVER;
     }
-    return { tasks, groups, groupOf };
+    return { tasks, groups, groupOf, coarse: !!coarse };
   }
 
   function counts(model, g) {
@@ -102,6 +106,7 @@
     svg.textContent = "";
     const root = el("g", { transform: `translate(${view.x},${view.y}) scale(${view.k})` }, svg);
     const laid = items(model);
+    svg.style.height = Math.min(Math.max(laid.height + 20, 160), window.innerHeight * 0.6) + "px";
     for (const [a, b] of laid.edges) {
       const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
       el("path", { class: "edge", d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }, root);
