@@ -179,9 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         with TestClient(web) as client:
             results["list"] = timed(client, f"/api/workflows?limit={listed}")
             wf_id = big(t, size, 0.001)
+            results["detail_running"] = timed(client, f"/api/workflows/{wf_id}?view=columns")
+
+            def ended() -> bool:
+                state = client.get(f"/api/workflows/{wf_id}/changes?since=999999999").json()
+                return state["state"] not in ("PENDING", "RUNNING")
+
+            wait_for(ended, 600, "the 10,000-node workflow to end", interval=1)
             results["detail"] = timed(client, f"/api/workflows/{wf_id}")
             results["detail_columns"] = timed(client, f"/api/workflows/{wf_id}?view=columns")
-            results["changes"] = timed(client, f"/api/workflows/{wf_id}/changes?since=0")
+            results["changes_from_start"] = timed(client, f"/api/workflows/{wf_id}/changes?since=0")
+            cursor = client.get(f"/api/workflows/{wf_id}?view=columns").json()["cursor"]
+            results["changes"] = timed(client, f"/api/workflows/{wf_id}/changes?since={cursor}")
+            results["history_events"] = len(
+                client.get(f"/api/workflows/{wf_id}/history").json()["events"]
+            )
             if not args.no_browser:
                 server = Server(web)
                 try:
