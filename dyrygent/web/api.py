@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -167,8 +168,11 @@ def get_node(request: Request, _: Any) -> dict:
     return out
 
 
-def cancel(request: Request, _: Any) -> Response:
-    view = _source(request).cancel(request.path_params["wf"])
+def cancel(request: Request, body: dict) -> Response:
+    terminate = body.get("terminate", False)
+    if not isinstance(terminate, bool):
+        raise HTTPError(400, "terminate must be true or false")
+    view = _source(request).cancel(request.path_params["wf"], terminate=terminate)
     return JSONResponse(workflow_json(view), status_code=201)
 
 
@@ -226,9 +230,12 @@ def definitions(request: Request, _: Any) -> Response:
     for name in source.definition_names():
         project, _, short = name.partition(".")
         item: dict[str, Any] = {"fullname": name, "project": project, "name": short or name}
+        # REPLACE-WHEN-MERGED: how issue 12's Definition describes itself (tasks, schema...)
         definition = source.definition(name)
         described = getattr(definition, "describe", None)
-        item.update(safe(described(), 100_000) if callable(described) else {})
+        fields = described() if callable(described) else definition
+        if isinstance(fields, Mapping):
+            item.update({k: safe(v, 100_000) for k, v in fields.items() if k not in item})
         out.append(item)
     return JSONResponse(out)
 

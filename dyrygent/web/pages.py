@@ -18,6 +18,17 @@ from starlette.staticfiles import StaticFiles
 __all__ = ["page_routes"]
 
 _STATIC = resources.files("dyrygent.web") / "static"
+#: The page runs only its own scripts, and no other site may frame it (its buttons act).
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 async def page(request: Request) -> Response:
@@ -39,7 +50,7 @@ async def page(request: Request) -> Response:
     }
     shell = (_STATIC / "index.html").read_text(encoding="utf-8")
     body = shell.replace("{{config}}", html.escape(json.dumps(config), quote=True))
-    response = HTMLResponse(body, headers={"Cache-Control": "no-store"})
+    response = HTMLResponse(body, headers=HEADERS)
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
     return response
 

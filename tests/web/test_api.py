@@ -182,8 +182,15 @@ def test_bodies_must_be_small_json_objects(client):
 
 
 def test_definitions_are_listed(client):
-    names = [d["fullname"] for d in client.get("/api/definitions").json()]
-    assert names == ["demo.fail", "demo.sum"]
+    # Then each definition, sorted, with director's name fields and its own
+    definitions = client.get("/api/definitions").json()
+    assert [d["fullname"] for d in definitions] == ["demo.fail", "demo.sum"]
+    assert definitions[1] == {
+        "fullname": "demo.sum",
+        "project": "demo",
+        "name": "sum",
+        "tasks": ["t.add", "t.tsum"],
+    }
 
 
 def test_no_definitions_configured(app, worker):
@@ -207,6 +214,20 @@ def test_cancel_a_running_workflow(client, t):
     assert states == ["CANCELLED", "CANCELLED"]
     # And cancelling it again leaves it as it is
     assert client.post(f"/api/workflows/{res.id}/cancel", json={}).json()["state"] == "CANCELLED"
+
+
+def test_a_workflow_failing_its_signature_check_is_a_422(app, worker, t):
+    import workerapp
+
+    # Given a workflow stored unsigned, and a dashboard whose app has a signing key
+    res = start(t, t.add.s(1, 1))
+    signed = workerapp.make_app(app.conf.broker_url, app.conf.result_backend, name="signed")
+    signed.conf.dyrygent_signing_key = "another key"
+    with TestClient(create_app(signed)) as c:
+        # When its detail is asked for; Then 422 saying why, not a 500
+        r = c.get(f"/api/workflows/{res.id}")
+    assert r.status_code == 422
+    assert "is not signed, but this worker has a dyrygent_signing_key" in r.json()["error"]
 
 
 def test_retry_runs_again_only_what_failed(client, t, ledger):
@@ -312,6 +333,17 @@ def test_binding_beyond_localhost_needs_auth():
         check_bind("0.0.0.0", Auth())
     check_bind("0.0.0.0", Auth(token="x"))
     check_bind("127.0.0.1", Auth())
+
+
+def test_the_page_carries_its_protections(client):
+    # When the page is served; Then it cannot be framed, runs only its own scripts, and
+    # sets the CSRF cookie it also embeds
+    page = client.get("/workflows/any-id")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    token = page.cookies["dyrygent_csrf"]
+    assert token.split(".")[0] in page.text
 
 
 def test_no_endpoint_imports_pickle_paths():

@@ -39,6 +39,20 @@ def test_refuses_a_public_address_without_auth(env):
     assert "DYRYGENT_WEB_TOKEN" in done.stderr and "hash-password" in done.stderr
 
 
+def test_as_a_celery_subcommand_it_takes_the_app_from_celery(app):
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from dyrygent.web.cli import web
+
+    # When invoked as `celery -A proj dyrygent web` does (the app in the context object),
+    # on a public address; Then it refuses, so it found the app and checked the bind first
+    result = CliRunner().invoke(web, ["--host", "0.0.0.0"], obj=SimpleNamespace(app=app))
+    assert result.exit_code == 1
+    assert "refusing to serve the dashboard on 0.0.0.0" in result.output
+
+
 def test_serves_the_api_and_the_page(env, worker):
     import httpx
 
