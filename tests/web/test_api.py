@@ -107,6 +107,24 @@ def test_changes_since_a_cursor(client, t):
     assert again["events"] == [] and again["next"] == full["next"]
 
 
+def test_changes_from_the_details_cursor_are_exactly_the_later_events(client, t):
+    # Given a running chain, read once (its detail gives the cursor)
+    res = start(t, t.sleep_then.s(1, seconds=0.5) | t.sleep_then.s(0.5) | t.add.s(1))
+    first = client.get(f"/api/workflows/{res.id}?view=columns").json()
+    poll = client.get(f"/api/workflows/{res.id}/changes?since=0").json()
+    ended(client, res.id)
+    # When the changes since that cursor are read after it ended
+    later = client.get(f"/api/workflows/{res.id}/changes?since={first['cursor']}").json()
+    # Then they are the end of the history, as are those after the first poll's cursor, and
+    # the first poll plus its sequel are the whole history, none lost or repeated
+    history = client.get(f"/api/workflows/{res.id}/history").json()["events"]
+    every = [[e["index"], e["new"], e["at"]] for e in history]
+    sequel = client.get(f"/api/workflows/{res.id}/changes?since={poll['next']}").json()
+    assert later["events"] and every[-len(later["events"]) :] == later["events"]
+    assert poll["events"] + sequel["events"] == every
+    assert later["state"] == "SUCCESS"
+
+
 @pytest.mark.parametrize(
     "path",
     [
