@@ -185,7 +185,7 @@ def retry(request: Request, _: Any) -> Response:
 
 
 def _started(source: Source, wf: str) -> Response:
-    return JSONResponse(workflow_json(source.detail(wf)), status_code=201)
+    return JSONResponse(workflow_json(source.summary(wf)), status_code=201)
 
 
 def relaunch(request: Request, _: Any) -> Response:

@@ -17,6 +17,7 @@ steer through :mod:`dyrygent.web.steering`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -65,6 +66,7 @@ class Source:
         self._names: OrderedDict[str, str] = OrderedDict()
         self._graphs: OrderedDict[str, Loaded] = OrderedDict()
         self._store: Store | None = None
+        self._lock = threading.Lock()  # the caches are shared by the server's threads
 
     # -- plumbing (REPLACE-WHEN-MERGED: issue 10's WorkflowResult / list_workflows) -------
 
@@ -85,17 +87,20 @@ class Source:
         changes). Unlike a worker's loader this does not check task names: the dashboard
         need not import the tasks. Raises NotFound if missing, PayloadError if its
         signature is wrong (``dyrygent_signing_key``)."""
-        cached = self._graphs.get(wf)
-        if cached is not None:
-            self._graphs.move_to_end(wf)
-            return cached
+        with self._lock:
+            cached = self._graphs.get(wf)
+            if cached is not None:
+                self._graphs.move_to_end(wf)
+                return cached
         data, sealed = self.store.load(wf)
         if data is None or sealed is None:
             raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
         header = decode_header(unseal(self.app, wf, bytes(data), bytes(sealed)))
-        loaded = self._graphs[wf] = Loaded(decode_graph(bytes(data)), header)
-        if len(self._graphs) > GRAPH_CACHE:
-            self._graphs.popitem(last=False)
+        loaded = Loaded(decode_graph(bytes(data)), header)
+        with self._lock:
+            self._graphs[wf] = loaded
+            while len(self._graphs) > GRAPH_CACHE:
+                self._graphs.popitem(last=False)
         return loaded
 
     def graph(self, wf: str) -> Graph:
@@ -112,10 +117,12 @@ class Source:
         from dyrygent.web.steering import RUN_KEY
 
         known = self._names
-        unknown = [wf for wf in ids if wf not in known]
+        with self._lock:
+            unknown = [wf for wf in ids if wf not in known]
         store = self.store
+        found: dict[str, str] = {}
         if unknown and self._on_redis:
-            known.update(fastpath.names(store, unknown, RUN_KEY))
+            found = fastpath.names(store, unknown, RUN_KEY)
         elif unknown:
             deadline = time.monotonic() + NAME_BUDGET
             for wf in unknown:
@@ -123,17 +130,14 @@ class Source:
                     break
                 name = first_name(store.load(wf)[0])
                 if name is not None:
-                    known[wf] = name
-        while len(known) > 100_000:
-            known.popitem(last=False)
-        return {wf: known[wf] for wf in ids if wf in known}
+                    found[wf] = name
+        with self._lock:
+            known.update(found)
+            while len(known) > 100_000:
+                known.popitem(last=False)
+            return {wf: known[wf] for wf in ids if wf in known}
 
     # -- reads ------------------------------------------------------------------------------
-
-    def ping(self) -> bool:
-        """Whether the store answers (one cheap read)."""
-        self.store.status("-ping-")
-        return True
 
     def runs(
         self,
@@ -183,11 +187,19 @@ class Source:
             raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
         return info, events, cursor
 
+    def summary(self, wf: str) -> WorkflowView:
+        """The run without its nodes, in one read; NotFound if unknown."""
+        info = self.store.status(wf)
+        if info.status is None:
+            raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
+        return view_of(info, self._names_of([wf]).get(wf))
+
     def detail(self, wf: str) -> WorkflowView:
         """The run with its nodes, and the cursor for :meth:`changes`; NotFound if unknown."""
         info, events, cursor = self._read(wf, 0)
         graph = self.graph(wf)
-        view = view_of(info, graph.nodes[0].name if len(graph) else "")
+        name = self._names.get(wf) or (graph.nodes[0].name if len(graph) else "")
+        view = view_of(info, name)
         times = node_times(len(graph), events)
         states = info.states
         names = [s.name for s in NodeState]
@@ -247,17 +259,17 @@ class Source:
         """Cancel a running workflow (a finished one is left as it is)."""
         from dyrygent.web import steering
 
-        self.detail(wf)  # NotFound first
+        self.summary(wf)  # NotFound first
         steering.cancel(self.app, wf, self.loaded(wf), terminate=terminate)
-        return self.detail(wf)
+        return self.summary(wf)
 
     def retry(self, wf: str) -> WorkflowView:
         """Run again what failed, was skipped or cancelled in a finished workflow."""
         from dyrygent.web import steering
 
-        self.detail(wf)
+        self.summary(wf)
         steering.retry(self.app, wf, self.loaded(wf))
-        return self.detail(wf)
+        return self.summary(wf)
 
     # -- definitions (issue 12; optional) ---------------------------------------------------
 
@@ -281,7 +293,8 @@ class Source:
         Invalid payloads raise the definitions' error, whose ``.errors`` lists messages."""
         self.definition(name)
         wf = str(self.definitions.run(name, payload=payload, app=self.app).id)
-        self._names[wf] = name
+        with self._lock:
+            self._names[wf] = name
         from dyrygent.web import steering
 
         steering.remember_run(self.app, wf, name, payload)
@@ -291,7 +304,7 @@ class Source:
         """A new run of the definition and payload ``wf`` was started with."""
         from dyrygent.web import steering
 
-        self.detail(wf)
+        self.summary(wf)
         origin = steering.run_of(self.app, wf)
         if origin is None:
             raise Unsupported(

@@ -158,6 +158,10 @@ def test_run_a_definition(client):
     assert r.status_code == 201
     body = ended(client, r.json()["id"])
     assert body["state"] == "SUCCESS" and body["progress"]["total"] == 3
+    # And it is named after its definition, in the detail and in the list
+    assert body["name"] == "demo.sum" and r.json()["name"] == "demo.sum"
+    listed = client.get("/api/workflows?name=demo.sum").json()
+    assert body["id"] in [w["id"] for w in listed]
     # And director's {project, name} form works too
     r = client.post(
         "/api/workflows", json={"project": "demo", "name": "sum", "payload": {"numbers": []}}
