@@ -95,6 +95,16 @@ def test_failed_node_shows_its_traceback(client, t):
     assert "Traceback" in node["error"]["traceback"]
 
 
+def test_nodes_link_to_flower_when_configured(app, worker, t):
+    # Given the dashboard told where Flower is
+    res = start(t, t.add.s(1, 1))
+    with TestClient(create_app(app, flower_url="http://flower.local:5555/")) as c:
+        node_id = ended(c, res.id)["tasks"][0]["id"]
+        # Then each node links to its Flower task page
+        node = c.get(f"/api/workflows/{res.id}/nodes/{node_id}").json()
+    assert node["flower"] == f"http://flower.local:5555/task/{node_id}"
+
+
 def test_changes_since_a_cursor(client, t):
     # Given a finished workflow of one node
     res = start(t, t.add.s(2, 2))

@@ -222,3 +222,57 @@ def test_graphs_of_10000_nodes_stay_small_on_screen(browser, server, shape):
     assert nodes >= 10000
     assert items <= 500, items
     assert ms < 1000, ms
+
+
+def test_list_filters_and_search_by_id(browser, server, t):
+    from selenium.webdriver.support.ui import Select
+
+    # Given a failed and a succeeded workflow
+    failed = run(t, t.fail.s())
+    ok = run(t, t.add.s(1, 1))
+    ok.get(timeout=30)
+    browser.get_log("browser")  # (drops what earlier tests logged)
+    browser.get(server.url + "/")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{failed.id}"]'))
+    # When filtered by FAILURE; Then the failed one is listed and the succeeded one is not
+    Select(browser.find_element(By.ID, "filter-state")).select_by_value("FAILURE")
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{ok.id}"]'))
+    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-id="{failed.id}"]')
+    assert browser.current_url.endswith("/?state=FAILURE")
+    # When an id is searched; Then its page opens
+    box = browser.find_element(By.ID, "search-id")
+    box.send_keys(ok.id + "\n")
+    wait(browser, lambda d: d.current_url.endswith(f"/workflows/{ok.id}"), what="its page")
+    wait(browser, lambda d: state_of(d) == "SUCCESS", what="SUCCESS")
+    # And the page loaded nothing from another origin (it works offline)
+    foreign = browser.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".map(e => e.name).filter(n => !n.startsWith(location.origin))"
+    )
+    assert foreign == []
+    # And the console shows no error
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_cancel_from_the_page_with_basic_auth(app, worker, t):
+    from dyrygent.web import create_app
+    from dyrygent.web.security import Auth, hash_password
+    from tests.web.conftest import Server
+
+    # Given a dashboard with a Basic user, opened with its credentials
+    auth = Auth({"alice": hash_password("s3cret")})
+    secured = Server(create_app(app, auth=auth, refresh=0.3))
+    profile = tempfile.mkdtemp(prefix="dyrygent-chromium-auth-")
+    driver = chromium(profile)
+    try:
+        res = run(t, t.sleep_then.s(1, seconds=5) | t.add.s(1))
+        driver.get(f"http://alice:s3cret@127.0.0.1:{secured.port}/workflows/{res.id}")
+        wait(driver, lambda d: state_of(d) == "RUNNING", what="RUNNING")
+        # When Cancel is clicked (a write: credentials and the CSRF token both needed)
+        driver.find_element(By.ID, "cancel").click()
+        # Then it is cancelled
+        wait(driver, lambda d: state_of(d) == "CANCELLED", what="CANCELLED")
+    finally:
+        driver.quit()
+        secured.stop()
+        shutil.rmtree(profile, ignore_errors=True)

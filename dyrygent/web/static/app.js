@@ -14,7 +14,8 @@
       init.headers["X-CSRF-Token"] = config.csrf;
       init.body = JSON.stringify(body);
     }
-    const r = await fetch(path, init);
+    // location.origin: a page opened as http://user:pass@host/ cannot fetch relative URLs
+    const r = await fetch(location.origin + path, init);
     let data = null;
     try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
     return { ok: r.ok, status: r.status, data };
