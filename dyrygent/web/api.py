@@ -6,6 +6,7 @@ CSRF, body size and the mapping of errors to JSON answers (never a 500 for a bad
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -15,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dyrygent.errors import PayloadError, TransientError
+from dyrygent.engine.failures import broker_calls, store_calls
+from dyrygent.errors import DyrygentError, PayloadError, TransientError
 from dyrygent.web.model import STATE_NAMES
 from dyrygent.web.source import NotFound, Source, Unsupported
 from dyrygent.web.views import (
@@ -30,8 +32,11 @@ from dyrygent.web.views import (
 
 __all__ = ["api_routes", "guarded"]
 
+logger = logging.getLogger("dyrygent.web")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")
 Handler = Callable[[Request, Any], Any]
+#: The ``state`` filters of the list (ACTIVE: PENDING and RUNNING).
+STATES = frozenset({"ACTIVE", "PENDING", "RUNNING", "SUCCESS", "FAILURE", "ERROR", "CANCELLED"})
 
 
 class HTTPError(Exception):
@@ -72,8 +77,10 @@ def guarded(handler: Handler, write: bool = False, public: bool = False) -> Call
                 return error(400, f"the request body is not JSON ({exc})")
             if not isinstance(body, dict):
                 return error(400, "the request body must be a JSON object")
+        call = f"{request.method} {request.url.path}"
         try:
-            result = await run_in_threadpool(handler, request, body)
+            with store_calls(call), broker_calls(call):
+                result = await run_in_threadpool(handler, request, body)
         except HTTPError as exc:
             return JSONResponse(exc.body, status_code=exc.status)
         except NotFound as exc:
@@ -83,7 +90,12 @@ def guarded(handler: Handler, write: bool = False, public: bool = False) -> Call
         except PayloadError as exc:
             return error(422, f"the stored workflow cannot be read: {exc}")
         except TransientError as exc:
-            return error(503, f"the result backend did not answer: {exc}")
+            return error(503, f"the result backend or the broker did not answer: {exc}")
+        except DyrygentError as exc:  # e.g. a result backend dyrygent cannot use
+            return error(500, str(exc))
+        except Exception:
+            logger.exception("dyrygent.web: %s failed", call)
+            return error(500, f"{call} failed: see the dashboard's log")
         if isinstance(result, Response):
             return result
         return JSONResponse(result)
@@ -106,7 +118,10 @@ def list_workflows(request: Request, _: Any) -> list:
         before = float(q["before"]) if q.get("before") else None
     except ValueError:
         raise HTTPError(400, "limit must be an integer and before a number (seconds)")
-    views = _source(request).runs(q.get("state") or None, q.get("name") or None, limit, before)
+    state = (q.get("state") or "").upper() or None
+    if state is not None and state not in STATES:
+        raise HTTPError(400, f"state must be one of {', '.join(sorted(STATES))} (or none)")
+    views = _source(request).runs(state, q.get("name") or None, limit, before)
     return [workflow_json(v) for v in views]
 
 

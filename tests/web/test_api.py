@@ -64,6 +64,8 @@ def test_list_pages_with_before(client, t):
     second = client.get(f"/api/workflows?limit=1&before={first['created_at']}").json()[0]
     assert [first["id"], second["id"]] == [ids[2], ids[1]]
     assert client.get("/api/workflows?limit=x").status_code == 400
+    r = client.get("/api/workflows?state=bogus")
+    assert r.status_code == 400 and "state must be one of ACTIVE, CANCELLED" in r.json()["error"]
 
 
 def test_detail_nodes_history_and_node_results(client, t):
@@ -103,6 +105,23 @@ def test_nodes_link_to_flower_when_configured(app, worker, t):
         # Then each node links to its Flower task page
         node = c.get(f"/api/workflows/{res.id}/nodes/{node_id}").json()
     assert node["flower"] == f"http://flower.local:5555/task/{node_id}"
+
+
+def test_a_backend_outage_is_a_503_with_json(app):
+    import workerapp
+
+    from tests.harness import free_port
+
+    # Given a dashboard whose result backend does not answer
+    down = workerapp.make_app(
+        app.conf.broker_url, f"redis://127.0.0.1:{free_port()}/1", name="down"
+    )
+    down.conf.redis_retry_on_timeout = False
+    with TestClient(create_app(down)) as c:
+        # When runs are listed; Then 503 saying so, not a 500
+        r = c.get("/api/workflows")
+    assert r.status_code == 503
+    assert "did not answer" in r.json()["error"]
 
 
 def test_changes_since_a_cursor(client, t):
