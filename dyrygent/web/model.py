@@ -23,6 +23,8 @@ __all__ = [
     "STATE_NAMES",
     "Event",
     "NodeView",
+    "NotFound",
+    "Unsupported",
     "WorkflowView",
     "as_events",
     "counts_of",
@@ -64,6 +66,15 @@ def run_state(status: WorkflowStatus | None, states: bytes) -> str:
 def counts_of(states: bytes) -> dict[str, int]:
     """How many nodes are in each state, by state name (states with none left out)."""
     return {s.name: n for s in NodeState if (n := states.count(int(s)))}
+
+
+class NotFound(LookupError):
+    """No such workflow (never created, forgotten or expired), or no such node."""
+
+
+class Unsupported(RuntimeError):
+    """An action this installation cannot do (e.g. relaunch a run not started from a
+    definition, or Run with no definitions configured); the message says why."""
 
 
 @dataclass

@@ -32,6 +32,8 @@ from dyrygent.engine.trust import unseal
 from dyrygent.web.model import (
     Event,
     NodeView,
+    NotFound,
+    Unsupported,
     WorkflowView,
     as_events,
     first_name,
@@ -45,15 +47,6 @@ __all__ = ["NotFound", "Source", "Unsupported"]
 GRAPH_CACHE = 64
 #: Seconds a list request may spend finding the names of workflows it has not seen yet.
 NAME_BUDGET = 0.25
-
-
-class NotFound(LookupError):
-    """No such workflow (never created, forgotten or expired), or no such node."""
-
-
-class Unsupported(RuntimeError):
-    """An action this installation cannot do (e.g. relaunch a run not started from a
-    definition, or Run with no definitions configured); the message says why."""
 
 
 class Source:
