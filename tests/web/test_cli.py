@@ -126,3 +126,28 @@ def test_the_core_package_never_imports_the_web_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_hash_password_prints_a_hash_that_verifies():
+    # When hash-password is given the same password twice (no terminal: read from stdin)
+    done = subprocess.run(
+        [sys.executable, "-m", "dyrygent.web", "hash-password"],
+        input="pw\npw\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    # Then it prints a scrypt hash of it
+    stored = done.stdout.strip().splitlines()[-1]
+    assert done.returncode == 0 and verify_password("pw", stored)
+    # And two different passwords are refused
+    differ = subprocess.run(
+        [sys.executable, "-m", "dyrygent.web", "hash-password"],
+        input="pw\nother\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert differ.returncode == 1 and "the passwords differ" in differ.stderr
