@@ -16,7 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 from starlette.testclient import TestClient  # noqa: E402
 
 from tests.harness import free_port, wait_for  # noqa: E402
-from tests.integration.conftest import app, env, ledger, redis_server, t, worker  # noqa: E402,F401
+from tests.integration.conftest import (  # noqa: E402,F401
+    app,
+    db_app,
+    dt,
+    env,
+    ledger,
+    postgres,
+    redis_server,
+    t,
+    worker,
+)
 from tests.web.definitions import Definitions  # noqa: E402
 
 pytestmark = pytest.mark.integration
