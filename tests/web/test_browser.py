@@ -276,3 +276,16 @@ def test_cancel_from_the_page_with_basic_auth(app, worker, t):
         driver.quit()
         secured.stop()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_an_open_node_panel_follows_its_node(browser, server, t):
+    # Given a running node, opened in the panel while it runs
+    res = run(t, t.sleep_then.s(7, seconds=2))
+    browser.get(f"{server.url}/workflows/{res.id}")
+    wait(browser, lambda d: state_of(d) == "RUNNING", what="RUNNING")
+    browser.find_element(By.CSS_SELECTOR, "#graph [data-node]").click()
+    wait(browser, lambda d: "state" in d.find_element(By.ID, "panel").text, what="the panel")
+    # Then, once it ends, the panel shows its result without another click
+    result = wait(browser, lambda d: d.find_elements(By.ID, "result"), what="the result")[0]
+    assert result.text == "7"
+    assert "SUCCEEDED" in browser.find_element(By.ID, "panel").text

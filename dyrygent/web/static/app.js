@@ -146,8 +146,10 @@
           else if (!["READY"].includes(state)) t.ended_at = at;
         }
         const changed = c.data.events.length || c.data.state !== wf.state;
+        const mine = selected && c.data.events.some(([i]) => model.tasks[i] && model.tasks[i].id === selected);
         cursor = c.data.next; Object.assign(wf, c.data, { tasks: wf.tasks, name: wf.name });
         if (changed || ["PENDING", "RUNNING"].includes(wf.state)) paint();
+        if (mine) showNode(model.tasks.findIndex(t => t.id === selected));  // its panel too
       }
       if (!once) later(poll, ["PENDING", "RUNNING"].includes(wf.state) ? config.refresh : 4 * config.refresh);
     }
