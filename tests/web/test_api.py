@@ -407,3 +407,26 @@ def test_no_endpoint_imports_pickle_paths():
         text = path.read_text()
         for banned in ("import pickle", "pickle.load", "eval(", "exec(", "yaml.load("):
             assert banned not in text, (path, banned)
+
+
+@pytest.mark.slow
+def test_10000_nodes_answer_in_under_a_second(client, t):
+    import time
+
+    # Given an ended fan-out of 10,000 nodes, and 1,000 runs in the store
+    wf = Workflow(app=t.app)
+    wf.add_celery_canvas(group(t.add.s(i, 0) for i in range(10_000)) | t.tsum.s())
+    res = wf.apply_async()
+    ended(client, res.id, timeout=600)
+
+    def timed(path: str) -> float:
+        client.get(path)  # the first read also loads the graph
+        t0 = time.perf_counter()
+        assert client.get(path).status_code == 200
+        return time.perf_counter() - t0
+
+    # Then its detail (both shapes), a poll, and a list of 1,000 each take under a second
+    assert timed(f"/api/workflows/{res.id}") < 1
+    assert timed(f"/api/workflows/{res.id}?view=columns") < 1
+    assert timed(f"/api/workflows/{res.id}/changes?since=0") < 1
+    assert timed("/api/workflows?limit=1000") < 1
