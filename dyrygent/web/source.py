@@ -75,14 +75,16 @@ class Source:
 
         return isinstance(self.store, RedisStore)
 
-    def loaded(self, wf: str) -> Loaded:
-        """The workflow's graph and header, kept for good once read (a stored graph never
-        changes). Unlike a worker's loader this does not check task names: the dashboard
-        need not import the tasks. Raises NotFound if missing, PayloadError if its
-        signature is wrong (``dyrygent_signing_key``)."""
+    def loaded(self, wf: str, size: int = 0) -> Loaded:
+        """The workflow's graph and header, cached; ``size``: the number of node states now
+        stored (a cached graph with fewer nodes has grown since and is read again). Unlike a
+        worker's loader this does not check task names: the dashboard need not import the
+        tasks. Raises NotFound if missing, PayloadError if its signature is wrong
+        (``dyrygent_signing_key``). REPLACE-WHEN-MERGED: ``engine.loading.read_stored``
+        (which adds the graph's expansions)."""
         with self._lock:
             cached = self._graphs.get(wf)
-            if cached is not None:
+            if cached is not None and len(cached.graph) >= size:
                 self._graphs.move_to_end(wf)
                 return cached
         data, sealed = self.store.load(wf)
@@ -96,9 +98,9 @@ class Source:
                 self._graphs.popitem(last=False)
         return loaded
 
-    def graph(self, wf: str) -> Graph:
+    def graph(self, wf: str, size: int = 0) -> Graph:
         """The workflow's graph (see :meth:`loaded`)."""
-        return self.loaded(wf).graph
+        return self.loaded(wf, size).graph
 
     def _names_of(self, ids: list[str]) -> dict[str, str]:
         """The name of each workflow: the definition it was started from by this dashboard,
@@ -190,7 +192,7 @@ class Source:
     def detail(self, wf: str) -> WorkflowView:
         """The run with its nodes, and the cursor for :meth:`changes`; NotFound if unknown."""
         info, events, cursor = self._read(wf, 0)
-        graph = self.graph(wf)
+        graph = self.graph(wf, len(info.states))
         name = self._names.get(wf) or (graph.nodes[0].name if len(graph) else "")
         view = view_of(info, name)
         times = node_times(len(graph), events)
@@ -219,7 +221,7 @@ class Source:
         info, events = self.store.snapshot(wf)
         if info.status is None:
             raise NotFound(f"workflow {wf} is unknown (never created, forgotten or expired)")
-        return self.graph(wf), events
+        return self.graph(wf, len(info.states)), events
 
     def node(self, wf: str, node_id: str) -> tuple[WorkflowView, NodeView, bytes, dict]:
         """One node of ``wf``: the run, the node, its call (spec) and its result meta."""
