@@ -68,7 +68,9 @@ def web(
     refresh: float,
 ) -> None:
     """Serve the web dashboard and HTTP API for the app's workflows."""
-    celery_app = getattr(ctx.obj, "app", None)
+    # this command's -A, the dyrygent group's -A, else Celery's own (`celery -A proj ...`)
+    app_name = app_name or ctx.meta.get("dyrygent.app")
+    celery_app = getattr(ctx.find_root().obj, "app", None)
     if app_name:
         from celery.app.utils import find_app
 
