@@ -14,10 +14,9 @@ import struct
 from typing import Any
 
 from dyrygent.core.states import NodeState
-from dyrygent.engine.stores.base import WorkflowInfo
 from dyrygent.engine.stores.events import EVENTS_VERSION
 from dyrygent.errors import PayloadError
-from dyrygent.web.model import Event, first_name
+from dyrygent.web.model import Event, WorkflowRecord, first_name
 
 __all__ = ["events_since", "names", "raw_events"]
 
@@ -67,7 +66,7 @@ def raw_events(log: bytes) -> list[Event]:
     return out
 
 
-def events_since(store: Any, wf: str, cursor: int) -> tuple[WorkflowInfo, list[Event], int]:
+def events_since(store: Any, wf: str, cursor: int) -> tuple[WorkflowRecord, list[Event], int]:
     """(the workflow as stored, the events appended after byte ``cursor`` of its log, the
     next cursor) in one MULTI/EXEC. A commit appends whole
     groups, so a cursor this returned always falls between groups; 0 reads the whole log."""
@@ -81,7 +80,7 @@ def events_since(store: Any, wf: str, cursor: int) -> tuple[WorkflowInfo, list[E
     else:
         pipe.get(key + "e")
     fields, states, size, log = pipe.execute()
-    info = WorkflowInfo.from_stored(wf, dict(zip(_FIELDS, fields)), states)
+    info = WorkflowRecord.from_stored(wf, dict(zip(_FIELDS, fields)), states)
     if info.status is None:
         return info, [], 0
     log = bytes(log or b"")

@@ -11,8 +11,14 @@ from typing import Any
 import msgpack
 
 from dyrygent.core.states import NodeState, WorkflowStatus
-from dyrygent.engine.stores.base import WorkflowInfo
 from dyrygent.engine.stores.events import NodeEvent
+
+try:  # the store's record class is WorkflowRecord from issue 10 on (WorkflowInfo before)
+    from dyrygent.engine.stores.base import WorkflowRecord  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover (this branch's main)
+    from dyrygent.engine.stores.base import (  # type: ignore[assignment,no-redef]
+        WorkflowInfo as WorkflowRecord,
+    )
 
 #: A node state change: (node index, old state, new state, at), states as NodeState values.
 Event = tuple[int, int, int, float]
@@ -22,6 +28,7 @@ STATE_NAMES = tuple(s.name for s in NodeState)
 __all__ = [
     "STATE_NAMES",
     "Event",
+    "WorkflowRecord",
     "NodeView",
     "NotFound",
     "Unsupported",
@@ -111,7 +118,7 @@ class WorkflowView:
     cursor: int = 0  # where the event log was read up to (for the changes endpoint)
 
 
-def view_of(info: WorkflowInfo, name: str | None) -> WorkflowView:
+def view_of(info: WorkflowRecord, name: str | None) -> WorkflowView:
     states = info.states
     done = sum(states.count(int(s)) for s in _DONE)
     return WorkflowView(

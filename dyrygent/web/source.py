@@ -27,13 +27,14 @@ from dyrygent.core.graph import Graph
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.engine.loading import Loaded
 from dyrygent.engine.spec import decode_header
-from dyrygent.engine.stores import NodeEvent, Store, WorkflowInfo, store_for
+from dyrygent.engine.stores import NodeEvent, Store, store_for
 from dyrygent.engine.trust import unseal
 from dyrygent.web.model import (
     Event,
     NodeView,
     NotFound,
     Unsupported,
+    WorkflowRecord,
     WorkflowView,
     as_events,
     first_name,
@@ -168,7 +169,7 @@ class Source:
                 break
         return out
 
-    def _read(self, wf: str, since: int) -> tuple[WorkflowInfo, list[Event], int]:
+    def _read(self, wf: str, since: int) -> tuple[WorkflowRecord, list[Event], int]:
         """The workflow, its events after cursor ``since`` and the next cursor, in one round
         trip (on Redis only the new bytes of the log); NotFound if unknown."""
         if self._on_redis:
