@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dyrygent.engine.failures import broker_calls, store_calls
-from dyrygent.errors import DyrygentError, PayloadError, TransientError
+from dyrygent.errors import BuildError, DyrygentError, PayloadError, TransientError
 from dyrygent.web.model import STATE_NAMES
 from dyrygent.web.source import NotFound, Source, Unsupported
 from dyrygent.web.views import (
@@ -210,13 +210,16 @@ def relaunch(request: Request, _: Any) -> Response:
 
 def _run(source: Source, start: Callable[[], str]) -> str:
     """Call ``start``, mapping a payload validation error (anything with ``.errors``)
-    to director's 400."""
+    to director's 400, and any other build error (a definition that cannot run, a run that
+    was not of a definition) to 409."""
     try:
         return start()
     except (NotFound, Unsupported):
         raise
     except Exception as exc:
         errors = getattr(exc, "errors", None)
+        if errors is None and isinstance(exc, BuildError):
+            raise HTTPError(409, str(exc))
         if errors is None:
             raise
         if callable(errors):  # jsonschema-style ValidationError.errors()

@@ -27,18 +27,39 @@ _STATES = len(NodeState)
 _FIELDS = ("status", "gen", "holder", "attempts", "created", "ended")
 
 
-def names(store: Any, ids: list[str], run_key: str) -> dict[str, str]:
-    """The name of each of ``ids`` (the definition under ``run_key + id`` if any, else the
-    first node's), in one pipelined round trip; ids without a readable graph are left out."""
+#: Where issue 12's definitions record a run (a task meta in state DYRYGENT_RECORD holding
+#: ``{"definition", "payload", "periodic"}``); read here for the run's name.
+DEFINITION_RUN = "dyrygent-def-run-"
+_RECORD_STATE = "DYRYGENT_RECORD"
+
+
+def _definition(backend: Any, raw: bytes | None) -> str | None:
+    """The definition named by a run record of issue 12's definitions, if ``raw`` is one."""
+    if not raw:
+        return None
+    try:
+        meta = backend.decode_result(raw)
+        result = meta.get("result") if meta.get("status") == _RECORD_STATE else None
+        return str(result["definition"]) if isinstance(result, dict) else None
+    except Exception:  # not a record we can read: fall back to the graph
+        return None
+
+
+def names(store: Any, backend: Any, ids: list[str], run_key: str) -> dict[str, str]:
+    """The name of each of ``ids``: the definition it ran (the dashboard's own record under
+    ``run_key + id``, or the definitions' run record), else its first node's label or task;
+    in one pipelined round trip. Ids without a readable graph are left out."""
     pipe = store.client.pipeline(transaction=False)
     for wf in ids:
         pipe.get(f"{store.prefix}{wf}:g")
         pipe.get(run_key + wf)
+        pipe.get(backend.get_key_for_task(DEFINITION_RUN + wf))
     found = pipe.execute()
     out = {}
     for k, wf in enumerate(ids):
-        graph, run = found[2 * k], found[2 * k + 1]
-        name = json.loads(run)["name"] if run else first_name(graph)
+        graph, run, record = found[3 * k : 3 * k + 3]
+        name = json.loads(run)["name"] if run else _definition(backend, record)
+        name = name or first_name(graph)
         if name is not None:
             out[wf] = name
     return out

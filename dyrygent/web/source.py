@@ -118,7 +118,7 @@ class Source:
         store = self.store
         found: dict[str, str] = {}
         if unknown and self._on_redis:
-            found = fastpath.names(store, unknown, RUN_KEY)
+            found = fastpath.names(store, self.app.backend, unknown, RUN_KEY)
         elif unknown:
             deadline = time.monotonic() + NAME_BUDGET
             for wf in unknown:
@@ -301,6 +301,9 @@ class Source:
         from dyrygent.web import steering
 
         self.summary(wf)
+        relaunch = getattr(self.definitions, "relaunch", None)
+        if relaunch is not None:  # issue 12's Definitions.relaunch(workflow_id, app=)
+            return str(relaunch(wf, app=self.app).id)
         origin = steering.run_of(self.app, wf)
         if origin is None:
             raise Unsupported(

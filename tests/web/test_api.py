@@ -56,6 +56,17 @@ def test_list_shows_a_running_workflow_then_its_success(client, t):
     assert res.id not in [r["id"] for r in client.get("/api/workflows?state=FAILURE").json()]
 
 
+def test_runs_recorded_by_the_definitions_are_named_after_them(client, t, app):
+    # Given a run, and a run record in the format of dyrygent's definitions (issue 12)
+    res = start(t, t.add.s(1, 2))
+    record = {"definition": "billing.invoice", "payload": {}, "periodic": False}
+    app.backend.store_result("dyrygent-def-run-" + res.id, record, "DYRYGENT_RECORD")
+    # Then the list names it after its definition
+    listed = {w["id"]: w for w in client.get("/api/workflows").json()}
+    assert listed[res.id]["name"] == "billing.invoice"
+    assert listed[res.id]["project"] == "billing"
+
+
 def test_list_pages_with_before(client, t):
     # Given three workflows
     ids = [start(t, t.add.s(i, i)).id for i in range(3)]
@@ -430,3 +441,26 @@ def test_10000_nodes_answer_in_under_a_second(client, t):
     assert timed(f"/api/workflows/{res.id}?view=columns") < 1
     assert timed(f"/api/workflows/{res.id}/changes?since=0") < 1
     assert timed("/api/workflows?limit=1000") < 1
+
+
+def test_relaunch_through_the_definitions_own_relaunch(app, worker, t):
+    from dyrygent.errors import BuildError
+    from tests.web.definitions import Definitions
+
+    class Relaunching(Definitions):
+        """Definitions with issue 12's relaunch(workflow_id, app=)."""
+
+        def relaunch(self, workflow_id: str, app=None):
+            if workflow_id != known:
+                raise BuildError(f"workflow {workflow_id} is not a run of a definition")
+            return self.run("demo.sum", {"numbers": [4]}, app)
+
+    known = start(t, t.add.s(1, 1)).id
+    other = start(t, t.add.s(2, 2)).id
+    with TestClient(create_app(app, Relaunching())) as c:
+        # When a run the definitions know is relaunched; Then 201 with the new run
+        r = c.post(f"/api/workflows/{known}/relaunch", json={})
+        assert r.status_code == 201 and r.json()["id"] not in (known, other)
+        # When one they refuse is; Then 409 with their reason
+        r = c.post(f"/api/workflows/{other}/relaunch", json={})
+        assert r.status_code == 409 and "is not a run of a definition" in r.json()["error"]
