@@ -183,20 +183,30 @@ def get_node(request: Request, _: Any) -> dict:
     return out
 
 
+def _steer(action: Callable[[], Any]) -> Response:
+    """201 with the run ``action`` returns; 409 when it cannot be done as asked (a
+    SteeringError, or nothing to retry), with the reason."""
+    try:
+        view = action()
+    except (ValueError, NotImplementedError) as exc:
+        raise HTTPError(409, str(exc))
+    except DyrygentError as exc:
+        if isinstance(exc, (TransientError, PayloadError)):
+            raise
+        raise HTTPError(409, str(exc))
+    return JSONResponse(workflow_json(view), status_code=201)
+
+
 def cancel(request: Request, body: dict) -> Response:
     terminate = body.get("terminate", False)
     if not isinstance(terminate, bool):
         raise HTTPError(400, "terminate must be true or false")
-    view = _source(request).cancel(request.path_params["wf"], terminate=terminate)
-    return JSONResponse(workflow_json(view), status_code=201)
+    wf = request.path_params["wf"]
+    return _steer(lambda: _source(request).cancel(wf, terminate=terminate))
 
 
 def retry(request: Request, _: Any) -> Response:
-    try:
-        view = _source(request).retry(request.path_params["wf"])
-    except (ValueError, NotImplementedError) as exc:
-        raise HTTPError(409, str(exc))
-    return JSONResponse(workflow_json(view), status_code=201)
+    return _steer(lambda: _source(request).retry(request.path_params["wf"]))
 
 
 def _started(source: Source, wf: str) -> Response:

@@ -38,6 +38,7 @@ __all__ = [
     "first_name",
     "node_times",
     "run_state",
+    "unsafe_results",
     "view_of",
 ]
 
@@ -132,6 +133,16 @@ def view_of(info: WorkflowRecord, name: str | None) -> WorkflowView:
         name=name,
         updated=info.ended or info.created,
     )
+
+
+def unsafe_results(conf: Any) -> bool:
+    """Whether reading a result with this Celery config could unpickle (it accepts pickle or
+    yaml results): the dashboard then shows none."""
+    from dyrygent.engine.trust import UNSAFE_SERIALIZERS
+
+    accepted = conf.result_accept_content or conf.accept_content or ()
+    names = {str(conf.result_serializer).lower(), *(str(a).lower() for a in accepted)}
+    return any(any(u in n for u in UNSAFE_SERIALIZERS) for n in names)
 
 
 def first_name(data: bytes | None) -> str | None:

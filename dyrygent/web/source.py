@@ -39,6 +39,7 @@ from dyrygent.web.model import (
     as_events,
     first_name,
     node_times,
+    unsafe_results,
     view_of,
 )
 
@@ -233,38 +234,44 @@ class Source:
         i = graph.index.get(node_id)
         if i is None:
             raise NotFound(f"workflow {wf} has no node {node_id}")
-        if self._unsafe_results():
+        if unsafe_results(self.app.conf):
             meta = {"status": "HIDDEN", "result": "not shown: results may be pickled here"}
         else:
             (meta,) = read_metas(self.app.backend, [node_id])
         return view, view.nodes[i], graph.nodes[i].spec, meta
 
-    def _unsafe_results(self) -> bool:
-        """Whether reading a result could unpickle (the app accepts pickle or yaml results):
-        the dashboard then shows none."""
-        from dyrygent.engine.trust import UNSAFE_SERIALIZERS
+    # -- steering: issue 10's WorkflowResult.cancel / .retry when the engine has them, -----
+    # -- else this module's own on today's engine (REPLACE-WHEN-MERGED: drop steering.py) --
 
-        conf = self.app.conf
-        accepted = conf.result_accept_content or conf.accept_content or ()
-        names = {str(conf.result_serializer).lower(), *(str(a).lower() for a in accepted)}
-        return any(any(u in n for u in UNSAFE_SERIALIZERS) for n in names)
+    def _handle(self, wf: str) -> Any:
+        import dyrygent
 
-    # -- steering (REPLACE-WHEN-MERGED: WorkflowResult.cancel / .retry of issue 10) --------
+        return dyrygent.WorkflowResult(wf, app=self.app)
 
     def cancel(self, wf: str, terminate: bool = False) -> WorkflowView:
         """Cancel a running workflow (a finished one is left as it is)."""
         from dyrygent.web import steering
 
         self.summary(wf)  # NotFound first
-        steering.cancel(self.app, wf, self.loaded(wf), terminate=terminate)
+        handle = self._handle(wf)
+        if hasattr(handle, "cancel"):
+            handle.cancel(terminate=terminate)
+        else:
+            steering.cancel(self.app, wf, self.loaded(wf), terminate=terminate)
         return self.summary(wf)
 
     def retry(self, wf: str) -> WorkflowView:
-        """Run again what failed, was skipped or cancelled in a finished workflow."""
+        """Run again what failed, was skipped or cancelled in a finished workflow. Raises
+        ValueError when there is nothing to retry."""
         from dyrygent.web import steering
 
         self.summary(wf)
-        steering.retry(self.app, wf, self.loaded(wf))
+        handle = self._handle(wf)
+        if hasattr(handle, "retry"):
+            if not handle.retry():
+                raise ValueError(f"workflow {wf} has nothing to retry")
+        else:
+            steering.retry(self.app, wf, self.loaded(wf))
         return self.summary(wf)
 
     # -- definitions (issue 12; optional) ---------------------------------------------------

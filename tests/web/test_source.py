@@ -10,7 +10,14 @@ from dyrygent.core.codec import encode_graph
 from dyrygent.core.states import NodeState as S
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.stores import NodeEvent
-from dyrygent.web.model import as_events, counts_of, first_name, node_times, run_state
+from dyrygent.web.model import (
+    as_events,
+    counts_of,
+    first_name,
+    node_times,
+    run_state,
+    unsafe_results,
+)
 
 app = Celery("web-source", set_as_current=False)
 
@@ -64,3 +71,13 @@ def test_run_state_names():
     assert run_state(WorkflowStatus.CANCELLED, b"\x07") == "CANCELLED"
     assert run_state(None, b"") == "UNKNOWN"
     assert counts_of(bytes([S.SUCCEEDED, S.SUCCEEDED, S.FAILED])) == {"SUCCEEDED": 2, "FAILED": 1}
+
+
+def test_results_are_not_read_when_they_may_be_pickled():
+    # Given the default JSON config, then one accepting pickled results
+    conf = Celery("safe", set_as_current=False).conf
+    assert not unsafe_results(conf)
+    risky = Celery("risky", set_as_current=False).conf
+    risky.result_accept_content = ["json", "pickle"]
+    # Then only the second makes the dashboard hide results
+    assert unsafe_results(risky)
