@@ -85,7 +85,8 @@ class Auth:
 
     def check(self, header: str | None) -> str | None:
         """The user an Authorization header proves (``"token"`` for the bearer token), or
-        None. Verified Basic pairs are remembered so scrypt runs once per pair."""
+        None. Verified Basic pairs are remembered (hashed, at most 1,000) so scrypt runs once
+        per good pair; every wrong password pays scrypt's cost."""
         if not header:
             return None
         scheme, _, value = header.partition(" ")
@@ -102,10 +103,14 @@ class Auth:
         if stored is None:
             return None
         key = (user, hashlib.sha256(f"{stored}\0{password}".encode()).hexdigest())
-        ok = self._verified.get(key)
-        if ok is None:
-            ok = self._verified[key] = verify_password(password, stored)
-        return user if ok else None
+        if key in self._verified:
+            return user
+        if not verify_password(password, stored):  # failures are not kept: no memory to fill
+            return None
+        if len(self._verified) >= 1000:
+            self._verified.clear()
+        self._verified[key] = True
+        return user
 
 
 class CsrfTokens:
