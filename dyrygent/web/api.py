@@ -59,7 +59,7 @@ def guarded(handler: Handler, write: bool = False, public: bool = False) -> Call
     async def endpoint(request: Request) -> Response:
         state = request.app.state.web
         if not public:
-            denied = state.deny(request, write)
+            denied = await run_in_threadpool(state.deny, request, write)  # scrypt: off the loop
             if denied is not None:
                 return denied
         for key in ("wf", "node"):

@@ -10,6 +10,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -36,7 +37,7 @@ async def page(request: Request) -> Response:
     from dyrygent.web.app import CSRF_COOKIE
 
     state = request.app.state.web
-    denied = state.deny(request, write=False)
+    denied = await run_in_threadpool(state.deny, request, False)  # scrypt: off the loop
     if denied is not None:
         return denied
     token = request.cookies.get(CSRF_COOKIE) or ""
