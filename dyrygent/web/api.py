@@ -215,10 +215,10 @@ def _started(source: Source, wf: str) -> Response:
 
 def relaunch(request: Request, _: Any) -> Response:
     source = _source(request)
-    return _started(source, _run(source, lambda: source.relaunch(request.path_params["wf"])))
+    return _started(source, _run(lambda: source.relaunch(request.path_params["wf"])))
 
 
-def _run(source: Source, start: Callable[[], str]) -> str:
+def _run(start: Callable[[], str]) -> str:
     """Call ``start``, mapping a payload validation error (anything with ``.errors``)
     to director's 400, and any other build error (a definition that cannot run, a run that
     was not of a definition) to 409."""
@@ -247,7 +247,7 @@ def create(request: Request, body: dict) -> Response:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         raise HTTPError(400, "Payload is not valid", errors=["payload: must be a JSON object"])
-    return _started(source, _run(source, lambda: source.run(name, payload)))
+    return _started(source, _run(lambda: source.run(name, payload)))
 
 
 def definitions(request: Request, _: Any) -> Response:
