@@ -74,6 +74,7 @@ def main() -> int:
         web = create_app(app, Definitions(), refresh=0.5)
         server = Server(web)
         source = web.state.web.source
+        source.run("demo.sum", {"numbers": list(range(12))})
         failed = etl(t)
         start(t, t.add.s(1, 1) | t.mul.s(10) | group(t.add.s(k) for k in range(5)))
         cancelled = start(t, t.sleep_then.s(1, seconds=30) | t.add.s(1))
