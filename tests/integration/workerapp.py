@@ -307,6 +307,14 @@ def flaky(self, x, key, failures=2):
     return x
 
 
+def fail_once(x, key):
+    """Raise ExpectedError the first time it runs for ``key`` (counted in the ledger's
+    Redis), then return ``x``: a node that succeeds when its workflow is retried."""
+    if _ledger_client().incr(key) == 1:
+        raise ExpectedError(f"first run for {key}")
+    return x
+
+
 @bound
 def request_info(self, *a, **k):
     """What reached this run besides its arguments: the queue it was delivered from, its
@@ -353,6 +361,7 @@ TASKS = [
     flaky,
     fail_until,
     request_info,
+    fail_once,
 ]
 
 
