@@ -5,8 +5,9 @@ entry point: it uses Celery's ``-A`` app) or ``python -m dyrygent COMMAND -A pro
 Commands: ``ls``, ``show``, ``history``, ``graph``, ``cancel``, ``retry``
 (:mod:`dyrygent.cli.commands`), and ``defs``, ``run``, ``relaunch`` for workflow definitions
 (:mod:`dyrygent.definitions.cli`), and ``web`` (the dashboard, :mod:`dyrygent.web`).
-Exit codes: 0 done (or still running, for ``show`` without ``--watch``), 1 the workflow ended without success (FAILURE, ERROR or CANCELLED),
-2 bad usage or an unknown workflow id, 3 the result backend or broker did not answer.
+Exit codes: 0 done (or still running, for ``show`` without ``--watch``), 1 the workflow
+ended without success (FAILURE, ERROR or CANCELLED), 2 bad usage or an unknown workflow id,
+3 the result backend or broker did not answer.
 """
 
 from __future__ import annotations
