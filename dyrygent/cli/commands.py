@@ -54,7 +54,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def _load_app(name: str) -> Any:
+def load_app(name: str) -> Any:
     from celery.app.utils import find_app
 
     try:
@@ -63,11 +63,11 @@ def _load_app(name: str) -> Any:
         _fail(f"cannot load the Celery app {name!r} ({exc}): give -A the module holding it")
 
 
-def _app(ctx: click.Context, name: str | None) -> Any:
+def app_of(ctx: click.Context, name: str | None = None) -> Any:
     """The Celery app: this command's -A, the group's -A, else Celery's (``celery -A``)."""
     name = name or ctx.meta.get("dyrygent.app")
     if name:
-        return _load_app(name)
+        return load_app(name)
     celery_app = getattr(ctx.find_root().obj, "app", None)
     if celery_app is None:
         _fail(
@@ -101,7 +101,7 @@ app_option = click.option(
 
 def _result(ctx: click.Context, app_name: str | None, wf: str) -> Any:
     """The workflow's result object; exits 2 naming the id when the store does not know it."""
-    app = _app(ctx, app_name)
+    app = app_of(ctx, app_name)
     _known(app, wf)
     return source.result_of(app, wf)
 
@@ -147,7 +147,7 @@ def dyrygent(ctx: click.Context, app_name: str | None) -> None:
 @_guarded
 def ls(ctx: click.Context, state: str | None, limit: int, app_name: str | None) -> None:
     """List the newest workflows."""
-    views = source.listing(_app(ctx, app_name), state.upper() if state else None, limit)
+    views = source.listing(app_of(ctx, app_name), state.upper() if state else None, limit)
     click.echo(f"{'ID':<36}  {'STATE':<9}  {'CREATED':<24}  {'PROGRESS':>13}  COUNTS")
     for v in views:
         click.echo(
@@ -251,7 +251,7 @@ def graph(
 
     if fmt == "png" and not output and sys.stdout.isatty():
         _fail("a PNG is not for a terminal: give -o FILE (or redirect stdout)")
-    app = _app(ctx, app_name)
+    app = app_of(ctx, app_name)
     _known(app, workflow_id)
     live = WorkflowResult(workflow_id, app=app)
     if fmt == "mermaid":

@@ -224,6 +224,9 @@ def plan_retry(
             if i not in targets:
                 targets.add(i)
                 queue.extend(children[i])
+                owner = graph.expansion_of(i)  # its EXPAND node's value changes too
+                if owner is not None:
+                    queue.append(owner)
     changes: dict[int, NodeState] = {}
     for i in sorted(targets):
         old = NodeState(states[i])

@@ -24,12 +24,10 @@ __all__ = ["COMMANDS", "add_definition_commands", "defs", "relaunch", "run"]
 
 
 def _app(ctx: click.Context) -> Any:
-    app = getattr(ctx.obj, "app", None)
-    if app is None:
-        from celery import current_app
+    """The group's app: its -A, or Celery's (``celery -A proj dyrygent ...``)."""
+    from dyrygent.cli.commands import app_of  # (the command group imports this module)
 
-        app = current_app
-    return app
+    return app_of(ctx)
 
 
 def _definitions(ctx: click.Context) -> Any:

@@ -35,7 +35,7 @@ from dyrygent.engine.results import Observation, exception_of, read_metas
 from dyrygent.engine.spec import decode_spec, encode_spec, spec_extras
 from dyrygent.engine.trust import seal_segment
 from dyrygent.engine.wake import expansion_counter
-from dyrygent.errors import ExpandError
+from dyrygent.errors import DyrygentError, ExpandError
 
 if TYPE_CHECKING:
     from dyrygent.engine.processor import Processor
@@ -107,11 +107,13 @@ def expand_ready(
     ready: list[int],
     results: dict[int, Any],
     changes: dict[int, int],
+    states: bytes | bytearray = b"",
 ) -> tuple[Loaded, list[int], bool]:
     """Expand the EXPAND nodes among ``ready``; returns the (grown) workflow, the task nodes
     to publish (the new roots included, marked READY in ``changes``), and whether an EXPAND
-    node ended at once (an empty input, or a failure): then tick again. Raises HoldLost if
-    the hold was taken over."""
+    node ended at once (an empty input, or a failure): then tick again. ``states``: the
+    node states at the tick's start (a segment stored before, e.g. by a retried workflow,
+    publishes only its roots still WAITING). Raises HoldLost if the hold was taken over."""
     graph, header = loaded.graph, loaded.header
     if NodeKind.EXPAND not in graph.kinds:
         return loaded, ready, False
@@ -148,7 +150,12 @@ def expand_ready(
                 )
                 again = True
                 continue
-            segment = _segment(proc, graph, k, list(items))
+            try:
+                segment = _segment(proc, graph, k, list(items))
+            except DyrygentError as exc:  # the canvas cannot run over these items
+                _fail(proc, node.id, f"expand node {node.id} ({node.name}): {exc}")
+                again = True
+                continue
             if len(graph) + len(segment.local) > header.max_nodes:
                 _fail(
                     proc,
@@ -175,7 +182,8 @@ def expand_ready(
             proc.app.backend.store_result(node.id, [], celery_states.SUCCESS)
             again = True
         for j in range(start, end):
-            if all(p < start for p in graph.nodes[j].parents):
+            settled = j < len(states) and states[j] != NodeState.WAITING
+            if not settled and all(p < start for p in graph.nodes[j].parents):
                 changes[j] = NodeState.READY
                 if graph.nodes[j].kind is NodeKind.EXPAND:
                     todo.append(j)  # an expansion nested in this one: expand it too

@@ -25,9 +25,10 @@ __all__ = [
     "spec_extras",
 ]
 
-#: Header versions this release reads (1: dyrygent 0.1; 2 adds fail_fast; 3 adds the
-#: custom payloads, hooks and workflow callbacks, written only when one is set, so a
-#: workflow without them still runs on workers of the previous release).
+#: Header versions this release reads (1: dyrygent 0.1; 2 adds fail_fast and the expansion
+#: limits; 3 adds the custom payloads, hooks and workflow callbacks, written only when one is
+#: set). Workflows stored by dyrygent 0.1 run on this release's workers; the reverse does not
+#: hold (0.1 reads neither this header nor graph format 2): upgrade workers before clients.
 HEADER_VERSIONS = (1, 2, 3)
 #: The header fields version 3 adds, with their types.
 _V3_FIELDS: dict[str, type] = {

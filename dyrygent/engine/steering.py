@@ -34,6 +34,7 @@ from celery import states as celery_states
 from celery.utils import uuid
 
 from dyrygent.core.graph import Graph, index_refs
+from dyrygent.core.outcome import verdict
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import Outcome, in_flight, plan_cancel, plan_retry
 from dyrygent.engine.loading import Loaded
@@ -58,8 +59,10 @@ def _lease(app: Any) -> float:
     return processor.timing.lease if processor is not None else DEFAULT_LEASE
 
 
-def _view(app: Any, wf: str) -> Loaded:
-    loaded = load_view(app, store_for(app), wf)
+def _view(app: Any, wf: str, size: int) -> Loaded:
+    """``wf``'s graph and header; ``size`` node states are stored (a graph that grew by an
+    expansion since it was cached here is read again)."""
+    loaded = load_view(app, store_for(app), wf, size)
     if loaded is None:
         raise SteeringError(f"workflow {wf} is not stored (never started, forgotten or expired)")
     return loaded
@@ -87,8 +90,8 @@ def cancel(app: Any, wf: str, terminate: bool = False, timeout: float = 60.0) ->
             )
         time.sleep(0.02)
     try:
-        loaded = _view(app, wf)
         states = bytes(claim.states)
+        loaded = _view(app, wf, len(states))
         nodes = loaded.graph.nodes
         changes = plan_cancel(states)
         flying = in_flight(states)
@@ -154,13 +157,21 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
         raise SteeringError(f"workflow {wf} is not stored (never started, forgotten or expired)")
     if record.status is WorkflowStatus.RUNNING:
         raise SteeringError(f"workflow {wf} is running: cancel() it first, or wait for its end")
-    loaded = _view(app, wf)
+    loaded = _view(app, wf, len(record.states))
     graph, header = loaded.graph, loaded.header
-    states = bytearray(record.states)
+    states = bytearray(record.states) + bytes(len(graph) - len(record.states))
     flying = in_flight(states)  # an ERROR end may leave nodes in flight: see what they did
     for i, meta in zip(flying, read_metas(app.backend, [graph.nodes[i].id for i in flying])):
-        ok = meta.get("status") == celery_states.SUCCESS
-        states[i] = NodeState.SUCCEEDED if ok else NodeState.FAILED
+        seen = outcome_of(meta)
+        if seen is Outcome.SUCCEEDED:
+            states[i] = NodeState.SUCCEEDED
+        elif seen is Outcome.FAILED:
+            states[i] = NodeState.FAILED
+        else:  # still queued or running: relaunching it now would run it twice
+            raise SteeringError(
+                f"workflow {wf}: node {graph.nodes[i].id} ({graph.nodes[i].name}) it left in "
+                f"flight has not finished yet: wait for it (or revoke it), then retry()"
+            )
     for i, s in enumerate(states):
         if s == NodeState.READY:
             states[i] = NodeState.CANCELLED
@@ -176,7 +187,8 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
     _check_kept_results(app, wf, graph, states, reopen)
     for i, s in reopen.items():
         states[i] = s
-    changes = {i: s for i, s in enumerate(states) if s != record.states[i]}
+    stored = bytes(record.states) + bytes(len(states) - len(record.states))
+    changes = {i: s for i, s in enumerate(states) if s != stored[i]}
     # the old outcomes: reopened nodes', the workflow's own, its callbacks' (they run again)
     callbacks = [callback_id(wf, "link"), callback_id(wf, "link_error")]
     forget_results(app.backend, [graph.nodes[i].id for i in reopen] + [wf, *callbacks])
@@ -189,7 +201,21 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
     app.send_task(PROCESSOR_NAME, (wf, record.gen + 1), **options)
     logger.info("dyrygent: workflow %s reopened (%d nodes to run again)", wf, len(reopen))
     notify_end_reopened(app, wf, record.status)
+    _store_decided_outcome(app, wf, graph, states, header.fail_fast)
     return True
+
+
+def _store_decided_outcome(
+    app: Any, wf: str, graph: Graph, states: bytearray, fail_fast: bool
+) -> None:
+    """A partial retry can leave the outcome decided already (another leaf stays failed):
+    no tick will decide it again, so store it now, as the tick that decided it did."""
+    decided = verdict(graph, states, fail_fast=fail_fast)
+    if decided.status is not WorkflowStatus.FAILED:
+        return
+    from dyrygent.engine.finishing import Finisher  # noqa: PLC0415 (an import cycle)
+
+    Finisher(app, store_for(app)).decide(wf, graph, states, decided, {}, {})
 
 
 def notify_end_reopened(app: Any, wf: str, old: WorkflowStatus) -> None:

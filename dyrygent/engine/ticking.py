@@ -108,7 +108,9 @@ def tick(
         proc.finisher.error(wf, token, gen, WorkflowError(str(exc)), changes)
         return WorkflowStatus.ERROR.value
 
-    loaded, ready, again = expand_ready(proc, wf, token, loaded, plan.ready, results, changes)
+    loaded, ready, again = expand_ready(
+        proc, wf, token, loaded, plan.ready, results, changes, current
+    )
     if loaded.graph is not graph:
         graph = loaded.graph
         states += bytes(len(graph) - len(states))

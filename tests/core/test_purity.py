@@ -87,6 +87,7 @@ def test_public_surface():
         "PayloadError",
         "PayloadInvalidError",
         "Progress",
+        "RenderError",
         "SteeringError",
         "StoreUnavailableError",
         "TransientError",
