@@ -15,7 +15,9 @@
     ├── TransientError             a server dyrygent needs failed for now; retry the call later
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
-    └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
+    ├── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
+    └── NodeLostError              a node's worker died more than max_node_relaunches times
+                                   (stored as that node's failure)
 
 Every message names the node or call at fault and says how to fix it.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "DyrygentError",
     "InvalidNodeError",
     "LimitExceededError",
+    "NodeLostError",
     "PayloadError",
     "StoreUnavailableError",
     "TransientError",
@@ -127,3 +130,14 @@ class WorkflowError(DyrygentError):
 
     def __init__(self, message: str, *args: Any) -> None:
         super().__init__(message, *args)
+
+
+class NodeLostError(DyrygentError):
+    """The workers running a node died (or forgot it) more often than the processor's
+    ``max_node_relaunches`` allows; stored in the result backend as the node's failure.
+    ``node`` is its task id, ``worker`` the last worker seen running it."""
+
+    def __init__(self, message: str, node: str | None = None, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.worker = worker

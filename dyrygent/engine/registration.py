@@ -7,6 +7,7 @@ from typing import Any
 
 from celery.signals import worker_init
 
+from dyrygent.engine.orphans import connect_start_records
 from dyrygent.engine.processor import PROCESSOR_NAME, Processor
 from dyrygent.engine.registry import processor_of, set_processor
 from dyrygent.engine.wake import connect_wake_ups
@@ -67,7 +68,10 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick),
     ``lease`` (seconds after which a hold no longer renewed is taken over: its holder died)
     and ``idle_interval`` (the longest backup-tick countdown: a driver that keeps finding
-    nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it).
+    nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it),
+    ``orphan_grace`` (seconds a node runs, by the store's clock, before the processor asks
+    whether its worker is still alive and still knows it; see dyrygent.engine.orphans) and
+    ``max_node_relaunches`` (relaunches of a node whose worker was lost, before it fails).
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
@@ -82,6 +86,8 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
             "known_tasks",
             "lease",
             "idle_interval",
+            "orphan_grace",
+            "max_node_relaunches",
         )
         if k in task_options
     }
@@ -117,6 +123,7 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
 
     worker_init.connect(check_at_worker_start, weak=False)
     connect_wake_ups()
+    connect_start_records()
     processor.task = dyrygent_processor
     set_processor(app, processor)
     return dyrygent_processor

@@ -60,8 +60,10 @@ def tick(
     if seen.vanished:  # seen started, now unknown: its result expired or was evicted
         proc.finisher.vanished(wf, token, gen, graph, seen.vanished[0])
         return WorkflowStatus.ERROR.value
+    seen, relaunch = proc.orphans.review(app, store, wf, graph, states, seen)
     plan = plan_tick(graph, states, seen.outcomes, fail_fast=header.fail_fast)
     changes: dict[int, int] = dict(plan.changes)
+    changes.update(relaunch)  # (READY: published again next tick, this one says AGAIN)
     metas = seen.metas
     results = {i: metas[i].get("result") for i, s in changes.items() if s == NodeState.SUCCEEDED}
     index = graph.index
@@ -130,4 +132,6 @@ def tick(
     proc.hooks.fire("after_tick", wf, plan.changes, launched)
     if len(reading) < len(flying) and plan.changes:
         dirty = True  # more in flight than this tick read, and it saw progress: go on
+    if relaunch:
+        dirty = True
     return AGAIN if dirty else WorkflowStatus.RUNNING.value

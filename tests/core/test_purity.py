@@ -78,6 +78,7 @@ def test_public_surface():
         "DyrygentError",
         "InvalidNodeError",
         "LimitExceededError",
+        "NodeLostError",
         "PayloadError",
         "StoreUnavailableError",
         "TransientError",

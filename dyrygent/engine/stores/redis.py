@@ -14,7 +14,7 @@ from typing import Any
 
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.failures import transient
-from dyrygent.engine.stores import redis_lua
+from dyrygent.engine.stores import orphan_lua, redis_lua
 from dyrygent.engine.stores.base import (
     DEFAULT_LEASE,
     KEEP_AFTER,
@@ -46,9 +46,14 @@ class RedisStore(Store):
         self._touch = client.register_script(redis_lua.TOUCH)
         self._count = client.register_script(redis_lua.COUNT)
         self._list = client.register_script(redis_lua.LIST)
+        self._record = client.register_script(orphan_lua.RECORD)
+        self._starts = client.register_script(orphan_lua.STARTS)
+        self._relaunched = client.register_script(orphan_lua.RELAUNCHED)
+
+    records_starts = True
 
     def _key(self, wf: str, kind: str) -> str:
-        """The key of ``wf``'s record ``kind`` (m, s, g, c or e)."""
+        """The key of ``wf``'s record ``kind`` (m, s, g, c, e; w and r: orphan_lua)."""
         return f"{self.prefix}{wf}:{kind}"
 
     @transient
@@ -155,6 +160,29 @@ class RedisStore(Store):
     @transient
     def forget(self, wf: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*(self._key(wf, k) for k in "msgce"))
+        pipe.delete(*(self._key(wf, k) for k in "msgcewr"))
         pipe.zrem(self.index_key, wf)
         pipe.execute()
+
+    @transient
+    def record_start(self, wf: str, node: str, worker: str) -> None:
+        self._record(keys=[self._key(wf, "w"), self._key(wf, "m")], args=[node, worker])
+
+    @transient
+    def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
+        r = self._starts(keys=[self._key(wf, "w")], args=[older_than])
+        out: dict[str, tuple[float, str]] = {}
+        for k, v in zip(r[1::2], r[2::2]):
+            at, _, worker = v.decode().partition("|")
+            out[k.decode()] = (float(at), worker)
+        return float(r[0]), out
+
+    @transient
+    def drop_starts(self, wf: str, nodes: list[str]) -> None:
+        if nodes:
+            self.client.hdel(self._key(wf, "w"), *nodes)
+
+    @transient
+    def relaunched(self, wf: str, node: str) -> int:
+        keys = [self._key(wf, k) for k in "wrm"]
+        return int(self._relaunched(keys=keys, args=[node]))

@@ -1,0 +1,250 @@
+"""Nodes orphaned by a lost worker: found, and launched again, with Celery's default settings.
+
+With early acknowledgement (Celery's default) a worker acks a node's message when it starts
+the node; if the worker then dies, the node dies with it, its result stays PENDING (STARTED
+with ``task_track_started``) for ever, and the workflow waits until its ``max_age``. So:
+
+* **Record.** A worker that registered the processor writes, when a node starts
+  (``task_prerun``), one record: which worker started it (host, pid) and when, by the store's
+  clock (:meth:`~dyrygent.engine.stores.base.Store.record_start`: one Lua call). Nodes run by
+  workers that do not import dyrygent have no record and are never relaunched from here.
+* **Suspect.** A tick reads the records at most every ``grace / 2`` seconds per process: a
+  node still in flight whose record is older than ``grace`` (one clock: the store's) is a
+  suspect. Records of settled nodes are dropped then, so each is read at most once more.
+* **Prove.** Suspects' workers are asked over Celery's remote control: no answer to ``ping``
+  means gone; an answer, then ``query_task`` not listing the node, means it was restarted (it
+  no longer knows the node). A node whose result appeared meanwhile, or that is retrying
+  (RETRY: its next run may be elsewhere), is left alone. A node on a live worker that knows
+  it, however long it runs, is never relaunched; nor is a node still waiting in a queue.
+* **Relaunch.** A proven orphan's result is forgotten and it goes back to READY (history:
+  LAUNCHED/RUNNING -> READY -> LAUNCHED), to be published again; the relaunches are counted
+  per node and bounded by ``max_node_relaunches``, after which the node FAILS with a
+  :class:`~dyrygent.errors.NodeLostError` naming it and its worker.
+
+A pool child killed alone (the OOM killer) is seen by Celery itself, which stores a FAILURE
+with ``WorkerLostError`` unless ``task_reject_on_worker_lost`` requeues it: such a failure is
+relaunched the same way, without asking anyone.
+
+Nodes run at least once: a worker frozen (SIGSTOP) past the grace period does not answer
+``ping`` and its nodes are relaunched; if it resumes, those nodes may run twice, never more
+(a relaunch needs a fresh start record older than the grace period).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from celery import states as celery_states
+from celery.signals import task_prerun
+
+from dyrygent.core.graph import Graph
+from dyrygent.core.states import IN_FLIGHT_STATES, NodeState
+from dyrygent.core.tick import Outcome
+from dyrygent.engine.registry import processor_of
+from dyrygent.engine.results import Observation, read_metas
+from dyrygent.engine.wake import WAKE_HEADER
+from dyrygent.errors import NodeLostError
+
+if TYPE_CHECKING:
+    from dyrygent.engine.stores import Store
+
+__all__ = ["Orphans", "connect_start_records", "worker_label"]
+
+logger = logging.getLogger("dyrygent.processor")
+
+#: Record flags: ``s`` the node runs in the worker's main thread (solo pool: the worker
+#: cannot answer remote control until the node ends, so silence proves nothing); ``n`` the
+#: worker has remote control disabled (it never answers).
+SILENT_WHILE_BUSY = "s"
+NO_REMOTE_CONTROL = "n"
+_UNFINISHED = (celery_states.PENDING, celery_states.STARTED, celery_states.RECEIVED)
+_TRACKED = 4096  # workflows whose last check time a process remembers
+
+
+def worker_label(task: Any) -> str:
+    """``host|pid|flags`` of the worker process running ``task`` now."""
+    import billiard.process  # noqa: PLC0415 (Celery's dependency; only in workers)
+
+    flags = ""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and billiard.process.current_process().name == "MainProcess"
+    ):
+        flags += SILENT_WHILE_BUSY
+    if not task.app.conf.worker_enable_remote_control:
+        flags += NO_REMOTE_CONTROL
+    return f"{task.request.hostname or ''}|{os.getpid()}|{flags}"
+
+
+def _record_start(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any):
+    """task_prerun: a node launched by dyrygent starts here; record which worker runs it."""
+    if task is None or task_id is None:
+        return
+    try:
+        wake = task.request.get(WAKE_HEADER)
+    except Exception:  # no request context (eager calls)
+        return
+    if not (isinstance(wake, list) and wake and isinstance(wake[0], str)):
+        return
+    processor = processor_of(task.app)
+    if processor is None or not processor.store.records_starts:
+        return
+    try:
+        processor.store.record_start(wake[0], task_id, worker_label(task))
+    except Exception as exc:  # the node must run anyway; only its relaunch is at stake
+        logger.warning(
+            "dyrygent: workflow %s: could not record the start of node %s (%r); it will not "
+            "be relaunched if this worker dies",
+            wake[0],
+            task_id,
+            exc,
+        )
+
+
+def connect_start_records() -> None:
+    """Connect the task_prerun handler that records node starts (once per process;
+    register_workflow_processor calls it)."""
+    task_prerun.connect(_record_start, weak=False, dispatch_uid="dyrygent-record-start")
+
+
+def _worker_lost(meta: dict) -> bool:
+    """Whether a FAILURE meta is Celery's WorkerLostError (the pool child died)."""
+    return type(meta.get("result")).__name__ == "WorkerLostError"
+
+
+class Orphans:
+    """Finds the nodes of a workflow orphaned by a lost worker and relaunches them.
+
+    ``grace``: seconds a node must have run (by the store's clock) before its worker is
+    asked about it; ``max_relaunches``: relaunches per node before it fails;
+    ``ping_timeout``: seconds to wait for workers' remote-control replies.
+    """
+
+    def __init__(
+        self, grace: float = 10.0, max_relaunches: int = 3, ping_timeout: float = 1.0
+    ) -> None:
+        self.grace = grace
+        self.max_relaunches = max_relaunches
+        self.ping_timeout = ping_timeout
+        self._checked: OrderedDict[str, float] = OrderedDict()
+
+    def review(
+        self, app: Any, store: Store, wf: str, graph: Graph, states: bytes, seen: Observation
+    ) -> tuple[Observation, dict[int, NodeState]]:
+        """The tick's observation without the nodes to relaunch, and their changes
+        (-> READY). Nodes out of relaunches are FAILED in the returned observation (their
+        NodeLostError stored in the backend). Errors of remote control or the store are
+        logged and skipped: the next check tries again."""
+        if not store.records_starts:
+            return seen, {}
+        outcomes = seen.outcomes
+        lost = {
+            i: "its pool process died (Celery: WorkerLostError)"
+            for i, o in outcomes.items()
+            if o is Outcome.FAILED and _worker_lost(seen.metas[i])
+        }
+        if self._due(wf):
+            try:
+                lost.update(self._orphans(app, store, wf, graph, states, seen))
+            except Exception as exc:
+                logger.warning("dyrygent: workflow %s: orphan check failed (%r)", wf, exc)
+        if not lost:
+            return seen, {}
+        metas, outcomes = dict(seen.metas), dict(outcomes)
+        relaunch: dict[int, NodeState] = {}
+        for i, why in sorted(lost.items()):
+            node = graph.nodes[i]
+            count = store.relaunched(wf, node.id)
+            if count > self.max_relaunches:
+                err = NodeLostError(
+                    f"node {node.id} ({node.task}) of workflow {wf} was lost {count} times, "
+                    f"last because {why}; giving up after max_node_relaunches="
+                    f"{self.max_relaunches} (raise it, or find why its workers die: OOM "
+                    f"killer, time limits, deployments)",
+                    node=node.id,
+                )
+                app.backend.mark_as_failure(node.id, err)
+                metas[i] = {"status": celery_states.FAILURE, "result": err}
+                outcomes[i] = Outcome.FAILED
+                logger.error("dyrygent: %s", err)
+                continue
+            app.backend.forget(node.id)
+            outcomes.pop(i, None)
+            relaunch[i] = NodeState.READY
+            logger.warning(
+                "dyrygent: workflow %s: relaunching node %s (%s): %s (relaunch %d of %d)",
+                wf,
+                node.id,
+                node.task,
+                why,
+                count,
+                self.max_relaunches,
+            )
+        return Observation(metas, outcomes, seen.vanished), relaunch
+
+    def _due(self, wf: str) -> bool:
+        """Whether this process should check ``wf``'s records now (every grace / 2)."""
+        now = time.monotonic()
+        last = self._checked.get(wf)
+        if last is not None and now - last < self.grace / 2:
+            return False
+        self._checked[wf] = now
+        self._checked.move_to_end(wf)
+        while len(self._checked) > _TRACKED:
+            self._checked.popitem(last=False)
+        return True
+
+    def _orphans(
+        self, app: Any, store: Store, wf: str, graph: Graph, states: bytes, seen: Observation
+    ) -> dict[int, str]:
+        """Node index -> why, for the suspects whose worker is proven gone or ignorant."""
+        _, starts = store.starts(wf, self.grace)
+        if not starts:
+            return {}
+        index, settled, suspects = graph.index, [], {}
+        for node_id, (_, worker) in starts.items():
+            i = index.get(node_id)
+            if i is None or states[i] not in IN_FLIGHT_STATES:
+                settled.append(node_id)
+            elif i in seen.metas and seen.metas[i].get("status") in _UNFINISHED:
+                suspects[i] = worker.split("|")
+        if settled:
+            store.drop_starts(wf, settled)
+        if not suspects:
+            return {}
+        lost = self._ask(app, {i: (graph.nodes[i].id, *w) for i, w in suspects.items()})
+        if not lost:
+            return {}
+        # a result that appeared while we asked: the node ended after all
+        order = sorted(lost)
+        metas = read_metas(app.backend, [graph.nodes[i].id for i in order])
+        return {i: lost[i] for i, m in zip(order, metas) if m.get("status") in _UNFINISHED}
+
+    def _ask(self, app: Any, suspects: dict[int, tuple[str, ...]]) -> dict[int, str]:
+        """Ask the suspects' workers over remote control; node index -> why it is lost."""
+        hosts = sorted({s[1] for s in suspects.values()})
+        replies = app.control.ping(destination=hosts, timeout=self.ping_timeout) or []
+        alive = {h for r in replies for h in r}
+        known: set[tuple[str, str]] = set()
+        answered: set[str] = set()
+        if alive:
+            ids = sorted({s[0] for s in suspects.values() if s[1] in alive})
+            inspect = app.control.inspect(destination=sorted(alive), timeout=self.ping_timeout)
+            answer = inspect.query_task(*ids) or {}
+            answered = set(answer)
+            known = {(h, t) for h, tasks in answer.items() for t in tasks or ()}
+        lost: dict[int, str] = {}
+        for i, (node_id, host, pid, *rest) in suspects.items():
+            flags = rest[0] if rest else ""
+            if host not in alive:
+                if SILENT_WHILE_BUSY in flags or NO_REMOTE_CONTROL in flags:
+                    continue  # silence proves nothing for these workers
+                lost[i] = f"its worker {host} (pid {pid}) did not answer a ping"
+            elif host in answered and (host, node_id) not in known:
+                lost[i] = f"its worker {host} is up but no longer knows it (pid {pid} restarted)"
+        return lost
