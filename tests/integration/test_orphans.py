@@ -1,0 +1,237 @@
+"""Nodes orphaned by a lost worker, with Celery's default settings: early ack, no
+``task_track_started``, no ``task_reject_on_worker_lost`` (issue 9).
+
+Real workers in their own process groups; the orphan grace period is 2 s. A ledger of runs
+proves every node ran at least once and at most twice, with its parents' results (data flow)
+and after its parents started (order). Redis brokers use a 3 s visibility timeout so the
+*processor's* message held by a killed worker comes back quickly (that is RELIABILITY.md item
+2, not this test's subject; nodes here are acked at start and never come back by themselves).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+
+import pytest
+from celery import chain, chord
+
+from dyrygent import NodeLostError, Workflow
+from dyrygent.core.states import NodeState
+from dyrygent.engine.registry import processor_of
+from tests.harness import RabbitVhost, Worker, wait_for
+
+GRACE = 2
+_queues = itertools.count()
+
+
+class Defaults:
+    """A client app and workers with Celery's default settings on one queue."""
+
+    def __init__(self, broker: str, backend: str, ledger_url: str) -> None:
+        import workerapp
+
+        self.queue = f"orphans-{os.getpid()}-{next(_queues)}"
+        self.env = {
+            "DYRYGENT_TEST_BROKER": broker,
+            "DYRYGENT_TEST_BACKEND": backend,
+            "DYRYGENT_TEST_LEDGER": ledger_url,
+            "DYRYGENT_TEST_QUEUE": self.queue,
+            "DYRYGENT_TEST_ACKS_LATE": "0",
+            "DYRYGENT_TEST_TRACK_STARTED": "0",
+            "DYRYGENT_TEST_ORPHAN_GRACE": str(GRACE),
+            "DYRYGENT_TEST_VISIBILITY": "3",
+        }
+        self.app = workerapp.make_app(
+            broker,
+            backend,
+            name=f"client-{self.queue}",
+            queue=self.queue,
+            visibility_timeout=3,
+            acks_late=False,
+            track_started=False,
+        )
+        assert not self.app.conf.task_acks_late and not self.app.conf.task_track_started
+        self.t = workerapp.Tasks(self.app)
+        self.workers: list[Worker] = []
+
+    def start_worker(self, name: str | None = None) -> Worker:
+        worker = Worker(self.env, name=name or f"orphan{len(self.workers)}")
+        self.workers.append(worker)
+        worker.wait_ready(self.app)
+        return worker
+
+    def stop(self) -> None:
+        for w in self.workers:
+            try:
+                os.killpg(w.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            w.stop()
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def defaults(request, redis_server, ledger):
+    vhost = None
+    if request.param == "rabbitmq":
+        if not RabbitVhost.available():
+            pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
+        vhost = RabbitVhost()
+        broker = vhost.url
+    else:
+        broker = redis_server.url(6)
+    c = Defaults(broker, redis_server.url(7), redis_server.url(2))
+    yield c
+    c.stop()
+    if vhost is not None:
+        vhost.delete()
+
+
+@pytest.fixture
+def redis_defaults(redis_server, ledger):
+    c = Defaults(redis_server.url(6), redis_server.url(7), redis_server.url(2))
+    yield c
+    c.stop()
+
+
+def chords(t, n=3, width=5, seconds=0.3):
+    """A task, then a chain of ``n`` chords of ``width`` + body (the issue's shape, smaller):
+    returns width ** n."""
+    steps = [t.sleep_then.si(1, seconds)]
+    for _ in range(n):
+        steps.append(chord([t.sleep_then.s(seconds=seconds) for _ in range(width)], t.tsum.s()))
+    return chain(*steps)
+
+
+def check_ledger(app, wf, ledger, at_most: int = 2) -> dict[str, int]:
+    """Every node ran at least once and at most ``at_most`` times, none before a parent
+    started; returns the runs per node id."""
+    runs = ledger.runs()
+    counts = {n.id: runs.get(n.id, 0) for n in wf.nodes}
+    assert all(1 <= c <= at_most for c in counts.values()), counts
+    first: dict[str, float] = {}
+    for entry in ledger.entries():
+        first.setdefault(entry[0], entry[5])
+    graph = processor_of(app).loader.load(wf.id).graph
+    for node in graph.nodes:
+        for p in node.parents:
+            assert first[node.id] >= first[graph.nodes[p].id], (node.id, "ran before a parent")
+    return counts
+
+
+def relaunched(app, wf) -> set[str]:
+    """The node ids whose history shows a relaunch (LAUNCHED/RUNNING -> READY)."""
+    store = processor_of(app).store
+    graph = processor_of(app).loader.load(wf.id).graph
+    return {
+        graph.nodes[e.node].id
+        for e in store.history(wf.id)
+        if e.new is NodeState.READY and e.old in (NodeState.LAUNCHED, NodeState.RUNNING)
+    }
+
+
+def test_a_whole_worker_killed_while_nodes_run_loses_no_node(defaults, ledger):
+    # Given one worker with Celery's defaults running the issue's workflow shape
+    defaults.start_worker()
+    wf = Workflow(app=defaults.app)
+    wf.add_celery_canvas(chords(defaults.t))
+    result = wf.apply_async()
+    wait_for(lambda: len(ledger.entries()) >= 3, 30, "a few nodes to start")
+    # When its whole process group is SIGKILLed and a fresh worker starts at once
+    defaults.workers[0].kill()
+    killed_at = time.monotonic()
+    defaults.start_worker()
+    # Then the workflow completes: the nodes the dead worker had started were relaunched
+    assert result.get(timeout=60) == 5**3
+    recovery = time.monotonic() - killed_at
+    counts = check_ledger(defaults.app, wf, ledger)
+    again = relaunched(defaults.app, wf)
+    assert again and all(counts[n] == 2 for n in again), (again, counts)
+    print(f"recovered and finished {recovery:.1f} s after the kill; relaunched {len(again)}")
+
+
+def test_a_worker_restarted_under_the_same_name_does_not_hide_the_lost_nodes(
+    redis_defaults, ledger
+):
+    # Given a worker running a long node
+    worker = redis_defaults.start_worker(name="same")
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    wf.add_celery_canvas(chain(t.sleep_then.si(1, 4.0), t.add.s(1)))
+    result = wf.apply_async()
+    wait_for(lambda: ledger.runs(), 30, "the first node to start")
+    # When it is SIGKILLed and restarted under the same name (it answers ping, but no longer
+    # knows the node)
+    worker.kill()
+    redis_defaults.start_worker(name="same")
+    # Then the node is relaunched and the workflow completes
+    assert result.get(timeout=60) == 2
+    assert check_ledger(redis_defaults.app, wf, ledger)[wf.nodes[0].id] == 2
+
+
+def test_one_pool_child_killed_while_its_node_runs(redis_defaults, ledger):
+    # Given a worker running a long node in one of its pool processes
+    redis_defaults.start_worker()
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    wf.add_celery_canvas(chain(t.sleep_then.si(1, 3.0), t.add.s(1)))
+    result = wf.apply_async()
+    wait_for(lambda: ledger.runs(), 30, "the first node to start")
+    # When only that pool process is SIGKILLed (Celery stores a WorkerLostError)
+    os.kill(ledger.entries()[0][4], signal.SIGKILL)
+    # Then the node is relaunched on the same worker and the workflow completes
+    assert result.get(timeout=60) == 2
+    assert check_ledger(redis_defaults.app, wf, ledger)[wf.nodes[0].id] == 2
+    assert relaunched(redis_defaults.app, wf) == {wf.nodes[0].id}
+
+
+def test_a_live_slow_node_is_never_relaunched(redis_defaults, ledger):
+    # Given a node that runs three grace periods on a live worker
+    redis_defaults.start_worker()
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    wf.add_celery_canvas(chain(t.sleep_then.si(1, 3 * GRACE), t.add.s(1)))
+    # Then it completes having run once: its worker answered and knew it
+    assert wf.apply_async().get(timeout=60) == 2
+    assert set(check_ledger(redis_defaults.app, wf, ledger, at_most=1).values()) == {1}
+    assert relaunched(redis_defaults.app, wf) == set()
+
+
+def test_a_frozen_worker_s_node_runs_at_most_twice(redis_defaults, ledger):
+    """A worker frozen (SIGSTOP) past the grace period does not answer ping: its node is
+    relaunched on the other worker; resumed, it finishes its own run too. The node runs
+    exactly twice, never more; the workflow's result is the same."""
+    # Given two workers, and a long first node running on one of them
+    a, b = redis_defaults.start_worker(), redis_defaults.start_worker()
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    wf.add_celery_canvas(chain(t.sleep_then.si(1, 3.0), t.add.s(1), t.add.s(1)))
+    result = wf.apply_async()
+    wait_for(lambda: ledger.runs(), 30, "the first node to start")
+    pid = ledger.entries()[0][4]
+    frozen = a if pid in a.children() else b
+    # When that worker is frozen past the grace period, then resumed
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    wait_for(lambda: ledger.runs().get(wf.nodes[0].id) == 2, 30, "the node to be relaunched")
+    os.killpg(frozen.pid, signal.SIGCONT)
+    # Then the workflow completes; the frozen node ran twice, every other node once
+    assert result.get(timeout=60) == 3
+    counts = check_ledger(redis_defaults.app, wf, ledger)
+    assert counts[wf.nodes[0].id] == 2 and counts[wf.nodes[1].id] <= 2
+    assert wf.nodes[0].id in relaunched(redis_defaults.app, wf)
+
+
+def test_a_node_that_kills_its_worker_every_time_fails_after_max_node_relaunches(
+    redis_defaults, ledger
+):
+    # Given a node whose pool process dies at every run
+    redis_defaults.start_worker()
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    wf.add_celery_canvas(chain(t.die.si(1), t.add.s(1)))
+    # Then after 3 relaunches it fails with an error naming it, and the workflow with it
+    with pytest.raises(NodeLostError, match=r"node .* \(t.die\) .* lost 4 times.*=3"):
+        wf.apply_async().get(timeout=90)
+    assert ledger.runs()[wf.nodes[0].id] == 4
