@@ -16,8 +16,9 @@
     │   ├── StoreUnavailableError  the workflow store (Redis, the database) did not answer
     │   └── BrokerUnavailableError the broker did not answer
     ├── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
-    └── NodeLostError              a node's worker died more than max_node_relaunches times
-                                   (stored as that node's failure)
+    ├── NodeLostError              a node's worker died more than max_node_relaunches times
+    │                              (stored as that node's failure)
+    └── NodeTimeoutError           a node ran past its deadline (add_signature(timeout=...))
 
 Every message names the node or call at fault and says how to fix it.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidNodeError",
     "LimitExceededError",
     "NodeLostError",
+    "NodeTimeoutError",
     "PayloadError",
     "StoreUnavailableError",
     "TransientError",
@@ -141,3 +143,13 @@ class NodeLostError(DyrygentError):
         super().__init__(message)
         self.node = node
         self.worker = worker
+
+
+class NodeTimeoutError(DyrygentError):
+    """A node was still running ``timeout`` seconds (store clock) after it started; the
+    processor revoked it (terminate) and stored this as its failure."""
+
+    def __init__(self, message: str, node: str | None = None, timeout: float = 0.0) -> None:
+        super().__init__(message)
+        self.node = node
+        self.timeout = timeout

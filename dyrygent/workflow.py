@@ -15,7 +15,7 @@ from dyrygent.core.graph import Expr, Graph, GraphBuilder, NodeState
 from dyrygent.core.rules import TriggerRule
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.registry import processor_of
-from dyrygent.engine.spec import Header, encode_spec
+from dyrygent.engine.spec import Header, encode_spec, with_extras
 from dyrygent.engine.stores import store_for
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 
@@ -133,6 +133,7 @@ class Workflow:
         label: str | None = None,
         prefix: bool = True,
         trigger_rule: TriggerRule | str | None = None,
+        timeout: float | None = None,
     ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
@@ -150,6 +151,8 @@ class Workflow:
                 builder.set_label(position, f"{label}/{own}" if prefix else label)
         if trigger_rule is not None:
             self._set_rule(before, deps, trigger_rule)
+        if timeout is not None:
+            self._set_timeout(before, timeout)
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
         index = {n.id: n for n in self._nodes}
@@ -167,6 +170,20 @@ class Workflow:
                 builder.set_rule(node_id, TriggerRule.parse(rule))
             except ValueError as exc:
                 raise InvalidNodeError(f"node {node_id!r} ({task}): {exc}", node=node_id)
+
+    def _set_timeout(self, start: int, timeout: float) -> None:
+        """Give every node added since ``start`` a deadline of ``timeout`` seconds."""
+        builder = self._builder
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            node_id, task = builder.entries(start)[0]
+            raise InvalidNodeError(
+                f"node {node_id!r} ({task}): timeout={timeout!r} is not a number of seconds "
+                f"above 0",
+                node=node_id,
+            )
+        for position in range(start, len(builder)):
+            spec = builder.spec_of(position)
+            builder.set_spec(position, with_extras(spec, timeout=float(timeout)))
 
     def _builder_nodes(self, start: int) -> list[WorkflowNode]:
         b = self._builder
@@ -191,6 +208,7 @@ class Workflow:
         *,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
+        timeout: float | None = None,
     ) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
@@ -199,10 +217,13 @@ class Workflow:
         whole canvas, as in ``canvas.apply_async(args=...)``: prepended to its first tasks'.
         Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
         ``label`` prefixes its nodes' labels (``"etl/tasks.add"``); ``trigger_rule`` is the
-        start rule of its first nodes (default ``all_success``).
+        start rule of its first nodes (default ``all_success``); ``timeout`` gives each of its
+        nodes a deadline (see :meth:`add_signature`).
         Raises a BuildError subclass naming the node at fault.
         """
-        return self._add(canvas, dependencies, args, label=label, trigger_rule=trigger_rule)
+        return self._add(
+            canvas, dependencies, args, label=label, trigger_rule=trigger_rule, timeout=timeout
+        )
 
     def add_signature(
         self,
@@ -211,15 +232,25 @@ class Workflow:
         *,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowNode:
         """Add one task call that runs after ``dependencies``; returns its node.
 
         ``label`` names it for people (default: its task name); ``trigger_rule`` says when
         it starts given its dependencies' outcomes (default ``all_success``); an unknown
-        rule raises InvalidNodeError naming the node and the valid rules.
+        rule raises InvalidNodeError naming the node and the valid rules. ``timeout``: a
+        node still running that many seconds after it started (by the store's clock) is
+        revoked (terminated) and fails with NodeTimeoutError; checked by the processor when
+        the node runs on a worker that registered it (Celery's ``time_limit`` is the
+        worker-side tool). Raises InvalidNodeError for a timeout that is not above 0.
         """
         nodes = self._add(
-            signature, dependencies, label=label, prefix=False, trigger_rule=trigger_rule
+            signature,
+            dependencies,
+            label=label,
+            prefix=False,
+            trigger_rule=trigger_rule,
+            timeout=timeout,
         )
         return nodes[0]
 

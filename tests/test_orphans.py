@@ -3,18 +3,22 @@ memory broker (no worker answers its remote control, as after a SIGKILL)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from billiard.exceptions import WorkerLostError
-from celery import Celery
+from celery import Celery, chain
 from celery import states as celery_states
 from celery.utils import uuid
 
-from dyrygent import NodeLostError
+from dyrygent import InvalidNodeError, NodeLostError, NodeTimeoutError, register_workflow_processor
+from dyrygent import Workflow as DyrygentWorkflow
 from dyrygent.core.graph import GraphBuilder
 from dyrygent.core.states import NodeState
 from dyrygent.core.tick import Outcome
 from dyrygent.engine.orphans import Orphans
 from dyrygent.engine.results import observe
+from dyrygent.engine.spec import encode_spec, spec_extras, with_extras
 from dyrygent.engine.stores.kv import KVStore
 
 L, R, S = NodeState.LAUNCHED, NodeState.RUNNING, NodeState.SUCCEEDED
@@ -34,11 +38,11 @@ class Workflow:
     """A stored workflow of independent nodes in the given states; its ids are fresh (the
     in-memory backend is shared by the whole process)."""
 
-    def __init__(self, app, store, states):
+    def __init__(self, app, store, states, specs=None):
         self.app, self.store, self.wf = app, store, uuid()
         b = GraphBuilder()
         for i in range(len(states)):
-            b.add(self.node(i), "t.add", b"")
+            b.add(self.node(i), "t.add", (specs or {}).get(i, b""))
         self.graph = b.freeze()
         self.states = bytes(states)
         store.create(self.wf, b"g", b"h", len(states), 3600)
@@ -149,3 +153,40 @@ def test_between_checks_of_the_records_a_lost_pool_process_is_still_seen_at_once
     app.backend.mark_as_failure(w.node(0), WorkerLostError("signal 9"))
     # Then Celery's WorkerLostError is handled at the next tick; the records wait their turn
     assert w.review(check)[1] == {0: NodeState.READY}
+
+
+def test_a_node_past_its_deadline_fails_with_node_timeout_error(app, store):
+    # Given a running node with a 0.2 s deadline, and one without a deadline, both started
+    # by a worker whose silence proves nothing (solo), so only the deadline applies
+    spec = with_extras(encode_spec("x", "t.add", [1], {}, {}), timeout=0.2)
+    w = Workflow(app, store, [L, L], specs={0: spec})
+    for i in (0, 1):
+        w.record(i, "w@host|1|s")
+    # When a tick reviews them after the deadline
+    time.sleep(0.3)
+    seen, relaunch = w.review(orphans(grace=60.0))
+    # Then the first fails with NodeTimeoutError, stored as its result; the other is left
+    assert relaunch == {} and seen.outcomes[0] is Outcome.FAILED
+    assert seen.outcomes[1] is not Outcome.FAILED
+    stored = app.backend.get_task_meta(w.node(0))
+    with pytest.raises(NodeTimeoutError, match=r"node .*-n0 \(t.add\) .* still running 0.2 s"):
+        raise stored["result"]
+
+
+def test_a_timeout_applies_to_every_node_of_its_canvas_and_must_be_above_zero(app):
+    # Given a workflow with a chain under a 30 s timeout and a signature without one
+    register_workflow_processor(app)
+
+    @app.task(name="orphans.add", shared=False)
+    def add(x, y):
+        return x + y
+
+    wf = DyrygentWorkflow(app=app)
+    wf.add_celery_canvas(chain(add.si(1, 1), add.s(2)), timeout=30)
+    wf.add_signature(add.si(3, 3))
+    # Then each chain node carries the deadline, the other none
+    graph = wf.freeze()
+    assert [spec_extras(n.spec).get("timeout") for n in graph.nodes] == [30.0, 30.0, None]
+    # And a timeout that is not above 0 is refused, naming the node
+    with pytest.raises(InvalidNodeError, match=r"node '.*' \(orphans.add\): timeout=0 is not"):
+        wf.add_signature(add.si(4, 4), timeout=0)

@@ -21,6 +21,11 @@ with ``task_track_started``) for ever, and the workflow waits until its ``max_ag
   per node and bounded by ``max_node_relaunches``, after which the node FAILS with a
   :class:`~dyrygent.errors.NodeLostError` naming it and its worker.
 
+* **Deadlines.** A node given ``timeout=S`` (:meth:`dyrygent.Workflow.add_signature`) still
+  running S seconds after its recorded start (the store's clock again) is revoked with
+  ``terminate=True`` and FAILS with :class:`~dyrygent.errors.NodeTimeoutError`. It is not
+  relaunched: Celery's workers remember a revoked task id and would refuse it again.
+
 A pool child killed alone (the OOM killer) is seen by Celery itself, which stores a FAILURE
 with ``WorkerLostError`` unless ``task_reject_on_worker_lost`` requeues it: such a failure is
 relaunched the same way, without asking anyone.
@@ -47,8 +52,9 @@ from dyrygent.core.states import IN_FLIGHT_STATES, NodeState
 from dyrygent.core.tick import Outcome
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.results import Observation, read_metas
+from dyrygent.engine.spec import spec_extras
 from dyrygent.engine.wake import WAKE_HEADER
-from dyrygent.errors import NodeLostError
+from dyrygent.errors import NodeLostError, NodeTimeoutError
 
 if TYPE_CHECKING:
     from dyrygent.engine.stores import Store
@@ -132,13 +138,15 @@ class Orphans:
         self.max_relaunches = max_relaunches
         self.ping_timeout = ping_timeout
         self._checked: OrderedDict[str, float] = OrderedDict()
+        self._timeouts: OrderedDict[str, tuple[Graph, dict[int, float]]] = OrderedDict()
 
     def review(
         self, app: Any, store: Store, wf: str, graph: Graph, states: bytes, seen: Observation
     ) -> tuple[Observation, dict[int, NodeState]]:
         """The tick's observation without the nodes to relaunch, and their changes
-        (-> READY). Nodes out of relaunches are FAILED in the returned observation (their
-        NodeLostError stored in the backend). Errors of remote control or the store are
+        (-> READY). Nodes out of relaunches, and nodes past their deadline (revoked), are
+        FAILED in the returned observation, their NodeLostError or NodeTimeoutError stored
+        in the backend. Errors of remote control or the store are
         logged and skipped: the next check tries again."""
         if not store.records_starts:
             return seen, {}
@@ -148,14 +156,32 @@ class Orphans:
             for i, o in outcomes.items()
             if o is Outcome.FAILED and _worker_lost(seen.metas[i])
         }
-        if self._due(wf):
+        deadlines = self._deadlines(wf, graph)
+        horizon = min(self.grace, *deadlines.values()) if deadlines else self.grace
+        late: dict[int, str] = {}
+        if self._due(wf, horizon):
             try:
-                lost.update(self._orphans(app, store, wf, graph, states, seen))
+                found, late = self._orphans(app, store, wf, graph, states, seen, horizon, deadlines)
+                lost.update(found)
             except Exception as exc:
                 logger.warning("dyrygent: workflow %s: orphan check failed (%r)", wf, exc)
-        if not lost:
+        if not lost and not late:
             return seen, {}
         metas, outcomes = dict(seen.metas), dict(outcomes)
+        for i, worker in sorted(late.items()):
+            node = graph.nodes[i]
+            timed_out = NodeTimeoutError(
+                f"node {node.id} ({node.task}) of workflow {wf} was still running "
+                f"{deadlines[i]:g} s after it started on {worker}: revoked (its timeout; "
+                f"raise it, or make the task faster)",
+                node=node.id,
+                timeout=deadlines[i],
+            )
+            app.backend.mark_as_failure(node.id, timed_out)
+            app.control.revoke(node.id, terminate=True)
+            metas[i] = {"status": celery_states.FAILURE, "result": timed_out}
+            outcomes[i] = Outcome.FAILED
+            logger.error("dyrygent: %s", timed_out)
         relaunch: dict[int, NodeState] = {}
         for i, why in sorted(lost.items()):
             node = graph.nodes[i]
@@ -187,11 +213,26 @@ class Orphans:
             )
         return Observation(metas, outcomes, seen.vanished), relaunch
 
-    def _due(self, wf: str) -> bool:
-        """Whether this process should check ``wf``'s records now (every grace / 2)."""
+    def _deadlines(self, wf: str, graph: Graph) -> dict[int, float]:
+        """Node index -> timeout of ``graph``'s nodes that have one (cached per workflow)."""
+        cached = self._timeouts.get(wf)
+        if cached is not None and cached[0] is graph:
+            return cached[1]
+        found = {
+            i: float(spec_extras(n.spec)["timeout"])
+            for i, n in enumerate(graph.nodes)
+            if b'"timeout"' in n.spec and "timeout" in spec_extras(n.spec)
+        }
+        self._timeouts[wf] = (graph, found)
+        while len(self._timeouts) > _TRACKED:
+            self._timeouts.popitem(last=False)
+        return found
+
+    def _due(self, wf: str, horizon: float) -> bool:
+        """Whether this process should check ``wf``'s records now (every horizon / 2)."""
         now = time.monotonic()
         last = self._checked.get(wf)
-        if last is not None and now - last < self.grace / 2:
+        if last is not None and now - last < horizon / 2:
             return False
         self._checked[wf] = now
         self._checked.move_to_end(wf)
@@ -200,30 +241,45 @@ class Orphans:
         return True
 
     def _orphans(
-        self, app: Any, store: Store, wf: str, graph: Graph, states: bytes, seen: Observation
-    ) -> dict[int, str]:
-        """Node index -> why, for the suspects whose worker is proven gone or ignorant."""
-        _, starts = store.starts(wf, self.grace)
+        self,
+        app: Any,
+        store: Store,
+        wf: str,
+        graph: Graph,
+        states: bytes,
+        seen: Observation,
+        horizon: float,
+        deadlines: dict[int, float],
+    ) -> tuple[dict[int, str], dict[int, str]]:
+        """(node index -> why, for the suspects whose worker is proven gone or ignorant;
+        node index -> its worker, for the nodes past their deadline)."""
+        now, starts = store.starts(wf, horizon)
         if not starts:
-            return {}
-        index, settled, suspects = graph.index, [], {}
-        for node_id, (_, worker) in starts.items():
+            return {}, {}
+        index, settled = graph.index, []
+        suspects: dict[int, list[str]] = {}
+        late: dict[int, str] = {}
+        for node_id, (started, worker) in starts.items():
             i = index.get(node_id)
             if i is None or states[i] not in IN_FLIGHT_STATES:
                 settled.append(node_id)
             elif i in seen.metas and seen.metas[i].get("status") in _UNFINISHED:
-                suspects[i] = worker.split("|")
+                if i in deadlines and now - started > deadlines[i]:
+                    late[i] = worker.split("|")[0]
+                elif now - started >= self.grace:
+                    suspects[i] = worker.split("|")
         if settled:
             store.drop_starts(wf, settled)
         if not suspects:
-            return {}
+            return {}, late
         lost = self._ask(app, {i: (graph.nodes[i].id, *w) for i, w in suspects.items()})
         if not lost:
-            return {}
+            return {}, late
         # a result that appeared while we asked: the node ended after all
         order = sorted(lost)
         metas = read_metas(app.backend, [graph.nodes[i].id for i in order])
-        return {i: lost[i] for i, m in zip(order, metas) if m.get("status") in _UNFINISHED}
+        found = {i: lost[i] for i, m in zip(order, metas) if m.get("status") in _UNFINISHED}
+        return found, late
 
     def _ask(self, app: Any, suspects: dict[int, tuple[str, ...]]) -> dict[int, str]:
         """Ask the suspects' workers over remote control; node index -> why it is lost."""

@@ -79,6 +79,7 @@ def test_public_surface():
         "InvalidNodeError",
         "LimitExceededError",
         "NodeLostError",
+        "NodeTimeoutError",
         "PayloadError",
         "StoreUnavailableError",
         "TransientError",

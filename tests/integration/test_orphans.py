@@ -18,7 +18,7 @@ import time
 import pytest
 from celery import chain, chord
 
-from dyrygent import NodeLostError, Workflow
+from dyrygent import NodeLostError, NodeTimeoutError, Workflow
 from dyrygent.core.states import NodeState
 from dyrygent.engine.registry import processor_of
 from tests.harness import RabbitVhost, Worker, wait_for
@@ -235,3 +235,21 @@ def test_a_node_that_kills_its_worker_every_time_fails_after_max_node_relaunches
     with pytest.raises(NodeLostError, match=r"node .* \(t.die\) .* lost 4 times.*=3"):
         wf.apply_async().get(timeout=90)
     assert ledger.runs()[wf.nodes[0].id] == 4
+
+
+def test_a_node_that_outlives_its_deadline_is_revoked_and_fails(redis_defaults, ledger):
+    # Given a node that would sleep 30 s, with a 1.5 s deadline, and a node after it
+    redis_defaults.start_worker()
+    t = redis_defaults.t
+    wf = Workflow(app=redis_defaults.app)
+    slow = wf.add_signature(t.sleep_then.si(1, 30.0), timeout=1.5)
+    wf.add_signature(t.add.si(1, 1), dependencies=[slow])
+    started = time.monotonic()
+    # Then it fails with NodeTimeoutError within seconds, naming the node and its deadline
+    with pytest.raises(NodeTimeoutError, match=rf"node {slow.id} \(t.sleep_then\).*1.5 s after"):
+        wf.apply_async().get(timeout=30)
+    assert time.monotonic() - started < 10
+    # And it ran once, was terminated (its pool process is gone), and its child never ran
+    assert ledger.runs() == {slow.id: 1}
+    pid = ledger.entries()[0][4]
+    wait_for(lambda: pid not in redis_defaults.workers[0].children(), 10, "the run to end")
