@@ -72,9 +72,25 @@ _UNFINISHED = (celery_states.PENDING, celery_states.STARTED, celery_states.RECEI
 _TRACKED = 4096  # workflows whose last check time a process remembers
 
 
+_labels: dict[tuple[int, str, bool], str] = {}
+
+
 def worker_label(task: Any) -> str:
-    """``host|pid|flags`` of the worker process running ``task`` now."""
-    import billiard.process  # noqa: PLC0415 (Celery's dependency; only in workers)
+    """``host|pid|flags`` of the worker process running ``task`` now (cached: it is written
+    at every node start)."""
+    main = threading.current_thread() is threading.main_thread()
+    key = (os.getpid(), task.request.hostname or "", main)
+    label = _labels.get(key)
+    if label is None:
+        import billiard.process  # noqa: PLC0415 (Celery's dependency; only in workers)
+
+        flags = ""
+        if main and billiard.process.current_process().name == "MainProcess":
+            flags += SILENT_WHILE_BUSY
+        if not task.app.conf.worker_enable_remote_control:
+            flags += NO_REMOTE_CONTROL
+        label = _labels[key] = f"{key[1]}|{key[0]}|{flags}"
+    return label
 
     flags = ""
     if (
@@ -84,7 +100,10 @@ def worker_label(task: Any) -> str:
         flags += SILENT_WHILE_BUSY
     if not task.app.conf.worker_enable_remote_control:
         flags += NO_REMOTE_CONTROL
-    return f"{task.request.hostname or ''}|{os.getpid()}|{flags}"
+    label = f"{key[1]}|{key[0]}|{flags}"
+    if SILENT_WHILE_BUSY not in flags:
+        _labels[key] = label
+    return label
 
 
 def _record_start(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any):
@@ -98,7 +117,9 @@ def _record_start(sender: Any = None, task_id: str | None = None, task: Any = No
     if not (isinstance(wake, list) and wake and isinstance(wake[0], str)):
         return
     processor = processor_of(task.app)
-    if processor is None or not processor.store.records_starts:
+    if processor is None or processor.orphans.grace is None:
+        return
+    if not processor.store.records_starts:
         return
     try:
         processor.store.record_start(wake[0], task_id, worker_label(task))
@@ -127,12 +148,13 @@ class Orphans:
     """Finds the nodes of a workflow orphaned by a lost worker and relaunches them.
 
     ``grace``: seconds a node must have run (by the store's clock) before its worker is
-    asked about it; ``max_relaunches``: relaunches per node before it fails;
-    ``ping_timeout``: seconds to wait for workers' remote-control replies.
+    asked about it (None: no records, no checks, no deadlines); ``max_relaunches``:
+    relaunches per node before it fails; ``ping_timeout``: seconds to wait for workers'
+    remote-control replies.
     """
 
     def __init__(
-        self, grace: float = 10.0, max_relaunches: int = 3, ping_timeout: float = 1.0
+        self, grace: float | None = 10.0, max_relaunches: int = 3, ping_timeout: float = 1.0
     ) -> None:
         self.grace = grace
         self.max_relaunches = max_relaunches
@@ -148,7 +170,8 @@ class Orphans:
         FAILED in the returned observation, their NodeLostError or NodeTimeoutError stored
         in the backend. Errors of remote control or the store are
         logged and skipped: the next check tries again."""
-        if not store.records_starts:
+        grace = self.grace
+        if grace is None or not store.records_starts:
             return seen, {}
         outcomes = seen.outcomes
         lost = {
@@ -157,11 +180,13 @@ class Orphans:
             if o is Outcome.FAILED and _worker_lost(seen.metas[i])
         }
         deadlines = self._deadlines(wf, graph)
-        horizon = min(self.grace, *deadlines.values()) if deadlines else self.grace
+        horizon = min(grace, *deadlines.values()) if deadlines else grace
         late: dict[int, str] = {}
         if self._due(wf, horizon):
             try:
-                found, late = self._orphans(app, store, wf, graph, states, seen, horizon, deadlines)
+                found, late = self._orphans(
+                    app, store, wf, graph, states, seen, grace, horizon, deadlines
+                )
                 lost.update(found)
             except Exception as exc:
                 logger.warning("dyrygent: workflow %s: orphan check failed (%r)", wf, exc)
@@ -248,6 +273,7 @@ class Orphans:
         graph: Graph,
         states: bytes,
         seen: Observation,
+        grace: float,
         horizon: float,
         deadlines: dict[int, float],
     ) -> tuple[dict[int, str], dict[int, str]]:
@@ -266,7 +292,7 @@ class Orphans:
             elif i in seen.metas and seen.metas[i].get("status") in _UNFINISHED:
                 if i in deadlines and now - started > deadlines[i]:
                     late[i] = worker.split("|")[0]
-                elif now - started >= self.grace:
+                elif now - started >= grace:
                     suspects[i] = worker.split("|")
         if settled:
             store.drop_starts(wf, settled)

@@ -65,7 +65,7 @@ class Processor:
         allow_pickle: bool = False,
         lease: float = DEFAULT_LEASE,
         idle_interval: float = 10.0,
-        orphan_grace: float = 10.0,
+        orphan_grace: float | None = 10.0,
         max_node_relaunches: int = 3,
     ) -> None:
         self.app = app

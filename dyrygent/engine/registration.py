@@ -70,7 +70,8 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     and ``idle_interval`` (the longest backup-tick countdown: a driver that keeps finding
     nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it),
     ``orphan_grace`` (seconds a node runs, by the store's clock, before the processor asks
-    whether its worker is still alive and still knows it; see dyrygent.engine.orphans) and
+    whether its worker is still alive and still knows it; None turns the records, the checks
+    and node deadlines off; see dyrygent.engine.orphans) and
     ``max_node_relaunches`` (relaunches of a node whose worker was lost, before it fails).
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
