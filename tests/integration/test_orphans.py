@@ -253,3 +253,67 @@ def test_a_node_that_outlives_its_deadline_is_revoked_and_fails(redis_defaults, 
     assert ledger.runs() == {slow.id: 1}
     pid = ledger.entries()[0][4]
     wait_for(lambda: pid not in redis_defaults.workers[0].children(), 10, "the run to end")
+
+
+@pytest.mark.parametrize(
+    "kill_after",
+    [pytest.param(0.8, marks=pytest.mark.slow), 1.6, pytest.param(2.6, marks=pytest.mark.slow)],
+)
+def test_the_issue_s_runs_complete_with_default_settings(defaults, ledger, kill_after):
+    """Issue 9 as reported: 61 nodes of 0.15 s (a task, then a chain of 10 chords of 5 +
+    body), the first worker's process group SIGKILLed ``kill_after`` s after apply_async, a
+    fresh worker started at once. Each run prints its recovery time (README)."""
+    # Given a worker with Celery's defaults and the issue's workflow
+    defaults.start_worker()
+    wf = Workflow(app=defaults.app)
+    wf.add_celery_canvas(chords(defaults.t, n=10, width=5, seconds=0.15))
+    assert len(wf.nodes) == 61
+    result = wf.apply_async()
+    # When the worker dies mid-run and a fresh one starts
+    time.sleep(kill_after)  # (the moment of the kill is the parameter)
+    defaults.workers[0].kill()
+    defaults.start_worker()
+    up = time.monotonic()
+    # Then the workflow completes, every node at least once and at most twice
+    assert result.get(timeout=90) == 5**10
+    recovery = time.monotonic() - up
+    counts = check_ledger(defaults.app, wf, ledger)
+    again = relaunched(defaults.app, wf)
+    print(
+        f"\nkill at {kill_after} s: finished {recovery:.1f} s after the new worker was up; "
+        f"{len(again)} relaunched, {sum(c == 2 for c in counts.values())} ran twice"
+    )
+
+
+@pytest.mark.slow
+def test_soak_a_hundred_workflows_while_a_worker_is_killed_every_20_s(redis_defaults, ledger):
+    """100 workflows (19 nodes each) on two workers with Celery's defaults; every 20 s one
+    worker's process group is SIGKILLed and a fresh one started. All complete, every node
+    at least once and at most twice."""
+    c = redis_defaults
+    c.start_worker()
+    c.start_worker()
+    flows = []
+    for _ in range(100):
+        wf = Workflow(app=c.app)
+        wf.add_celery_canvas(chords(c.t, n=3, width=5, seconds=0.1))
+        flows.append((wf, wf.apply_async()))
+    kills = 0
+    started = time.monotonic()
+    deadline = started + 900
+    pending = list(flows)
+    next_kill = started + 20
+    while pending and time.monotonic() < deadline:
+        pending = [(wf, r) for wf, r in pending if not r.ready()]
+        if pending and time.monotonic() >= next_kill:
+            victim = next(w for w in c.workers if w.proc.poll() is None)
+            victim.kill()
+            c.start_worker()
+            kills += 1
+            next_kill = time.monotonic() + 20
+        time.sleep(0.5)  # (polling 100 results; each check is one read)
+    assert not pending, f"{len(pending)} workflows unfinished after {kills} kills"
+    for wf, r in flows:
+        assert r.get(timeout=1) == 5**3
+        check_ledger(c.app, wf, ledger)
+    print(f"\n100 workflows, {kills} kills, {time.monotonic() - started:.0f} s")
