@@ -4,10 +4,9 @@ With early acknowledgement (Celery's default) a worker acks a node's message whe
 the node; if the worker then dies, the node dies with it, its result stays PENDING (STARTED
 with ``task_track_started``) for ever, and the workflow waits until its ``max_age``. So:
 
-* **Record.** A worker that registered the processor writes, when a node starts
-  (``task_prerun``), one record: which worker started it (host, pid) and when, by the store's
-  clock (:meth:`~dyrygent.engine.stores.base.Store.record_start`: one Lua call). Nodes run by
-  workers that do not import dyrygent have no record and are never relaunched from here.
+* **Record.** A worker that registered the processor writes, when a node starts, which
+  worker started it and when, by the store's clock (:mod:`dyrygent.engine.records`). Nodes
+  run by workers that do not import dyrygent have no record and are never relaunched here.
 * **Suspect.** A tick reads the records at most every ``grace / 2`` seconds per process: a
   node still in flight whose record is older than ``grace`` (one clock: the store's) is a
   suspect. Records of settled nodes are dropped then, so each is read at most once more.
@@ -38,105 +37,29 @@ Nodes run at least once: a worker frozen (SIGSTOP) past the grace period does no
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from celery import states as celery_states
-from celery.signals import task_prerun
 
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import IN_FLIGHT_STATES, NodeState
 from dyrygent.core.tick import Outcome
-from dyrygent.engine.registry import processor_of
+from dyrygent.engine.records import NO_REMOTE_CONTROL, SILENT_WHILE_BUSY
 from dyrygent.engine.results import Observation, read_metas
 from dyrygent.engine.spec import spec_extras
-from dyrygent.engine.wake import WAKE_HEADER
 from dyrygent.errors import NodeLostError, NodeTimeoutError
 
 if TYPE_CHECKING:
     from dyrygent.engine.stores import Store
 
-__all__ = ["Orphans", "connect_start_records", "worker_label"]
+__all__ = ["Orphans"]
 
 logger = logging.getLogger("dyrygent.processor")
 
-#: Record flags: ``s`` the node runs in the worker's main thread (solo pool: the worker
-#: cannot answer remote control until the node ends, so silence proves nothing); ``n`` the
-#: worker has remote control disabled (it never answers).
-SILENT_WHILE_BUSY = "s"
-NO_REMOTE_CONTROL = "n"
 _UNFINISHED = (celery_states.PENDING, celery_states.STARTED, celery_states.RECEIVED)
 _TRACKED = 4096  # workflows whose last check time a process remembers
-
-
-_labels: dict[tuple[int, str, bool], str] = {}
-
-
-def worker_label(task: Any) -> str:
-    """``host|pid|flags`` of the worker process running ``task`` now (cached: it is written
-    at every node start)."""
-    main = threading.current_thread() is threading.main_thread()
-    key = (os.getpid(), task.request.hostname or "", main)
-    label = _labels.get(key)
-    if label is None:
-        import billiard.process  # noqa: PLC0415 (Celery's dependency; only in workers)
-
-        flags = ""
-        if main and billiard.process.current_process().name == "MainProcess":
-            flags += SILENT_WHILE_BUSY
-        if not task.app.conf.worker_enable_remote_control:
-            flags += NO_REMOTE_CONTROL
-        label = _labels[key] = f"{key[1]}|{key[0]}|{flags}"
-    return label
-
-    flags = ""
-    if (
-        threading.current_thread() is threading.main_thread()
-        and billiard.process.current_process().name == "MainProcess"
-    ):
-        flags += SILENT_WHILE_BUSY
-    if not task.app.conf.worker_enable_remote_control:
-        flags += NO_REMOTE_CONTROL
-    label = f"{key[1]}|{key[0]}|{flags}"
-    if SILENT_WHILE_BUSY not in flags:
-        _labels[key] = label
-    return label
-
-
-def _record_start(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any):
-    """task_prerun: a node launched by dyrygent starts here; record which worker runs it."""
-    if task is None or task_id is None:
-        return
-    try:
-        wake = task.request.get(WAKE_HEADER)
-    except Exception:  # no request context (eager calls)
-        return
-    if not (isinstance(wake, list) and wake and isinstance(wake[0], str)):
-        return
-    processor = processor_of(task.app)
-    if processor is None or processor.orphans.grace is None:
-        return
-    if not processor.store.records_starts:
-        return
-    try:
-        processor.store.record_start(wake[0], task_id, worker_label(task))
-    except Exception as exc:  # the node must run anyway; only its relaunch is at stake
-        logger.warning(
-            "dyrygent: workflow %s: could not record the start of node %s (%r); it will not "
-            "be relaunched if this worker dies",
-            wake[0],
-            task_id,
-            exc,
-        )
-
-
-def connect_start_records() -> None:
-    """Connect the task_prerun handler that records node starts (once per process;
-    register_workflow_processor calls it)."""
-    task_prerun.connect(_record_start, weak=False, dispatch_uid="dyrygent-record-start")
 
 
 def _worker_lost(meta: dict) -> bool:

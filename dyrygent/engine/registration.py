@@ -7,8 +7,8 @@ from typing import Any
 
 from celery.signals import worker_init
 
-from dyrygent.engine.orphans import connect_start_records
 from dyrygent.engine.processor import PROCESSOR_NAME, Processor
+from dyrygent.engine.records import connect_start_records
 from dyrygent.engine.registry import processor_of, set_processor
 from dyrygent.engine.wake import connect_wake_ups
 from dyrygent.errors import ConfigurationError
