@@ -190,3 +190,11 @@ def test_a_timeout_applies_to_every_node_of_its_canvas_and_must_be_above_zero(ap
     # And a timeout that is not above 0 is refused, naming the node
     with pytest.raises(InvalidNodeError, match=r"node '.*' \(orphans.add\): timeout=0 is not"):
         wf.add_signature(add.si(4, 4), timeout=0)
+
+
+def test_a_node_that_acks_late_is_left_to_the_broker(app, store):
+    # Given a node of a task with acks_late started by a worker that no longer answers
+    w = Workflow(app, store, [L])
+    w.record(0, "gone@host|1|a")
+    # Then it is not relaunched: the broker delivers its unacked message again
+    assert w.review(orphans())[1] == {}

@@ -46,7 +46,7 @@ from celery import states as celery_states
 from dyrygent.core.graph import Graph
 from dyrygent.core.states import IN_FLIGHT_STATES, NodeState
 from dyrygent.core.tick import Outcome
-from dyrygent.engine.records import NO_REMOTE_CONTROL, SILENT_WHILE_BUSY
+from dyrygent.engine.records import ACKS_LATE, NO_REMOTE_CONTROL, SILENT_WHILE_BUSY
 from dyrygent.engine.results import Observation, read_metas
 from dyrygent.engine.spec import spec_extras
 from dyrygent.errors import NodeLostError, NodeTimeoutError
@@ -215,7 +215,8 @@ class Orphans:
             elif i in seen.metas and seen.metas[i].get("status") in _UNFINISHED:
                 if i in deadlines and now - started > deadlines[i]:
                     late[i] = worker.split("|")[0]
-                elif now - started >= grace:
+                elif now - started >= grace and not worker.endswith(ACKS_LATE):
+                    # (acks late: the broker delivers it again; a relaunch would be a 2nd run)
                     suspects[i] = worker.split("|")
         if settled:
             store.drop_starts(wf, settled)

@@ -20,6 +20,7 @@ from dyrygent.engine.registry import processor_of
 from dyrygent.engine.wake import WAKE_HEADER
 
 __all__ = [
+    "ACKS_LATE",
     "NO_REMOTE_CONTROL",
     "SILENT_WHILE_BUSY",
     "connect_start_records",
@@ -30,9 +31,11 @@ logger = logging.getLogger("dyrygent.processor")
 
 #: Record flags: ``s`` the node runs in the worker's main thread (solo pool: the worker
 #: cannot answer remote control until the node ends, so silence proves nothing); ``n`` the
-#: worker has remote control disabled (it never answers).
+#: worker has remote control disabled (it never answers); ``a`` the task acks late (the
+#: broker delivers its message again if the worker dies: a relaunch would be a second run).
 SILENT_WHILE_BUSY = "s"
 NO_REMOTE_CONTROL = "n"
+ACKS_LATE = "a"
 
 _labels: dict[tuple[int, str, bool], str] = {}
 
@@ -52,7 +55,7 @@ def worker_label(task: Any) -> str:
         if not task.app.conf.worker_enable_remote_control:
             flags += NO_REMOTE_CONTROL
         label = _labels[key] = f"{key[1]}|{key[0]}|{flags}"
-    return label
+    return label + ACKS_LATE if task.acks_late else label
 
 
 def _record_start(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any):
