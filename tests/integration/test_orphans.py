@@ -289,6 +289,7 @@ def test_the_issue_s_runs_complete_with_default_settings(defaults, ledger, kill_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_soak_a_hundred_workflows_while_a_worker_is_killed_every_20_s(redis_defaults, ledger):
     """100 workflows (31 nodes of 0.15 s each) on two workers with Celery's defaults; every
     20 s one worker's process group is SIGKILLed and a fresh one started. All complete, every
@@ -325,6 +326,7 @@ def test_soak_a_hundred_workflows_while_a_worker_is_killed_every_20_s(redis_defa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_on_a_redis_broker_prefetched_nodes_wait_for_the_visibility_timeout(redis_server, ledger):
     """The README's measurement of what is not covered: a killed worker's prefetched, not
     started nodes come back only when kombu restores them, ``visibility_timeout`` (20 s here)
