@@ -14,7 +14,7 @@ from celery.utils import uuid
 from dyrygent import InvalidNodeError, NodeLostError, NodeTimeoutError, register_workflow_processor
 from dyrygent import Workflow as DyrygentWorkflow
 from dyrygent.core.graph import GraphBuilder
-from dyrygent.core.states import NodeState
+from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import Outcome
 from dyrygent.engine.orphans import Orphans
 from dyrygent.engine.results import observe
@@ -198,3 +198,33 @@ def test_a_node_that_acks_late_is_left_to_the_broker(app, store):
     w.record(0, "gone@host|1|a")
     # Then it is not relaunched: the broker delivers its unacked message again
     assert w.review(orphans())[1] == {}
+
+
+def test_a_starting_worker_re_arms_one_driver_per_running_workflow(app):
+    # Given two running workflows and one that ended
+    from dyrygent.engine.registry import processor_of
+    from dyrygent.engine.sweep import rearm_drivers
+
+    register_workflow_processor(app)
+
+    @app.task(name="orphans.sweep.add", shared=False)
+    def add(x, y):
+        return x + y
+
+    processor = processor_of(app)
+    running = [DyrygentWorkflow(app=app) for _ in range(2)]
+    ended = DyrygentWorkflow(app=app)
+    for wf in [*running, ended]:
+        wf.add_signature(add.si(1, 1))
+        wf.apply_async()
+    info = processor.store.status(ended.id)
+    processor.store.claim(ended.id, info.gen, "t", False)
+    processor.store.commit(ended.id, "t", {}, info.gen + 1, WorkflowStatus.SUCCEEDED)
+    sent = []
+    app.send_task = lambda name, args, **options: sent.append(tuple(args[:2]))  # the broker
+    # When a worker starts
+    count = rearm_drivers(processor)
+    # Then each running workflow gets a driver for its current generation, the ended one none
+    mine = {wf for wf, _ in sent} & {w.id for w in [*running, ended]}
+    assert mine == {w.id for w in running} and count >= 2
+    assert all(gen == processor.store.status(wf).gen for wf, gen in sent if wf in mine)

@@ -10,6 +10,7 @@ from celery.signals import worker_init
 from dyrygent.engine.processor import PROCESSOR_NAME, Processor
 from dyrygent.engine.records import connect_start_records
 from dyrygent.engine.registry import processor_of, set_processor
+from dyrygent.engine.sweep import connect_sweep
 from dyrygent.engine.wake import connect_wake_ups
 from dyrygent.errors import ConfigurationError
 
@@ -125,6 +126,7 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     worker_init.connect(check_at_worker_start, weak=False)
     connect_wake_ups()
     connect_start_records()
+    connect_sweep()
     processor.task = dyrygent_processor
     set_processor(app, processor)
     return dyrygent_processor

@@ -380,3 +380,51 @@ def test_on_a_redis_broker_prefetched_nodes_wait_for_the_visibility_timeout(redi
     finally:
         for w in workers:
             w.stop()
+
+
+def test_on_a_redis_broker_a_driver_lost_with_its_worker_is_re_armed_by_the_next_worker(
+    redis_server, ledger
+):
+    """With Redis's default visibility timeout (an hour), the driver message a killed worker
+    held would come back after that hour, and with its nodes dead too nothing else would
+    tick the workflow: the fresh worker re-arms the drivers of running workflows."""
+    import workerapp
+
+    queue = f"orphans-{os.getpid()}-{next(_queues)}"
+    env = {
+        "DYRYGENT_TEST_BROKER": redis_server.url(6),
+        "DYRYGENT_TEST_BACKEND": redis_server.url(7),
+        "DYRYGENT_TEST_LEDGER": redis_server.url(2),
+        "DYRYGENT_TEST_QUEUE": queue,
+        "DYRYGENT_TEST_ACKS_LATE": "0",
+        "DYRYGENT_TEST_TRACK_STARTED": "0",
+        "DYRYGENT_TEST_ORPHAN_GRACE": str(GRACE),
+        "DYRYGENT_TEST_VISIBILITY": "3600",
+    }
+    app = workerapp.make_app(
+        redis_server.url(6),
+        redis_server.url(7),
+        name=f"c-{queue}",
+        queue=queue,
+        visibility_timeout=3600,
+        acks_late=False,
+        track_started=False,
+    )
+    t = workerapp.Tasks(app)
+    # Given one worker running a workflow's long first node, and holding its driver
+    workers = [Worker(env, name="r0")]
+    try:
+        workers[0].wait_ready(app)
+        wf = Workflow(app=app)
+        wf.add_celery_canvas(chain(t.sleep_then.si(1, 5.0), t.add.s(1)))
+        result = wf.apply_async()
+        wait_for(lambda: ledger.runs(), 30, "the first node to start")
+        # When the worker is SIGKILLed and a fresh one starts
+        workers[0].kill()
+        workers.append(Worker(env, name="r1"))
+        # Then the workflow completes long before the hour
+        assert result.get(timeout=60) == 2
+        assert check_ledger(app, wf, ledger)[wf.nodes[0].id] == 2
+    finally:
+        for w in workers:
+            w.stop()
