@@ -40,7 +40,7 @@ def make_app(
 
     Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
     _ACKS_LATE, _MAX_INTERVAL, _PROCESSOR_QUEUE, _TRACK_STARTED: "0" for Celery's default,
-    _ORPHAN_GRACE), so a worker subprocess and the test's client app agree.
+    _ORPHAN_GRACE: seconds, or "off"), so a worker subprocess and the test's client app agree.
     """
     if visibility_timeout is None:
         visibility_timeout = float(os.environ.get("DYRYGENT_TEST_VISIBILITY", "30"))
@@ -52,7 +52,8 @@ def make_app(
         processor_queue = os.environ.get("DYRYGENT_TEST_PROCESSOR_QUEUE")
     if track_started is None:
         track_started = os.environ.get("DYRYGENT_TEST_TRACK_STARTED", "1") == "1"
-    orphan_grace = float(os.environ.get("DYRYGENT_TEST_ORPHAN_GRACE", "10"))
+    grace = os.environ.get("DYRYGENT_TEST_ORPHAN_GRACE", "10")
+    orphan_grace = None if grace == "off" else float(grace)  # (off: benchmarks' A/B)
     app = Celery(name, broker=broker, backend=backend)
     app.conf.update(
         task_default_queue=queue or QUEUE,
