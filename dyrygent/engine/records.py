@@ -2,9 +2,10 @@
 
 A worker that registered the processor writes, when a node launched by dyrygent starts
 (``task_prerun``), one record: ``host|pid|flags`` and the time, by the store's clock
-(:meth:`~dyrygent.engine.stores.base.Store.record_start`: one Lua call, the only per-node cost
-of :mod:`dyrygent.engine.orphans`). A node still waiting in a queue has no record, so it is
-never taken for an orphan.
+(:meth:`~dyrygent.engine.stores.base.Store.begin_record`: one Lua call, the only per-node cost
+of :mod:`dyrygent.engine.orphans`). On Redis it is sent before the node runs and its reply
+read when the node ends (``task_postrun``), so the node never waits a round trip. A node still
+waiting in a queue has no record, so it is never taken for an orphan.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 
 from dyrygent.engine.registry import processor_of
 from dyrygent.engine.wake import WAKE_HEADER
@@ -74,7 +76,9 @@ def _record_start(sender: Any = None, task_id: str | None = None, task: Any = No
     if not processor.store.records_starts:
         return
     try:
-        processor.store.record_start(wake[0], task_id, worker_label(task))
+        _pending.confirms[task_id] = processor.store.begin_record(
+            wake[0], task_id, worker_label(task)
+        )
     except Exception as exc:  # the node must run anyway; only its relaunch is at stake
         logger.warning(
             "dyrygent: workflow %s: could not record the start of node %s (%r); it will not "
@@ -85,7 +89,30 @@ def _record_start(sender: Any = None, task_id: str | None = None, task: Any = No
         )
 
 
+class _Pending(threading.local):
+    """The records sent and not yet confirmed, by task id (per thread: a thread runs one
+    node at a time, so this holds at most one entry in the common case)."""
+
+    def __init__(self) -> None:
+        self.confirms: dict[str, Callable[[], None]] = {}
+
+
+_pending = _Pending()
+
+
+def _confirm_record(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    """task_postrun: read the reply to the node's start record (sent at its start)."""
+    confirm = _pending.confirms.pop(task_id, None) if task_id else None
+    if confirm is None:
+        return
+    try:
+        confirm()
+    except Exception as exc:  # the node ended anyway: its record is no longer needed
+        logger.warning("dyrygent: the start record of node %s failed (%r)", task_id, exc)
+
+
 def connect_start_records() -> None:
     """Connect the task_prerun handler that records node starts (once per process;
     register_workflow_processor calls it)."""
     task_prerun.connect(_record_start, weak=False, dispatch_uid="dyrygent-record-start")
+    task_postrun.connect(_confirm_record, weak=False, dispatch_uid="dyrygent-confirm-record")

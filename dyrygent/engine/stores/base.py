@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +154,10 @@ class WorkflowInfo:
         )
 
 
+def _nothing() -> None:
+    pass
+
+
 def change_runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
     """Group changed bytes into (offset, bytes) runs of consecutive node indices."""
     runs: list[tuple[int, bytes]] = []
@@ -216,6 +220,12 @@ class Store(abc.ABC):
     def record_start(self, wf: str, node: str, worker: str) -> None:  # noqa: B027 (optional)
         """Record that ``worker`` (``host|pid|flags``) started ``node`` of ``wf`` now, by the
         store's clock: one write, from the worker, at each node start."""
+
+    def begin_record(self, wf: str, node: str, worker: str) -> Callable[[], None]:
+        """:meth:`record_start`, possibly sent now and confirmed later: returns the function
+        to call when the node ends (the default writes now and returns a no-op)."""
+        self.record_start(wf, node, worker)
+        return _nothing
 
     def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
         """The store's time now, and node id -> (started, worker) of the nodes of ``wf``

@@ -9,7 +9,7 @@ workflow is created and of expired ids when listed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dyrygent.core.states import WorkflowStatus
@@ -167,6 +167,31 @@ class RedisStore(Store):
     @transient
     def record_start(self, wf: str, node: str, worker: str) -> None:
         self._record(keys=[self._key(wf, "w"), self._key(wf, "m")], args=[node, worker])
+
+    def begin_record(self, wf: str, node: str, worker: str) -> Callable[[], None]:
+        """Send the record now on a connection of its own and read Redis's reply when the
+        node ends: the node does not wait a round trip. The command is in the kernel's send
+        buffer before the node runs, so it reaches Redis even if this process is killed
+        (EVAL with the script's text: no NOSCRIPT after a Redis restart)."""
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            conn = pool.get_connection("EVAL")
+        try:
+            keys = (self._key(wf, "w"), self._key(wf, "m"))
+            conn.send_command("EVAL", orphan_lua.RECORD, 2, *keys, node, worker)
+        except Exception:
+            pool.release(conn)
+            raise
+
+        def confirm() -> None:
+            try:
+                conn.read_response()
+            finally:
+                pool.release(conn)
+
+        return confirm
 
     @transient
     def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
