@@ -116,11 +116,11 @@ class Orphans:
         if not lost and not late:
             return seen, {}
         metas, outcomes = dict(seen.metas), dict(outcomes)
-        for i, worker in sorted(late.items()):
+        for i, host in sorted(late.items()):
             node = graph.nodes[i]
             timed_out = NodeTimeoutError(
                 f"node {node.id} ({node.task}) of workflow {wf} was still running "
-                f"{deadlines[i]:g} s after it started on {worker}: revoked (its timeout; "
+                f"{deadlines[i]:g} s after it started on {host}: revoked (its timeout; "
                 f"raise it, or make the task faster)",
                 node=node.id,
                 timeout=deadlines[i],
@@ -131,16 +131,19 @@ class Orphans:
             outcomes[i] = Outcome.FAILED
             logger.error("dyrygent: %s", timed_out)
         relaunch: dict[int, NodeState] = {}
+        workers = self._workers(store, wf) if lost else {}  # (before relaunched() drops them)
         for i, why in sorted(lost.items()):
             node = graph.nodes[i]
+            worker = workers.get(node.id)  # (None: not recorded)
             count = store.relaunched(wf, node.id)
             if count > self.max_relaunches:
                 err = NodeLostError(
                     f"node {node.id} ({node.task}) of workflow {wf} was lost {count} times, "
-                    f"last because {why}; giving up after max_node_relaunches="
-                    f"{self.max_relaunches} (raise it, or find why its workers die: OOM "
-                    f"killer, time limits, deployments)",
+                    f"last on worker {worker or '?'} because {why}; giving up after "
+                    f"max_node_relaunches={self.max_relaunches} (raise it, or find why its "
+                    f"workers die: OOM killer, time limits, deployments)",
                     node=node.id,
+                    worker=worker,
                 )
                 app.backend.mark_as_failure(node.id, err)
                 metas[i] = {"status": celery_states.FAILURE, "result": err}
@@ -151,15 +154,30 @@ class Orphans:
             outcomes.pop(i, None)
             relaunch[i] = NodeState.READY
             logger.warning(
-                "dyrygent: workflow %s: relaunching node %s (%s): %s (relaunch %d of %d)",
+                "dyrygent: workflow %s: relaunching node %s (%s) of worker %s: %s "
+                "(relaunch %d of %d)",
                 wf,
                 node.id,
                 node.task,
+                worker or "?",
                 why,
                 count,
                 self.max_relaunches,
             )
         return Observation(metas, outcomes, seen.vanished), relaunch
+
+    def _workers(self, store: Store, wf: str) -> dict[str, str]:
+        """Node id -> ``host (pid)`` of the worker that last started it, as recorded (read
+        only when relaunching, a rare event)."""
+        try:
+            records = store.starts(wf, 0.0)[1]
+        except Exception:  # only messages are at stake
+            return {}
+        out = {}
+        for node, (_, worker) in records.items():
+            host, _, rest = worker.partition("|")
+            out[node] = f"{host} (pid {rest.partition('|')[0]})"
+        return out
 
     def _deadlines(self, wf: str, graph: Graph) -> dict[int, float]:
         """Node index -> timeout of ``graph``'s nodes that have one (cached per workflow)."""

@@ -235,7 +235,8 @@ def test_a_node_that_kills_its_worker_every_time_fails_after_max_node_relaunches
     wf = Workflow(app=redis_defaults.app)
     wf.add_celery_canvas(chain(t.die.si(1), t.add.s(1)))
     # Then after 3 relaunches it fails with an error naming it, and the workflow with it
-    with pytest.raises(NodeLostError, match=r"node .* \(t.die\) .* lost 4 times.*=3"):
+    lost = r"node .* \(t.die\) .* lost 4 times, last on worker orphan0-\S+ \(pid \d+\).*=3"
+    with pytest.raises(NodeLostError, match=lost):
         wf.apply_async().get(timeout=90)
     assert ledger.runs()[wf.nodes[0].id] == 4
 
