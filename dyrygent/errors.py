@@ -20,6 +20,9 @@
     │   └── BrokerUnavailableError the broker did not answer
     ├── BranchError                a branch node chose no child of its own (its result raises it)
     ├── ExpandError                an expand node's input is not a list, or is over a limit
+    ├── NodeLostError              a node's worker died more than max_node_relaunches times
+    │                              (stored as that node's failure)
+    ├── NodeTimeoutError           a node ran past its deadline (add_signature(timeout=...))
     ├── SteeringError              a cancel, retry or forget that cannot be done as asked
     └── WorkflowError              the processor ended a workflow in ERROR (its result raises this)
 
@@ -42,6 +45,8 @@ __all__ = [
     "ExpandError",
     "InvalidNodeError",
     "LimitExceededError",
+    "NodeLostError",
+    "NodeTimeoutError",
     "PayloadError",
     "PayloadInvalidError",
     "RenderError",
@@ -185,3 +190,24 @@ class RenderError(DyrygentError):
 class SteeringError(DyrygentError):
     """A request to steer a workflow (cancel, retry, forget) that cannot be done as asked:
     the message names the workflow, the node if any, and what to do instead."""
+
+
+class NodeLostError(DyrygentError):
+    """The workers running a node died (or forgot it) more often than the processor's
+    ``max_node_relaunches`` allows; stored in the result backend as the node's failure.
+    ``node`` is its task id, ``worker`` the last worker seen running it."""
+
+    def __init__(self, message: str, node: str | None = None, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.worker = worker
+
+
+class NodeTimeoutError(DyrygentError):
+    """A node was still running ``timeout`` seconds (store clock) after it started; the
+    processor revoked it (terminate) and stored this as its failure."""
+
+    def __init__(self, message: str, node: str | None = None, timeout: float = 0.0) -> None:
+        super().__init__(message)
+        self.node = node
+        self.timeout = timeout

@@ -22,7 +22,7 @@ from dyrygent.core.states import NodeState
 from dyrygent.engine.canvas import CanvasConverter
 from dyrygent.engine.eager import EagerWorkflowResult, check_tasks, run_eager
 from dyrygent.engine.registry import processor_of
-from dyrygent.engine.spec import Header, encode_spec
+from dyrygent.engine.spec import Header, encode_spec, with_extras
 from dyrygent.errors import BuildError, ConfigurationError, InvalidNodeError, LimitExceededError
 from dyrygent.result import (
     Dependency,
@@ -142,6 +142,7 @@ class Workflow:
         prefix: bool = True,
         trigger_rule: TriggerRule | str | None = None,
         kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> list[WorkflowNode]:
         deps = self._dep_ids(dependencies)
         incoming: Expr = None
@@ -161,6 +162,8 @@ class Workflow:
                 builder.set_label(position, f"{label}/{own}" if prefix else label)
         if trigger_rule is not None:
             self._set_rule(before, deps, trigger_rule)
+        if timeout is not None:
+            self._set_timeout(before, timeout)
         self._nodes.extend(self._builder_nodes(before))
         self._check_size()
         index = {n.id: n for n in self._nodes}
@@ -178,6 +181,20 @@ class Workflow:
                 builder.set_rule(node_id, TriggerRule.parse(rule))
             except ValueError as exc:
                 raise InvalidNodeError(f"node {node_id!r} ({task}): {exc}", node=node_id)
+
+    def _set_timeout(self, start: int, timeout: float) -> None:
+        """Give every node added since ``start`` a deadline of ``timeout`` seconds."""
+        builder = self._builder
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            node_id, task = builder.entries(start)[0]
+            raise InvalidNodeError(
+                f"node {node_id!r} ({task}): timeout={timeout!r} is not a number of seconds "
+                f"above 0",
+                node=node_id,
+            )
+        for position in range(start, len(builder)):
+            spec = builder.spec_of(position)
+            builder.set_spec(position, with_extras(spec, timeout=float(timeout)))
 
     def _builder_nodes(self, start: int) -> list[WorkflowNode]:
         b = self._builder
@@ -203,6 +220,7 @@ class Workflow:
         *,
         label: str | None = None,
         trigger_rule: TriggerRule | str | None = None,
+        timeout: float | None = None,
     ) -> list[WorkflowNode]:
         """Add a signature, chain, group, chord or chunks (nested to any depth).
 
@@ -212,11 +230,18 @@ class Workflow:
         ``kwargs`` likewise partial kwargs, merged into theirs (``kwargs`` win).
         Returns the nodes the canvas ends in; the workflow's result becomes this canvas's.
         ``label`` prefixes its nodes' labels (``"etl/tasks.add"``); ``trigger_rule`` is the
-        start rule of its first nodes (default ``all_success``).
+        start rule of its first nodes (default ``all_success``); ``timeout`` gives each of its
+        nodes a deadline (see :meth:`add_signature`).
         Raises a BuildError subclass naming the node at fault.
         """
         return self._add(
-            canvas, dependencies, args, label=label, trigger_rule=trigger_rule, kwargs=kwargs
+            canvas,
+            dependencies,
+            args,
+            label=label,
+            trigger_rule=trigger_rule,
+            kwargs=kwargs,
+            timeout=timeout,
         )
 
     def add_signature(
@@ -228,6 +253,7 @@ class Workflow:
         trigger_rule: TriggerRule | str | None = None,
         branch: bool = False,
         custom_payload: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> WorkflowNode:
         """Add one task call that runs after ``dependencies``; returns its node.
 
@@ -236,11 +262,20 @@ class Workflow:
         rule raises InvalidNodeError naming the node and the valid rules. ``branch``: the
         task returns the label (or list of labels) of the direct children to follow; the
         others are SKIPPED (see README, "Dynamic workflows"). ``custom_payload`` (a JSON
-        dict) is kept with the node (``NodeInfo.custom_payload``).
+        dict) is kept with the node (``NodeInfo.custom_payload``). ``timeout``: a
+        node still running that many seconds after it started (by the store's clock) is
+        revoked (terminated) and fails with NodeTimeoutError; checked by the processor when
+        the node runs on a worker that registered it (Celery's ``time_limit`` is the
+        worker-side tool). Raises InvalidNodeError for a timeout that is not above 0.
         """
         payload = _json_dict(f"add_signature({signature!r}, custom_payload=...)", custom_payload)
         nodes = self._add(
-            signature, dependencies, label=label, prefix=False, trigger_rule=trigger_rule
+            signature,
+            dependencies,
+            label=label,
+            prefix=False,
+            trigger_rule=trigger_rule,
+            timeout=timeout,
         )
         if branch:
             self._builder.set_kind(nodes[0].id, NodeKind.BRANCH)

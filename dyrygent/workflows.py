@@ -129,6 +129,7 @@ class Workflow(_Workflow):
         trigger_rule: TriggerRule | str | None = None,
         branch: bool = False,
         custom_payload: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> WorkflowNode:
         """dyrygent's ``add_signature``, with celery-dyrygent's node ``custom_payload``."""
         node = super().add_signature(
@@ -138,6 +139,7 @@ class Workflow(_Workflow):
             trigger_rule=trigger_rule,
             branch=branch,
             custom_payload=custom_payload,
+            timeout=timeout,
         )
         assert isinstance(node, WorkflowNode)  # (_builder_nodes makes them)
         node.custom_payload = dict(custom_payload or {})

@@ -64,6 +64,14 @@ class GraphBuilder:
         else:
             self._labels[position] = label
 
+    def spec_of(self, position: int) -> bytes:
+        """The spec of the ``position``-th node added."""
+        return self._specs[position]
+
+    def set_spec(self, position: int, spec: bytes) -> None:
+        """Replace the spec of the ``position``-th node added (e.g. to add a deadline)."""
+        self._specs[position] = spec
+
     def set_rule(self, node_id: str, rule: TriggerRule) -> None:
         """Give the node ``node_id`` a start rule (the default is all_success)."""
         position = self._ids.index(node_id)

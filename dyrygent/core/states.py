@@ -14,6 +14,9 @@ stored as its lower-case name (:class:`WorkflowStatus`).
        ├──► SKIPPED           (its start rule can no longer be met because parents skipped)
        └──► CANCELLED         (the workflow was cancelled before it started)
 
+LAUNCHED and RUNNING may go back to READY: a relaunch, when the worker that took the node
+died or no longer knows it (:mod:`dyrygent.engine.orphans`).
+
 Every settled state (SUCCEEDED, FAILED, SKIPPED, CANCELLED, UPSTREAM_FAILED) may go back to
 WAITING, and only through :func:`dyrygent.core.tick.plan_retry`.
 """
@@ -64,10 +67,20 @@ TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
         {NodeState.READY, NodeState.SKIPPED, NodeState.UPSTREAM_FAILED, NodeState.CANCELLED}
     ),
     NodeState.READY: frozenset({NodeState.LAUNCHED, NodeState.CANCELLED}),
+    # -> READY: a relaunch (dyrygent.engine.orphans): the worker that took the node died, or
+    # no longer knows it; its result was forgotten and it is published again next tick
     NodeState.LAUNCHED: frozenset(
-        {NodeState.RUNNING, NodeState.SUCCEEDED, NodeState.FAILED, NodeState.CANCELLED}
+        {
+            NodeState.RUNNING,
+            NodeState.SUCCEEDED,
+            NodeState.FAILED,
+            NodeState.CANCELLED,
+            NodeState.READY,
+        }
     ),
-    NodeState.RUNNING: frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.CANCELLED}),
+    NodeState.RUNNING: frozenset(
+        {NodeState.SUCCEEDED, NodeState.FAILED, NodeState.CANCELLED, NodeState.READY}
+    ),
     **{s: frozenset({NodeState.WAITING}) for s in _SETTLED},
 }
 

@@ -25,6 +25,7 @@ from dyrygent.engine.finishing import Finisher
 from dyrygent.engine.hooks import Hooks
 from dyrygent.engine.loading import Loaded, Loader
 from dyrygent.engine.nodes import HoldLost
+from dyrygent.engine.orphans import Orphans
 from dyrygent.engine.spec import Header, encode_header
 from dyrygent.engine.stores import (
     DEFAULT_LEASE,
@@ -72,6 +73,8 @@ class Processor:
         allow_pickle: bool = False,
         lease: float = DEFAULT_LEASE,
         idle_interval: float = 10.0,
+        orphan_grace: float | None = 10.0,
+        max_node_relaunches: int = 3,
     ) -> None:
         self.app = app
         self.name = name
@@ -80,6 +83,7 @@ class Processor:
         self.max_errors = max_errors
         self.window = PollWindow(poll_window)
         self.hooks = Hooks()
+        self.orphans = Orphans(orphan_grace, max_node_relaunches)
         self.task: Any = None  # the registered Celery task (register_workflow_processor)
         self._known_tasks = known_tasks
         self._allow_pickle = allow_pickle

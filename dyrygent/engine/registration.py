@@ -8,7 +8,9 @@ from typing import Any
 from celery.signals import worker_init
 
 from dyrygent.engine.processor import PROCESSOR_NAME, Processor
+from dyrygent.engine.records import connect_start_records
 from dyrygent.engine.registry import processor_of, set_processor
+from dyrygent.engine.sweep import connect_sweep
 from dyrygent.engine.wake import connect_wake_ups
 from dyrygent.errors import ConfigurationError
 
@@ -67,7 +69,11 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     exception, e.g. during an outage), ``poll_window`` (in-flight nodes read per tick),
     ``lease`` (seconds after which a hold no longer renewed is taken over: its holder died)
     and ``idle_interval`` (the longest backup-tick countdown: a driver that keeps finding
-    nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it).
+    nothing to do, because the wake-ups do it all, backs off from ``max_interval`` to it),
+    ``orphan_grace`` (seconds a node runs, by the store's clock, before the processor asks
+    whether its worker is still alive and still knows it; None turns the records, the checks
+    and node deadlines off; see dyrygent.engine.orphans) and
+    ``max_node_relaunches`` (relaunches of a node whose worker was lost, before it fails).
     Raises ConfigurationError if the app accepts pickle, unless
     ``allow_pickle=True``; a worker started with such a configuration refuses to start.
     """
@@ -82,6 +88,8 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
             "known_tasks",
             "lease",
             "idle_interval",
+            "orphan_grace",
+            "max_node_relaunches",
         )
         if k in task_options
     }
@@ -123,6 +131,8 @@ def register_workflow_processor(app: Any, **task_options: Any) -> Any:
     from dyrygent.definitions.tasks import register_definition_tasks
 
     register_definition_tasks(app)
+    connect_start_records()
+    connect_sweep()
     processor.task = dyrygent_processor
     set_processor(app, processor)
     return dyrygent_processor

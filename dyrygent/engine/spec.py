@@ -23,6 +23,7 @@ __all__ = [
     "encode_header",
     "encode_spec",
     "spec_extras",
+    "with_extras",
 ]
 
 #: Header versions this release reads (1: dyrygent 0.1; 2 adds fail_fast and the expansion
@@ -107,6 +108,13 @@ def spec_extras(spec: bytes) -> dict[str, Any]:
     """The extras of a node (empty for most)."""
     decoded = loads(spec)
     return dict(decoded[3]) if len(decoded) > 3 and decoded[3] else {}
+
+
+def with_extras(spec: bytes, **extras: Any) -> bytes:
+    """``spec`` with ``extras`` merged into its extras."""
+    decoded = loads(spec)
+    merged = {**(decoded[3] if len(decoded) > 3 and decoded[3] else {}), **extras}
+    return _json([*decoded[:3], merged])
 
 
 def check_spec(node_id: str, spec: bytes) -> None:

@@ -68,9 +68,11 @@ def tick(
     if seen.vanished:  # seen started, now unknown: its result expired or was evicted
         proc.finisher.vanished(wf, token, gen, graph, seen.vanished[0])
         return WorkflowStatus.ERROR.value
+    seen, relaunch = proc.orphans.review(app, store, wf, graph, states, seen)
     choices = branch_choices(backend, graph, seen)
     plan = plan_tick(graph, states, seen.outcomes, fail_fast=header.fail_fast, choices=choices)
     changes: dict[int, int] = dict(plan.changes)
+    changes.update(relaunch)  # (READY: published again next tick, this one says AGAIN)
     metas = seen.metas
     results = {i: metas[i].get("result") for i, s in changes.items() if s == NodeState.SUCCEEDED}
     index = graph.index
@@ -157,6 +159,8 @@ def tick(
         dirty = True  # more in flight than this tick read, and it saw progress: go on
     if again or (graph.expansions and expansions_pending(graph, current)):
         dirty = True  # an expand node can end now: tick again
+    if relaunch:
+        dirty = True  # relaunched nodes: publish them now
     return AGAIN if dirty else WorkflowStatus.RUNNING.value
 
 

@@ -88,9 +88,10 @@ def test_expressions(expr, refs, value):
     assert evaluate(expr, results) == value
 
 
-def test_transitions_move_forward_and_only_retry_moves_back():
+def test_transitions_move_forward_and_only_retry_and_relaunch_move_back():
     # Given the table; then every state has an entry, settled states only go back to
-    # WAITING (a retry), and nothing else ever returns to an earlier state
+    # WAITING (a retry), in-flight ones only to READY (a relaunch: their worker was lost),
+    # and nothing else ever returns to an earlier state
     assert set(TRANSITIONS) == set(NodeState)
     order = [NodeState.WAITING, NodeState.READY, NodeState.LAUNCHED, NodeState.RUNNING]
     for old, news in TRANSITIONS.items():
@@ -98,7 +99,11 @@ def test_transitions_move_forward_and_only_retry_moves_back():
             assert news == {NodeState.WAITING}
             continue
         for new in news:
-            assert new in SETTLED_STATES or order.index(new) > order.index(old)
+            relaunch = old in (NodeState.LAUNCHED, NodeState.RUNNING) and new is NodeState.READY
+            assert relaunch or new in SETTLED_STATES or order.index(new) > order.index(old)
+    assert NodeState.READY in TRANSITIONS[NodeState.LAUNCHED]
+    assert NodeState.READY in TRANSITIONS[NodeState.RUNNING]
+    assert NodeState.WAITING not in TRANSITIONS[NodeState.RUNNING]
     assert TRANSITIONS[NodeState.WAITING] >= {NodeState.READY, NodeState.UPSTREAM_FAILED}
     assert NodeState.FAILED not in TRANSITIONS[NodeState.WAITING]
     assert NodeState.SUCCEEDED not in TRANSITIONS[NodeState.READY]

@@ -84,6 +84,8 @@ def test_public_surface():
         "InvalidNodeError",
         "LimitExceededError",
         "NodeInfo",
+        "NodeLostError",
+        "NodeTimeoutError",
         "PayloadError",
         "PayloadInvalidError",
         "Progress",

@@ -40,12 +40,13 @@ def make_app(
     acks_late: bool | None = None,
     max_interval: float | None = None,
     processor_queue: str | None = None,
+    track_started: bool | None = None,
 ) -> Celery:
     """A Celery app with the test tasks and the dyrygent processor registered.
 
     Unset arguments come from the environment (DYRYGENT_TEST_QUEUE, _VISIBILITY,
-    _ACKS_LATE, _MAX_INTERVAL, _PROCESSOR_QUEUE), so a worker subprocess and the test's
-    client app agree.
+    _ACKS_LATE, _MAX_INTERVAL, _PROCESSOR_QUEUE, _TRACK_STARTED: "0" for Celery's default,
+    _ORPHAN_GRACE: seconds, or "off"), so a worker subprocess and the test's client app agree.
     """
     if visibility_timeout is None:
         visibility_timeout = float(os.environ.get("DYRYGENT_TEST_VISIBILITY", "30"))
@@ -55,6 +56,10 @@ def make_app(
         max_interval = float(os.environ.get("DYRYGENT_TEST_MAX_INTERVAL", "0.5"))
     if processor_queue is None:
         processor_queue = os.environ.get("DYRYGENT_TEST_PROCESSOR_QUEUE")
+    if track_started is None:
+        track_started = os.environ.get("DYRYGENT_TEST_TRACK_STARTED", "1") == "1"
+    grace = os.environ.get("DYRYGENT_TEST_ORPHAN_GRACE", "10")
+    orphan_grace = None if grace == "off" else float(grace)  # (off: benchmarks' A/B)
     app = Celery(name, broker=broker, backend=backend)
     app.conf.update(
         task_default_queue=queue or QUEUE,
@@ -70,7 +75,7 @@ def make_app(
         # The production settings the README asks for when workers may die.
         task_acks_late=acks_late,
         task_reject_on_worker_lost=acks_late,
-        task_track_started=True,
+        task_track_started=track_started,
         # a worker that cannot store a result during a backend outage retries instead of
         # dropping it (production setting, see README.rst)
         result_backend_always_retry=True,
@@ -83,7 +88,12 @@ def make_app(
     # a short lease and backup-tick backoff: tests kill workers mid-tick and should not wait
     # the defaults (10 s each)
     register_workflow_processor(
-        app, min_interval=0.01, max_interval=max_interval, lease=2, idle_interval=2
+        app,
+        min_interval=0.01,
+        max_interval=max_interval,
+        lease=2,
+        idle_interval=2,
+        orphan_grace=orphan_grace,
     )
     for fn in TASKS:
         app.task(name=f"t.{fn.__name__}", bind=True, shared=False)(recorded(fn))
@@ -294,6 +304,11 @@ def replace_with(self, x, kind="task"):
     return self.replace(sig)
 
 
+def die(x):
+    """Kill this pool process, as the OOM killer would (Celery: WorkerLostError)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def ping():
     return "pong"
 
@@ -362,6 +377,7 @@ TASKS = [
     fail_until,
     request_info,
     fail_once,
+    die,
 ]
 
 

@@ -12,7 +12,9 @@ retry gives them that long again):
   that holder), ``dirty`` (a node finished while it ticked), ``status`` (a WorkflowStatus,
   stored as its text), ``header`` (workflow-level options), ``created`` and ``ended``;
 * ``events``: every node state change, in commit order (:mod:`~dyrygent.engine.stores.events`);
-* join counters (:meth:`Store.count_down`), and an entry in the index of workflows.
+* join counters (:meth:`Store.count_down`), and an entry in the index of workflows;
+* on stores that keep them (``records_starts``), which worker started each node and how
+  often a node was relaunched (:mod:`dyrygent.engine.orphans`).
 
 Every time is the store server's clock (Redis ``TIME``, the database's own), never a
 client's: one clock, so no two hosts' clocks are ever compared (README, Reliability, item 8).
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +157,10 @@ class WorkflowRecord:
         )
 
 
+def _nothing() -> None:
+    pass
+
+
 def change_runs(changes: Mapping[int, int]) -> list[tuple[int, bytes]]:
     """Group changed bytes into (offset, bytes) runs of consecutive node indices."""
     runs: list[tuple[int, bytes]] = []
@@ -209,6 +215,32 @@ def claim_rule(
 
 class Store(abc.ABC):
     """The interface; see the module docstring for the protocol."""
+
+    #: Whether this store keeps worker records (:meth:`record_start`): without them, nodes
+    #: orphaned by a dead worker are not relaunched (:mod:`dyrygent.engine.orphans`).
+    records_starts: bool = False
+
+    def record_start(self, wf: str, node: str, worker: str) -> None:  # noqa: B027 (optional)
+        """Record that ``worker`` (``host|pid|flags``) started ``node`` of ``wf`` now, by the
+        store's clock: one write, from the worker, at each node start."""
+
+    def begin_record(self, wf: str, node: str, worker: str) -> Callable[[], None]:
+        """:meth:`record_start`, possibly sent now and confirmed later: returns the function
+        to call when the node ends (the default writes now and returns a no-op)."""
+        self.record_start(wf, node, worker)
+        return _nothing
+
+    def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
+        """The store's time now, and node id -> (started, worker) of the nodes of ``wf``
+        recorded as started at least ``older_than`` seconds ago (store clock)."""
+        return 0.0, {}
+
+    def drop_starts(self, wf: str, nodes: list[str]) -> None:  # noqa: B027 (optional)
+        """Forget the start records of ``nodes`` (settled: nobody needs them any more)."""
+
+    def relaunched(self, wf: str, node: str) -> int:
+        """Forget ``node``'s start record and count one relaunch of it; return the count."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no worker records")
 
     @abc.abstractmethod
     def create(

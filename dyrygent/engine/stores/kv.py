@@ -266,8 +266,39 @@ class KVStore(Store):
 
     def forget(self, wf: str) -> None:
         with self._lock:
-            for kind in "mgscex":
+            for kind in "mgscexwr":
                 self.backend.delete(self.prefix + wf + ":" + kind)
             index = dict(self._get("index") or {})
             if index.pop(wf, None) is not None:
                 self._set("index", index)
+
+    records_starts = True
+
+    def record_start(self, wf: str, node: str, worker: str) -> None:
+        with self._lock:
+            starts = dict(self._get(wf + ":w") or {})
+            starts[node] = (time.time(), worker)
+            self._set(wf + ":w", starts)
+
+    def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
+        with self._lock:
+            now = time.time()
+            starts = self._get(wf + ":w") or {}
+            return now, {n: (at, w) for n, (at, w) in starts.items() if at <= now - older_than}
+
+    def drop_starts(self, wf: str, nodes: list[str]) -> None:
+        with self._lock:
+            starts = dict(self._get(wf + ":w") or {})
+            for n in nodes:
+                starts.pop(n, None)
+            self._set(wf + ":w", starts)
+
+    def relaunched(self, wf: str, node: str) -> int:
+        with self._lock:
+            starts = dict(self._get(wf + ":w") or {})
+            starts.pop(node, None)
+            self._set(wf + ":w", starts)
+            counts = dict(self._get(wf + ":r") or {})
+            counts[node] = counts.get(node, 0) + 1
+            self._set(wf + ":r", counts)
+            return int(counts[node])

@@ -9,12 +9,12 @@ workflow is created and of expired ids when listed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dyrygent.core.states import WorkflowStatus
 from dyrygent.engine.failures import transient
-from dyrygent.engine.stores import redis_lua
+from dyrygent.engine.stores import orphan_lua, redis_lua
 from dyrygent.engine.stores.base import (
     DEFAULT_LEASE,
     KEEP_AFTER,
@@ -48,9 +48,15 @@ class RedisStore(Store):
         self._count = client.register_script(redis_lua.COUNT)
         self._list = client.register_script(redis_lua.LIST)
         self._reopen = client.register_script(redis_lua.REOPEN)
+        self._record = client.register_script(orphan_lua.RECORD)
+        self._starts = client.register_script(orphan_lua.STARTS)
+        self._relaunched = client.register_script(orphan_lua.RELAUNCHED)
+
+    records_starts = True
 
     def _key(self, wf: str, kind: str) -> str:
-        """The key of ``wf``'s record ``kind`` (m, s, g, c, e or x: segments)."""
+        """The key of ``wf``'s record ``kind`` (m, s, g, c, e, x: segments; w and r:
+        orphan_lua)."""
         return f"{self.prefix}{wf}:{kind}"
 
     @transient
@@ -188,6 +194,54 @@ class RedisStore(Store):
     @transient
     def forget(self, wf: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*(self._key(wf, k) for k in "msgcex"))
+        pipe.delete(*(self._key(wf, k) for k in "msgcexwr"))
         pipe.zrem(self.index_key, wf)
         pipe.execute()
+
+    @transient
+    def record_start(self, wf: str, node: str, worker: str) -> None:
+        self._record(keys=[self._key(wf, "w"), self._key(wf, "m")], args=[node, worker])
+
+    def begin_record(self, wf: str, node: str, worker: str) -> Callable[[], None]:
+        """Send the record now on a connection of its own and read Redis's reply when the
+        node ends: the node does not wait a round trip. The command is in the kernel's send
+        buffer before the node runs, so it reaches Redis even if this process is killed
+        (EVAL with the script's text: no NOSCRIPT after a Redis restart)."""
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            conn = pool.get_connection("EVAL")
+        try:
+            keys = (self._key(wf, "w"), self._key(wf, "m"))
+            conn.send_command("EVAL", orphan_lua.RECORD, 2, *keys, node, worker)
+        except Exception:
+            pool.release(conn)
+            raise
+
+        def confirm() -> None:
+            try:
+                conn.read_response()
+            finally:
+                pool.release(conn)
+
+        return confirm
+
+    @transient
+    def starts(self, wf: str, older_than: float) -> tuple[float, dict[str, tuple[float, str]]]:
+        r = self._starts(keys=[self._key(wf, "w")], args=[older_than])
+        out: dict[str, tuple[float, str]] = {}
+        for k, v in zip(r[1::2], r[2::2]):
+            at, _, worker = v.decode().partition("|")
+            out[k.decode()] = (float(at), worker)
+        return float(r[0]), out
+
+    @transient
+    def drop_starts(self, wf: str, nodes: list[str]) -> None:
+        if nodes:
+            self.client.hdel(self._key(wf, "w"), *nodes)
+
+    @transient
+    def relaunched(self, wf: str, node: str) -> int:
+        keys = [self._key(wf, k) for k in "wrm"]
+        return int(self._relaunched(keys=keys, args=[node]))
