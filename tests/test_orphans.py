@@ -13,7 +13,7 @@ from celery.utils import uuid
 
 from dyrygent import InvalidNodeError, NodeLostError, NodeTimeoutError, register_workflow_processor
 from dyrygent import Workflow as DyrygentWorkflow
-from dyrygent.core.graph import GraphBuilder
+from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import Outcome
 from dyrygent.engine.orphans import Orphans
