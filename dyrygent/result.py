@@ -193,6 +193,13 @@ class WorkflowResult(_Handle, AsyncResult):
         self._cache = None
         self.on_ready = promise(self._on_fulfilled, weak=True)
 
+    def get(self, *args: Any, follow_parents: bool = False, **kwargs: Any) -> Any:
+        """The workflow's result (AsyncResult.get's arguments). Parents are not followed by
+        default: the workflow's own result already carries the failure that decided it,
+        while a parent node's meta may be one the processor acts on (a lost worker it
+        relaunches, a revoke after a deadline)."""
+        return super().get(*args, follow_parents=follow_parents, **kwargs)
+
     @property
     def parent(self) -> Any:
         if self._parent is UNSET:
