@@ -60,6 +60,9 @@ DIFFERENCES: dict[str, str] = {
     "test_chord::test_nested_chord_header_link_error": (
         "a nested chord whose header fails fails the outer chord, calling its errback too"
     ),
+    "test_chord::test_chord_on_error": (
+        "a failed chord's errback is no child of the chord's body in the result tree"
+    ),
     "test_chord::test_error_propagates_from_chord": (
         "celery 6437 is fixed: .get() raises instead of hanging (a strict xfail passes)"
     ),
