@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from celery.exceptions import TaskRevokedError  # noqa: F401  (cancel: see the skipped test)
+from celery.exceptions import TaskRevokedError
 
 from dyrygent import DefinitionError, PayloadInvalidError, load_definitions
 from dyrygent.engine.stores import store_for
@@ -191,9 +191,17 @@ def test_relaunch_runs_the_same_definition_and_payload_again(defs, ledger):
     assert by_name(ledger, again.id)["NUMBER"][0][1]["payload"] == {"n": 2}
 
 
-@pytest.mark.skip(reason="gap: cancel needs WorkflowResult.cancel(), being built in parallel")
-def test_cancel_a_running_definition():
-    pass
+def test_cancel_a_running_definition(defs, dapp, ledger):
+    # Given a run of example.SLOW (a 2 s step), while it runs
+    result = defs.run("example.SLOW", payload={"sleep": 2})
+    wait_for(lambda: by_name(ledger, result.id).get("SLOW"), TIMEOUT, "SLOW to start")
+    # When it is cancelled
+    assert result.cancel() is True
+    # Then it ends CANCELLED, get() raises TaskRevokedError, and a second cancel says so
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=TIMEOUT)
+    assert status(dapp, result.id) == "cancelled"
+    assert result.cancel() is False
 
 
 # --- beyond director -------------------------------------------------------------------
