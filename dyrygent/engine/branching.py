@@ -19,10 +19,11 @@ from dyrygent.core.tick import Outcome
 from dyrygent.engine.results import Observation
 from dyrygent.errors import BranchError
 
-__all__ = ["branch_choices"]
+__all__ = ["branch_choices", "chosen_names"]
 
 
-def _names(value: Any) -> list[str] | None:
+def chosen_names(value: Any) -> list[str] | None:
+    """The child names a branch's result chose (None: the result names none)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -44,7 +45,7 @@ def branch_choices(backend: Any, graph: Graph, seen: Observation) -> dict[int, f
             continue
         valid = sorted({nodes[c].name for c in graph.children[i]})
         value = seen.metas[i].get("result")
-        names = _names(value)
+        names = chosen_names(value)
         if names is not None and set(names) <= set(valid):
             choices[i] = frozenset(names)
             continue

@@ -33,10 +33,11 @@ from typing import Any
 from celery import states as celery_states
 from celery.utils import uuid
 
-from dyrygent.core.graph import Graph, index_refs
+from dyrygent.core.graph import Graph, NodeKind, index_refs
 from dyrygent.core.outcome import verdict
 from dyrygent.core.states import NodeState, WorkflowStatus
 from dyrygent.core.tick import Outcome, in_flight, plan_cancel, plan_retry
+from dyrygent.engine.branching import chosen_names
 from dyrygent.engine.loading import Loaded
 from dyrygent.engine.notify import callback_id, notify_end
 from dyrygent.engine.registry import processor_of
@@ -181,6 +182,7 @@ def retry(app: Any, wf: str, nodes: Iterable[str] | None = None, max_age: int = 
         reopen = plan_retry(graph, states, _targets(graph, wf, nodes))
     else:
         reopen = {}
+    _keep_unchosen_skipped(app, graph, states, reopen)
     if not reopen and not flying:
         logger.info("dyrygent: workflow %s: nothing to retry", wf)
         return False
@@ -216,6 +218,26 @@ def _store_decided_outcome(
     from dyrygent.engine.finishing import Finisher  # noqa: PLC0415 (an import cycle)
 
     Finisher(app, store_for(app)).decide(wf, graph, states, decided, {}, {})
+
+
+def _keep_unchosen_skipped(
+    app: Any, graph: Graph, states: bytearray, reopen: dict[int, NodeState]
+) -> None:
+    """A branch that stays succeeded keeps its choice: its children it did not choose stay
+    SKIPPED (their reopened descendants are then skipped again by their start rules)."""
+    branches = [
+        i
+        for i, node in enumerate(graph.nodes)
+        if node.kind is NodeKind.BRANCH and states[i] == NodeState.SUCCEEDED and i not in reopen
+    ]
+    if not branches:
+        return
+    metas = read_metas(app.backend, [graph.nodes[i].id for i in branches])
+    for i, meta in zip(branches, metas):
+        chosen = set(chosen_names(meta.get("result")) or ())
+        for c in graph.children[i]:
+            if c in reopen and graph.nodes[c].name not in chosen:
+                del reopen[c]
 
 
 def notify_end_reopened(app: Any, wf: str, old: WorkflowStatus) -> None:

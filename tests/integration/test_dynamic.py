@@ -102,3 +102,23 @@ def test_a_branch_naming_no_child_fails_with_the_labels_it_could_return(app, t, 
         "left": "UPSTREAM_FAILED",
         "right": "UPSTREAM_FAILED",
     }
+
+
+def test_a_retry_keeps_a_branch_s_choice(app, t, ledger):
+    # Given a branch that chose "fast", whose fast path failed once
+    wf = Workflow(app=app)
+    choose = wf.add_signature(t.identity.si("fast"), label="choose", branch=True)
+    fast = wf.add_signature(t.fail_once.si(1, f"fast-{wf.id}"), choose, label="fast")
+    slow = wf.add_signature(t.echo.si("slow"), choose, label="slow")
+    result = wf.apply_async()
+    with pytest.raises(Exception, match="first run for fast"):
+        result.get(timeout=15)
+    final_states(app, wf)
+    # When it is retried
+    assert result.retry() is True
+    # Then the fast path runs again and succeeds, and the path not chosen never runs (the
+    # workflow's value is its last node's, the skipped slow path: None)
+    assert AsyncResult(wf.id, app=app).get(timeout=15) is None
+    assert final_states(app, wf) == {"choose": "SUCCEEDED", "fast": "SUCCEEDED", "slow": "SKIPPED"}
+    runs = ledger.runs()
+    assert runs[fast.id] == 2 and slow.id not in runs and runs[choose.id] == 1
