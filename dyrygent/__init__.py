@@ -37,7 +37,7 @@ from dyrygent.errors import (
 if TYPE_CHECKING:
     from dyrygent.core.rules import TriggerRule
     from dyrygent.definitions import beat_schedule, load_definitions
-    from dyrygent.dynamic import expand
+    from dyrygent.dynamic import branch, expand
     from dyrygent.engine.registration import register_workflow_processor
     from dyrygent.info import HistoryEvent, NodeInfo, Progress, WorkflowInfo
     from dyrygent.result import list_workflows
@@ -53,6 +53,7 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "expand": "dyrygent.dynamic",
+    "branch": "dyrygent.dynamic",
     "HistoryEvent": "dyrygent.info",
     "NodeInfo": "dyrygent.info",
     "Progress": "dyrygent.info",
@@ -104,6 +105,7 @@ __all__ = [
     "WorkflowResult",
     "__version__",
     "beat_schedule",
+    "branch",
     "expand",
     "list_workflows",
     "load_definitions",

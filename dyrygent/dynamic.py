@@ -1,5 +1,9 @@
 """Signatures for graphs that decide at run time: :class:`expand` (fan-out over a result).
 
+``branch(sig)`` makes ``sig`` a branch node: it returns the label (or labels) of the direct
+children to follow, the others are skipped. ``sig.set(trigger_rule="all_done")`` gives a
+node a start rule (Airflow's names); dyrygent consumes both options, Celery never sees them.
+
 ``expand(canvas)`` runs ``canvas`` once per item of its input, the parent's result known only
 at run time: ``chain(list_hosts.s(), expand(check.s()), summarize.s())`` runs one ``check`` per
 host and gives ``summarize`` the list of their results, in item order. Item ``i`` is prepended
@@ -13,7 +17,7 @@ from typing import Any
 
 from celery.canvas import Signature, maybe_signature
 
-__all__ = ["EXPAND_TASK", "expand"]
+__all__ = ["EXPAND_TASK", "branch", "expand"]
 
 #: The task name an expand node carries (no such task runs: the processor expands it).
 EXPAND_TASK = "dyrygent.expand"
@@ -38,3 +42,9 @@ class expand(Signature):  # noqa: N801 (a signature, named like Celery's xmap an
     @property
     def canvas(self) -> Any:
         return self.kwargs["canvas"]
+
+
+def branch(sig: Signature) -> Signature:
+    """A copy of ``sig`` that runs as a branch node: its result (a child's label, or a list)
+    says which of its direct children run; the others are SKIPPED."""
+    return sig.clone().set(dyrygent_branch=True)

@@ -104,6 +104,7 @@ def test_public_surface():
         "WorkflowResult",
         "__version__",
         "beat_schedule",
+        "branch",
         "expand",
         "list_workflows",
         "load_definitions",

@@ -122,3 +122,29 @@ def test_a_retry_keeps_a_branch_s_choice(app, t, ledger):
     assert final_states(app, wf) == {"choose": "SUCCEEDED", "fast": "SUCCEEDED", "slow": "SKIPPED"}
     runs = ledger.runs()
     assert runs[fast.id] == 2 and slow.id not in runs and runs[choose.id] == 1
+
+
+def test_rules_and_branches_given_as_signature_options_inside_a_canvas(app, t, ledger):
+    from celery import group
+
+    from dyrygent import InvalidNodeError, branch
+
+    # Given a canvas whose first step is a branch choosing the child named "t.add"
+    wf = Workflow(app=app)
+    wf.add_celery_canvas(
+        chain(branch(t.identity.si("t.add")), group(t.echo.si("a"), t.add.si(1, 2)))
+    )
+    # Then only that child runs (the other is skipped: None in the group's value)
+    assert wf.apply_async().get(timeout=15) == [None, 3]
+    assert final_states(app, wf) == {
+        "t.identity": "SUCCEEDED",
+        "t.echo": "SKIPPED",
+        "t.add": "SUCCEEDED",
+    }
+    # And a start rule set on a signature is consumed: the cleanup runs after a failure
+    wf2 = Workflow(app=app)
+    wf2.add_celery_canvas(chain(t.fail.si(), t.echo.si("cleanup").set(trigger_rule="all_done")))
+    assert wf2.apply_async().get(timeout=15) == [["cleanup"], {}]
+    # And an unknown rule is refused at build time, naming the node and the valid rules
+    with pytest.raises(InvalidNodeError, match=r"unknown trigger rule 'later': use one of"):
+        Workflow(app=app).add_celery_canvas(t.echo.si("x").set(trigger_rule="later"))

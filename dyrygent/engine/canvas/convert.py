@@ -28,7 +28,7 @@ from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.graph import Expr
 from dyrygent.dynamic import EXPAND_TASK
 from dyrygent.engine.canvas.errbacks import error_record, links
-from dyrygent.engine.canvas.templates import expand_node
+from dyrygent.engine.canvas.templates import expand_node, start_options
 from dyrygent.errors import InvalidNodeError, UnsupportedCanvasError
 
 __all__ = ["CanvasConverter", "STRUCTURAL_OPTIONS"]
@@ -297,10 +297,10 @@ class CanvasConverter:
             args = [*pre_args, *args]
             kwargs.update(pre_kwargs)
         extras = {"chord_errbacks": list(self._chord_errbacks)} if self._chord_errbacks else None
+        rule, kind = start_options(node_id, sig.task, options)
         spec = self.encode(node_id, sig.task, args, kwargs, options, extras)
-        self.builder.add(
-            node_id, sig.task, spec, parents=deps, input=None if sig.immutable else incoming
-        )
+        incoming = None if sig.immutable else incoming
+        self.builder.add(node_id, sig.task, spec, deps, incoming, rule=rule, kind=kind)
         return node_id, (node_id,)
 
     def _freeze_leaves(self, sig: Any) -> None:

@@ -1,4 +1,6 @@
-"""A canvas as a template: plain data to store and rebuild later (an expansion's canvas)."""
+"""What dyrygent adds to canvases: a canvas as a template (plain data to store and rebuild
+later: an expansion's canvas), and the dyrygent options a signature may carry
+(``trigger_rule``, ``dyrygent_branch``), consumed here and never sent to Celery."""
 
 from __future__ import annotations
 
@@ -10,9 +12,14 @@ from kombu.utils.json import dumps, loads
 
 from dyrygent.core.builder import GraphBuilder
 from dyrygent.core.graph import Expr, NodeKind
+from dyrygent.core.rules import TriggerRule
 from dyrygent.dynamic import EXPAND_TASK
+from dyrygent.errors import InvalidNodeError
 
-__all__ = ["expand_node", "json_safe", "without_ids"]
+__all__ = ["BRANCH_OPTION", "expand_node", "json_safe", "start_options", "without_ids"]
+
+#: The signature option :func:`dyrygent.branch` sets.
+BRANCH_OPTION = "dyrygent_branch"
 
 
 def json_safe(sig: Signature) -> dict[str, Any]:
@@ -53,3 +60,17 @@ def expand_node(
     spec = encode(node_id, EXPAND_TASK, [], {}, {}, extras)
     builder.add(node_id, EXPAND_TASK, spec, deps, incoming, kind=NodeKind.EXPAND)
     return node_id
+
+
+def start_options(node_id: str, task: str, options: dict[str, Any]) -> tuple[TriggerRule, NodeKind]:
+    """Take dyrygent's own options out of a node's ``options``: its start rule
+    (``sig.set(trigger_rule=...)``) and whether it is a branch (:func:`dyrygent.branch`).
+    Raises InvalidNodeError naming the node and the valid rules for an unknown rule."""
+    raw = options.pop("trigger_rule", None)
+    kind = NodeKind.BRANCH if options.pop(BRANCH_OPTION, False) else NodeKind.TASK
+    if raw is None:
+        return TriggerRule.ALL_SUCCESS, kind
+    try:
+        return TriggerRule.parse(raw), kind
+    except ValueError as exc:
+        raise InvalidNodeError(f"node {node_id!r} ({task}): {exc}", node=node_id) from None
