@@ -94,6 +94,7 @@ def cancel(app: Any, wf: str, terminate: bool = False, timeout: float = 60.0) ->
         states = bytes(claim.states)
         loaded = _view(app, wf, len(states))
         nodes = loaded.graph.nodes
+        states += bytes(len(nodes) - len(states))  # (a segment stored, its commit lost)
         changes = plan_cancel(states)
         flying = in_flight(states)
         # nodes that ended before the cancel keep their outcome (a retry will not rerun a
@@ -104,8 +105,20 @@ def cancel(app: Any, wf: str, terminate: bool = False, timeout: float = 60.0) ->
                 changes[i] = NodeState.SUCCEEDED
             elif seen is Outcome.FAILED:
                 changes[i] = NodeState.FAILED
-        # the rest in flight, and READY ones too (an interrupted tick may have sent them)
+        # the rest in flight, and READY ones too (an interrupted tick may have sent them);
+        # taking a dead tick's hold over, also the nodes it may have sent without committing
+        # (waiting ones whose parents all succeeded, and those of a segment it stored)
         ready = [i for i, s in enumerate(states) if s == NodeState.READY]
+        if claim.attempts > 1:
+            ready += [
+                i
+                for i, s in enumerate(states)
+                if s == NodeState.WAITING
+                and (
+                    i >= len(claim.states)
+                    or all(states[p] == NodeState.SUCCEEDED for p in nodes[i].parents)
+                )
+            ]
         ids = [nodes[i].id for i in sorted(flying + ready) if changes[i] == NodeState.CANCELLED]
         if ids:
             app.control.revoke(ids, terminate=terminate)
