@@ -22,7 +22,9 @@ def ended(app, wf) -> bytes:
     return store.status(wf.id).states
 
 
-@pytest.mark.parametrize("n", [0, 1, 100, pytest.param(10_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "n", [0, 1, 100, pytest.param(10_000, marks=[pytest.mark.slow, pytest.mark.timeout(600)])]
+)
 def test_a_fan_out_over_a_result_runs_one_node_per_item_in_item_order(app, t, ledger, n):
     # Given a chain whose middle step runs once per item of the first step's result
     wf, result = run(app, chain(t.identity.si(list(range(n))), expand(t.add.s(10)), t.echo.s()))
