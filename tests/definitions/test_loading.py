@@ -146,7 +146,6 @@ def test_yaml_is_loaded_safely(app, tmp_path):
             "LOAD.trigger_rule",
             "unknown trigger rule",
         ),
-        ({"b.I": {"tasks": [{"LOAD": {"timeout": 5}}]}}, "LOAD.timeout", "not supported yet"),
         (
             {"b.I": {"tasks": [{"LOAD": {"depends_on": ["x"]}}]}},
             "LOAD.depends_on",
@@ -319,3 +318,14 @@ def test_the_readme_examples_load(tmp_path):
         for name in defs.names():
             wf = defs.build(name, payload={"full": True})
             assert wf.freeze() is not None
+
+
+def test_a_per_task_timeout_is_a_node_deadline(app):
+    from dyrygent.engine.spec import spec_extras
+
+    # Given a task with timeout: 5 in a definition
+    d = load(app, {"b.I": {"tasks": [{"LOAD": {"timeout": 5}}]}})
+    # Then the node it builds carries that deadline (the processor fails it past it)
+    graph = d.build("b.I", payload={}).freeze()
+
+    assert [spec_extras(n.spec).get("timeout") for n in graph.nodes if n.task == "LOAD"] == [5.0]
