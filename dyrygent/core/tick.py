@@ -193,11 +193,13 @@ def plan_tick(
     if fail_fast and NodeState.FAILED in cur:
         for i in find_all(cur, NodeState.WAITING) + find_all(cur, NodeState.READY):
             work.set(i, NodeState.CANCELLED)
-    elif any(b in cur for b in UNFINISHED[1:]):  # something is ready or in flight
+    else:
         children = graph.children
         _settle(graph, work, sorted({c for i in settled for c in children[i]}))
-    else:  # nothing else would ever wake the waiting nodes: decide them all
-        _settle(graph, work, find_all(cur, NodeState.WAITING))
+        if NodeState.WAITING in cur and not any(b in cur for b in UNFINISHED[1:]):
+            # nothing ready or in flight would ever wake the waiting nodes (the first tick,
+            # after a retry): decide them all
+            _settle(graph, work, find_all(cur, NodeState.WAITING))
     plan.ready = find_all(cur, NodeState.READY)
     plan.verdict = verdict(graph, cur, fail_fast=fail_fast)
     if plan.verdict.status is not None:  # (a graph without nodes is decided at its first tick)
