@@ -112,11 +112,9 @@ redis.call('HSET', KEYS[1], 'holder', '', 'attempts', 0)
 return 1
 """
 
-#: KEYS m s e; ARGV token gen status version, then (offset, bytes) runs. The old bytes of
-#: each run are read before it is written, and each changed byte appends one 6-byte event
-#: (:mod:`dyrygent.engine.stores.events`) after the commit's time and event count.
-COMMIT = """
-if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
+#: Shared by COMMIT and REOPEN: write the (offset, bytes) runs from ARGV[5] on into the state
+#: string KEYS[2], collecting one packed event per changed byte, with the server's time.
+_APPLY_RUNS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local events, n = {}, 0
@@ -132,7 +130,17 @@ for i = 5, #ARGV, 2 do
   end
   redis.call('SETRANGE', KEYS[2], off, new)
 end
-if n > 0 then
+"""
+
+#: KEYS m s e; ARGV token gen status version, then (offset, bytes) runs. The old bytes of
+#: each run are read before it is written, and each changed byte appends one 6-byte event
+#: (:mod:`dyrygent.engine.stores.events`) after the commit's time and event count.
+COMMIT = (
+    """
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
+"""
+    + _APPLY_RUNS
+    + """if n > 0 then
   if redis.call('EXISTS', KEYS[3]) == 0 then
     -- stored by a release without events: start the log, expiring with the workflow
     redis.call('SET', KEYS[3], ARGV[4])
@@ -147,31 +155,20 @@ if ARGV[3] ~= 'running' then redis.call('HSET', KEYS[1], 'ended', now) end
 if d == '1' then return 1 end
 return 0
 """
+)
 
 #: KEYS m s g c e; ARGV gen max_age ttl version, then (offset, bytes) runs. Reopens a
 #: finished workflow at generation ``gen`` (nobody holds a finished one): writes the runs
 #: with their events, sets it running at ``gen + 1`` with a new deadline, and gives every
 #: record ``ttl`` seconds to live. Returns 1, or 0 if it is running, unknown or moved on.
-REOPEN = """
+REOPEN = (
+    """
 local m = redis.call('HMGET', KEYS[1], 'gen', 'status', 'holder')
 if not m[1] or m[2] == 'running' or tonumber(m[1]) ~= tonumber(ARGV[1]) then return 0 end
 if m[3] and m[3] ~= '' then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local events, n = {}, 0
-for i = 5, #ARGV, 2 do
-  local off, new = tonumber(ARGV[i]), ARGV[i + 1]
-  local old = redis.call('GETRANGE', KEYS[2], off, off + #new - 1)
-  for j = 1, #new do
-    local o, v = string.byte(old, j) or 0, string.byte(new, j)
-    if o ~= v then
-      n = n + 1
-      events[n] = struct.pack('>I4BB', off + j - 1, o, v)
-    end
-  end
-  redis.call('SETRANGE', KEYS[2], off, new)
-end
-if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], ARGV[4]) end
+"""
+    + _APPLY_RUNS
+    + """if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], ARGV[4]) end
 if n > 0 then
   redis.call('APPEND', KEYS[5], struct.pack('>dI4', now, n) .. table.concat(events))
 end
@@ -183,6 +180,7 @@ for k = 1, 5 do
 end
 return 1
 """
+)
 
 #: KEYS c; ARGV the counters to decrement.
 COUNT = """
